@@ -1,0 +1,28 @@
+"""The one base exception every user-facing failure derives from.
+
+Each subclass lives next to the code that raises it; this module only holds the base so that the
+entry points (cli, web, scheduler) can turn any of them into a clean one-line message.
+"""
+
+from __future__ import annotations
+
+
+class NewsletterError(Exception):
+    """A failure the user can act on. ``str(err)`` is one line: the problem, then the fix."""
+
+    #: process exit status the CLI uses for this kind of failure
+    exit_code: int = 1
+
+    def __init__(self, message: str, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        return f"{self.message} ({self.hint})" if self.hint else self.message
+
+
+class UsageError(NewsletterError):
+    """A bad argument or setting: the user must change how they call us."""
+
+    exit_code = 2
