@@ -1,20 +1,164 @@
 """The ``newsletter`` command: a thin click shell over the services.
 
 Each command parses its arguments, calls one service function and turns the library's errors
-(``NewsletterError``) into one clean line on stderr and an exit status.
+(``NewsletterError``) into one clean line on stderr and an exit status: 0 done, 1 a failure or
+work left, 2 a usage or configuration error.
 """
 
 from __future__ import annotations
 
+import sys
+from datetime import date
+from pathlib import Path
+
 import click
 
-from newsletter.cli_common import NewsletterGroup
+from newsletter.addresses import normalise_address
+from newsletter.cli_common import ISO_DATE, NewsletterGroup, settings_from
+from newsletter.cli_subscribers import subscribers
+from newsletter.compose import compose_edition, next_edition_date
+from newsletter.config import Settings
+from newsletter.deliver import SendReport, send_edition, send_test
+from newsletter.errors import NewsletterError
+from newsletter.preview import PLACEHOLDER, PreviewSubscriber, summary_lines, write_preview
+from newsletter.reports import dry_run_lines, report_line, status_lines
+from newsletter.store import Store, open_store
+
+
+class UnknownSubscriber(NewsletterError):
+    """No subscriber has that address."""
 
 
 @click.group(cls=NewsletterGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="newsletter")
 def cli() -> None:
     """Compile a news site's day of articles into one email edition and deliver it."""
+
+
+@cli.command()
+@click.option("--date", "day", type=ISO_DATE, help="Edition date (default: the next edition).")
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("out"),
+    show_default=True,
+    help="Folder for digest.html, digest.txt and digest.eml.",
+)
+@click.option("--email", help="Render the variant this subscriber receives (their sections).")
+@click.pass_context
+def preview(ctx: click.Context, day: date | None, out_dir: Path, email: str | None) -> None:
+    """Write edition D as digest.html, digest.txt and digest.eml for an editor to check."""
+    settings = settings_from(ctx)
+    day = day or next_edition_date(settings)
+    edition = compose_edition(settings, day)
+    for warning in edition.warnings:
+        click.echo(f"warning: {warning}", err=True)
+    subscriber = PLACEHOLDER if email is None else _preview_subscriber(ctx, email)
+    files = write_preview(settings, edition, out_dir, subscriber)
+    if edition.is_empty:
+        click.echo(f"edition {day.isoformat()}: no article in its window, nothing to send")
+        return
+    if files.variant is None:
+        click.echo(
+            f"edition {day.isoformat()}: nothing for {email} (none of their sections has an article)"
+        )
+        return
+    for warning in files.variant.warnings:
+        click.echo(f"warning: {warning}", err=True)
+    for line in summary_lines(files):
+        click.echo(line)
+    for path in files.paths:
+        click.echo(f"wrote {path}")
+
+
+def _preview_subscriber(ctx: click.Context, email: str) -> PreviewSubscriber:
+    with open_store(settings_from(ctx).database_url) as store:
+        found = store.find_by_email(normalise_address(email).key)
+    if found is None:
+        raise UnknownSubscriber(f"no subscriber {email}", "see `newsletter subscribers list`")
+    return PreviewSubscriber(found.id, found.email, found.name, found.categories)
+
+
+@cli.command()
+@click.option("--date", "day", type=ISO_DATE, help="Edition date (default: the next edition).")
+@click.option(
+    "--dry-run", is_flag=True, help="Say what would be sent; send nothing, record nothing."
+)
+@click.option(
+    "--test",
+    "test_addresses",
+    multiple=True,
+    metavar="ADDR",
+    help="Send only to these addresses (editors); the ledger is left alone. Repeatable.",
+)
+@click.pass_context
+def send(
+    ctx: click.Context, day: date | None, dry_run: bool, test_addresses: tuple[str, ...]
+) -> None:
+    """Send edition D to every active subscriber; a re-run continues and never re-sends.
+
+    Exit status: 0 when every recipient is final (sent or failed), 1 when work remains,
+    2 for a usage or configuration error.
+    """
+    settings = settings_from(ctx)
+    day = day or next_edition_date(settings)
+    with open_store(settings.database_url) as store:
+        if dry_run:
+            for line in dry_run_lines(store, settings, day):
+                click.echo(line)
+            return
+        if test_addresses:
+            sent = send_test(store, settings, day, test_addresses)
+            click.echo(
+                f"edition {day.isoformat()}: test sent to {sent} address(es); ledger untouched"
+            )
+            return
+        report = _send_with_progress(store, settings, day)
+    click.echo(report_line(report))
+    if report.error:
+        click.echo(f"error: {report.error}", err=True)
+    for email, error in report.failures[:20]:
+        click.echo(f"failed: {email}: {error}", err=True)
+    ctx.exit(0 if report.complete else 1)
+
+
+def _send_with_progress(store: Store, settings: Settings, day: date) -> SendReport:
+    if not sys.stdout.isatty():
+        return send_edition(store, settings, day)
+    bar_holder: list = []
+
+    def on_frozen(total: int) -> None:
+        bar_holder.append(click.progressbar(length=total, label=f"edition {day.isoformat()}"))
+        bar_holder[0].__enter__()
+
+    try:
+        return send_edition(
+            store, settings, day, on_frozen=on_frozen, progress=lambda n: bar_holder[0].update(n)
+        )
+    finally:
+        if bar_holder:
+            bar_holder[0].__exit__(None, None, None)
+
+
+@cli.command()
+@click.option("--date", "day", type=ISO_DATE, help="Edition date (default: the next edition).")
+@click.pass_context
+def status(ctx: click.Context, day: date | None) -> None:
+    """How edition D went: sent, failed, pending and skipped counts, failures listed."""
+    settings = settings_from(ctx)
+    day = day or _latest_or_next(ctx, settings)
+    with open_store(settings.database_url) as store:
+        for line in status_lines(store, day):
+            click.echo(line)
+
+
+def _latest_or_next(ctx: click.Context, settings: Settings) -> date:
+    with open_store(settings.database_url) as store:
+        return store.latest_edition_date() or next_edition_date(settings)
+
+
+cli.add_command(subscribers)
 
 
 def main() -> None:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import re
 import sys
+from datetime import date
 
 import click
 
@@ -29,3 +31,26 @@ def settings_from(ctx: click.Context) -> Settings:
     if "settings" not in root.obj:
         root.obj["settings"] = load_settings()
     return root.obj["settings"]
+
+
+class IsoDate(click.ParamType):
+    """A calendar date written exactly YYYY-MM-DD; anything else is a usage error (exit 2)."""
+
+    name = "YYYY-MM-DD"
+
+    def convert(
+        self, value: object, param: click.Parameter | None, ctx: click.Context | None
+    ) -> date:
+        if isinstance(value, date):
+            return value
+        text = str(value)
+        if _ISO_DATE.match(text):
+            try:
+                return date.fromisoformat(text)
+            except ValueError:
+                pass
+        self.fail(f"{text!r} is not a date; expected YYYY-MM-DD, e.g. 2026-01-27", param, ctx)
+
+
+_ISO_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+ISO_DATE = IsoDate()

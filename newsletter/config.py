@@ -41,36 +41,98 @@ class SettingDoc:
 
 # The one table of settings. Order is the order of .env.example and the README.
 SETTINGS: tuple[SettingDoc, ...] = (
-    SettingDoc("NEWSLETTER_SOURCES", "", "comma-separated feed URLs, feed files or folders of JSON articles; empty = the bundled sample"),
-    SettingDoc("NEWSLETTER_DATABASE_URL", "sqlite:///subscribers/newsletter.db", "SQLAlchemy URL of the store (SQLite file or postgresql+psycopg://...)"),
-    SettingDoc("NEWSLETTER_TIMEZONE", "Africa/Casablanca", "IANA time zone of the edition day and the send time"),
-    SettingDoc("NEWSLETTER_SEND_TIME", "07:00", "daily send time, HH:MM local; also the edition's cut-off"),
-    SettingDoc("NEWSLETTER_SEND_DEADLINE", "6", "hours after the send time during which the scheduler still catches up a missed send"),
+    SettingDoc(
+        "NEWSLETTER_SOURCES",
+        "",
+        "comma-separated feed URLs, feed files or folders of JSON articles; empty = the bundled sample",
+    ),
+    SettingDoc(
+        "NEWSLETTER_DATABASE_URL",
+        "sqlite:///subscribers/newsletter.db",
+        "SQLAlchemy URL of the store (SQLite file or postgresql+psycopg://...)",
+    ),
+    SettingDoc(
+        "NEWSLETTER_TIMEZONE",
+        "Africa/Casablanca",
+        "IANA time zone of the edition day and the send time",
+    ),
+    SettingDoc(
+        "NEWSLETTER_SEND_TIME", "07:00", "daily send time, HH:MM local; also the edition's cut-off"
+    ),
+    SettingDoc(
+        "NEWSLETTER_SEND_DEADLINE",
+        "6",
+        "hours after the send time during which the scheduler still catches up a missed send",
+    ),
     SettingDoc("NEWSLETTER_TITLE", "La Lettre", "newsletter name shown in the email and pages"),
     SettingDoc("NEWSLETTER_LOCALE", "fr", "language of dates and fixed text (fr, en, ar ...)"),
-    SettingDoc("NEWSLETTER_SECTIONS", ",".join(DEFAULT_SECTION_ORDER), "section order, comma-separated; sections not listed come after, by name"),
+    SettingDoc(
+        "NEWSLETTER_SECTIONS",
+        ",".join(DEFAULT_SECTION_ORDER),
+        "section order, comma-separated; sections not listed come after, by name",
+    ),
     SettingDoc("NEWSLETTER_MAX_PER_SECTION", "10", "most articles per section (newest first)"),
-    SettingDoc("NEWSLETTER_EXCERPT_CHARS", "400", "longest excerpt, in characters, before the size budget shortens it"),
+    SettingDoc(
+        "NEWSLETTER_EXCERPT_CHARS",
+        "400",
+        "longest excerpt, in characters, before the size budget shortens it",
+    ),
     SettingDoc("NEWSLETTER_FEED_TIMEOUT", "20", "seconds allowed for each feed download"),
     SettingDoc("NEWSLETTER_SMTP_HOST", "localhost", "SMTP relay host"),
-    SettingDoc("NEWSLETTER_SMTP_PORT", "", "SMTP relay port; empty = by security: 25 none, 587 starttls, 465 tls"),
-    SettingDoc("NEWSLETTER_SMTP_SECURITY", "starttls", "none, starttls or tls (certificates are always verified)"),
+    SettingDoc(
+        "NEWSLETTER_SMTP_PORT",
+        "",
+        "SMTP relay port; empty = by security: 25 none, 587 starttls, 465 tls",
+    ),
+    SettingDoc(
+        "NEWSLETTER_SMTP_SECURITY",
+        "starttls",
+        "none, starttls or tls (certificates are always verified)",
+    ),
     SettingDoc("NEWSLETTER_SMTP_USERNAME", "", "relay login (AUTH is only sent over TLS)"),
     SettingDoc("NEWSLETTER_SMTP_PASSWORD", "", "relay password; never logged"),
-    SettingDoc("NEWSLETTER_SMTP_CONNECTIONS", "4", "parallel SMTP connections, each reused for many messages"),
+    SettingDoc(
+        "NEWSLETTER_SMTP_CONNECTIONS",
+        "4",
+        "parallel SMTP connections, each reused for many messages",
+    ),
     SettingDoc("NEWSLETTER_SMTP_RATE", "0", "messages per second over all connections; 0 = no cap"),
     SettingDoc("NEWSLETTER_SMTP_TIMEOUT", "30", "seconds allowed for each SMTP network step"),
     SettingDoc("NEWSLETTER_FROM", "", "sender, 'Display Name <address>'; required to send"),
     SettingDoc("NEWSLETTER_REPLY_TO", "", "optional Reply-To address"),
-    SettingDoc("NEWSLETTER_UNSUBSCRIBE_MAILTO", "", "mailbox for mailto: unsubscribes; empty = unsubscribe@ the From domain"),
-    SettingDoc("NEWSLETTER_BASE_URL", "", "public https URL of `newsletter serve` (http only on loopback); required to send"),
-    SettingDoc("NEWSLETTER_SECRET_KEY", "", "signs every link token; required to send or serve; never logged"),
+    SettingDoc(
+        "NEWSLETTER_UNSUBSCRIBE_MAILTO",
+        "",
+        "mailbox for mailto: unsubscribes; empty = unsubscribe@ the From domain",
+    ),
+    SettingDoc(
+        "NEWSLETTER_BASE_URL",
+        "",
+        "public https URL of `newsletter serve` (http only on loopback); required to send",
+    ),
+    SettingDoc(
+        "NEWSLETTER_SECRET_KEY",
+        "",
+        "signs every link token; required to send or serve; never logged",
+    ),
     SettingDoc("NEWSLETTER_ADMIN_USER", "editor", "HTTP Basic user for the editors' pages"),
     SettingDoc("NEWSLETTER_ADMIN_PASSWORD", "", "HTTP Basic password; unset = editors' pages off"),
     SettingDoc("NEWSLETTER_CONFIRM_DAYS", "7", "days a sign-up confirmation link stays valid"),
-    SettingDoc("NEWSLETTER_THANK_YOU_URL", "", "where a sign-up form posted from the site is redirected (303); must be on BASE_URL's site"),
-    SettingDoc("NEWSLETTER_EDITORS", "", "comma-separated addresses that get each edition as a test send before it goes out"),
-    SettingDoc("NEWSLETTER_PREVIEW_LEAD", "60", "minutes before the send time that editors get their test send"),
+    SettingDoc(
+        "NEWSLETTER_THANK_YOU_URL",
+        "",
+        "where a sign-up form posted from the site is redirected (303); must be on BASE_URL's site",
+    ),
+    SettingDoc(
+        "NEWSLETTER_EDITORS",
+        "",
+        "comma-separated addresses that get each edition as a test send before it goes out",
+    ),
+    SettingDoc(
+        "NEWSLETTER_PREVIEW_LEAD",
+        "60",
+        "minutes before the send time that editors get their test send",
+    ),
 )
 
 _DEFAULTS: dict[str, str] = {s.name: s.default for s in SETTINGS}
@@ -112,7 +174,9 @@ class Settings:
 
     def __repr__(self) -> str:
         # Secrets must never reach a log line, even through a debug print of the settings.
-        return f"Settings(database_url={_redact_url(self.database_url)!r}, sources={self.sources!r})"
+        return (
+            f"Settings(database_url={_redact_url(self.database_url)!r}, sources={self.sources!r})"
+        )
 
     def require_sending(self) -> None:
         """Raise unless everything a real send needs is set."""
@@ -122,7 +186,9 @@ class Settings:
             ("NEWSLETTER_SECRET_KEY", self.secret_key),
         ):
             if not value:
-                raise ConfigError(f"{name} is not set", "set it in the environment or .env; see .env.example")
+                raise ConfigError(
+                    f"{name} is not set", "set it in the environment or .env; see .env.example"
+                )
 
     def require_secret(self) -> None:
         if not self.secret_key:
@@ -139,7 +205,9 @@ def _redact_url(url: str) -> str:
     return url
 
 
-def read_environment(env_file: Path | None = None, environ: Mapping[str, str] | None = None) -> dict[str, str]:
+def read_environment(
+    env_file: Path | None = None, environ: Mapping[str, str] | None = None
+) -> dict[str, str]:
     """Merge ``.env`` (if present) under the process environment: the environment wins."""
     path = env_file if env_file is not None else Path.cwd() / ".env"
     merged: dict[str, str] = {}
@@ -149,7 +217,9 @@ def read_environment(env_file: Path | None = None, environ: Mapping[str, str] | 
     return merged
 
 
-def load_settings(env_file: Path | None = None, environ: Mapping[str, str] | None = None) -> Settings:
+def load_settings(
+    env_file: Path | None = None, environ: Mapping[str, str] | None = None
+) -> Settings:
     raw = read_environment(env_file, environ)
 
     def get(name: str) -> str:
@@ -168,26 +238,36 @@ def load_settings(env_file: Path | None = None, environ: Mapping[str, str] | Non
         database_url=get("NEWSLETTER_DATABASE_URL"),
         timezone=_zone(get("NEWSLETTER_TIMEZONE")),
         send_time=_hhmm("NEWSLETTER_SEND_TIME", get("NEWSLETTER_SEND_TIME")),
-        send_deadline_hours=_number("NEWSLETTER_SEND_DEADLINE", get("NEWSLETTER_SEND_DEADLINE"), float, 0),
+        send_deadline_hours=_number(
+            "NEWSLETTER_SEND_DEADLINE", get("NEWSLETTER_SEND_DEADLINE"), float, 0
+        ),
         title=get("NEWSLETTER_TITLE"),
         locale=_locale(get("NEWSLETTER_LOCALE")),
         section_order=_split(get("NEWSLETTER_SECTIONS")),
-        max_per_section=_number("NEWSLETTER_MAX_PER_SECTION", get("NEWSLETTER_MAX_PER_SECTION"), int, 1),
+        max_per_section=_number(
+            "NEWSLETTER_MAX_PER_SECTION", get("NEWSLETTER_MAX_PER_SECTION"), int, 1
+        ),
         excerpt_chars=_number("NEWSLETTER_EXCERPT_CHARS", get("NEWSLETTER_EXCERPT_CHARS"), int, 40),
         feed_timeout=_number("NEWSLETTER_FEED_TIMEOUT", get("NEWSLETTER_FEED_TIMEOUT"), float, 0.1),
         smtp_host=get("NEWSLETTER_SMTP_HOST"),
         smtp_port=(
-            _number("NEWSLETTER_SMTP_PORT", port_text, int, 1) if port_text else DEFAULT_PORTS[security]
+            _number("NEWSLETTER_SMTP_PORT", port_text, int, 1)
+            if port_text
+            else DEFAULT_PORTS[security]
         ),
         smtp_security=security,  # type: ignore[arg-type]
         smtp_username=get("NEWSLETTER_SMTP_USERNAME"),
         smtp_password=raw.get("NEWSLETTER_SMTP_PASSWORD", ""),
-        smtp_connections=_number("NEWSLETTER_SMTP_CONNECTIONS", get("NEWSLETTER_SMTP_CONNECTIONS"), int, 1),
+        smtp_connections=_number(
+            "NEWSLETTER_SMTP_CONNECTIONS", get("NEWSLETTER_SMTP_CONNECTIONS"), int, 1
+        ),
         smtp_rate=_number("NEWSLETTER_SMTP_RATE", get("NEWSLETTER_SMTP_RATE"), float, 0),
         smtp_timeout=_number("NEWSLETTER_SMTP_TIMEOUT", get("NEWSLETTER_SMTP_TIMEOUT"), float, 0.1),
         from_address=_one_line("NEWSLETTER_FROM", get("NEWSLETTER_FROM")),
         reply_to=_one_line("NEWSLETTER_REPLY_TO", get("NEWSLETTER_REPLY_TO")),
-        unsubscribe_mailto=_one_line("NEWSLETTER_UNSUBSCRIBE_MAILTO", get("NEWSLETTER_UNSUBSCRIBE_MAILTO")),
+        unsubscribe_mailto=_one_line(
+            "NEWSLETTER_UNSUBSCRIBE_MAILTO", get("NEWSLETTER_UNSUBSCRIBE_MAILTO")
+        ),
         base_url=_base_url(base_url),
         secret_key=raw.get("NEWSLETTER_SECRET_KEY", ""),
         admin_user=get("NEWSLETTER_ADMIN_USER"),
@@ -195,7 +275,9 @@ def load_settings(env_file: Path | None = None, environ: Mapping[str, str] | Non
         confirm_days=_number("NEWSLETTER_CONFIRM_DAYS", get("NEWSLETTER_CONFIRM_DAYS"), int, 1),
         thank_you_url=get("NEWSLETTER_THANK_YOU_URL"),
         editors=_split(get("NEWSLETTER_EDITORS")),
-        preview_lead_minutes=_number("NEWSLETTER_PREVIEW_LEAD", get("NEWSLETTER_PREVIEW_LEAD"), int, 0),
+        preview_lead_minutes=_number(
+            "NEWSLETTER_PREVIEW_LEAD", get("NEWSLETTER_PREVIEW_LEAD"), int, 0
+        ),
     )
 
 
@@ -216,7 +298,9 @@ def _zone(name: str) -> ZoneInfo:
 def _hhmm(name: str, text: str) -> time:
     match = _HHMM.match(text)
     if not match:
-        raise ConfigError(f"{name}={text!r} is not a time of day", "expected HH:MM, 24-hour, e.g. 07:00")
+        raise ConfigError(
+            f"{name}={text!r} is not a time of day", "expected HH:MM, 24-hour, e.g. 07:00"
+        )
     return time(int(match.group(1)), int(match.group(2)))
 
 
@@ -224,9 +308,13 @@ def _number(name: str, text: str, kind: type[N], minimum: N) -> N:
     try:
         value = kind(text)
     except ValueError:
-        raise ConfigError(f"{name}={text!r} is not a number", f"expected a {kind.__name__} >= {minimum}") from None
+        raise ConfigError(
+            f"{name}={text!r} is not a number", f"expected a {kind.__name__} >= {minimum}"
+        ) from None
     if value < minimum:
-        raise ConfigError(f"{name}={text!r} is too small", f"expected a {kind.__name__} >= {minimum}")
+        raise ConfigError(
+            f"{name}={text!r} is too small", f"expected a {kind.__name__} >= {minimum}"
+        )
     return value
 
 
@@ -234,7 +322,10 @@ def _locale(text: str) -> str:
     try:
         Locale.parse(text.replace("-", "_"))
     except (UnknownLocaleError, ValueError):
-        raise ConfigError(f"NEWSLETTER_LOCALE={text!r} is not a known locale", "expected a code such as fr, en or ar") from None
+        raise ConfigError(
+            f"NEWSLETTER_LOCALE={text!r} is not a known locale",
+            "expected a code such as fr, en or ar",
+        ) from None
     return text.replace("-", "_")
 
 

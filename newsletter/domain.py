@@ -159,3 +159,47 @@ class Edition:
     def restricted_to(self, keys: frozenset[str]) -> Edition:
         """This edition with only the sections whose key is in ``keys``."""
         return replace(self, sections=tuple(s for s in self.sections if s.key in keys))
+
+
+class ConsentSource(enum.StrEnum):
+    """How consent reached us: the operator vouched (import, cli) or the owner opted in (web)."""
+
+    IMPORT = "import"
+    WEB = "web"
+    CLI = "cli"
+
+
+@dataclass(frozen=True, slots=True)
+class Subscriber:
+    """One address on the list, as stored. Timestamps are timezone-aware UTC."""
+
+    id: int
+    email: str  # normalised: local part as written, lower-case ASCII (IDNA) domain
+    email_key: str  # email lower-cased: what "the same address" means
+    name: str
+    locale: str  # "" = the newsletter's NEWSLETTER_LOCALE
+    categories: tuple[str, ...]  # as the subscriber wrote them; empty = every section
+    status: SubscriberStatus
+    created_at: datetime
+    updated_at: datetime
+    status_changed_at: datetime
+    confirmed_at: datetime | None  # last double opt-in confirmation
+    unsubscribed_at: datetime | None
+    consent_source: ConsentSource
+    consent_at: datetime | None  # when consent was given or vouched for; None while pending
+    consent_detail: str  # file name for an import, client address for the web, "" otherwise
+
+    @property
+    def category_keys(self) -> frozenset[str]:
+        """The preferences folded for matching feed categories ("economie" finds "Économie")."""
+        return frozenset(category_key(c) for c in self.categories if c.strip())
+
+
+class EditionStatus(enum.StrEnum):
+    """Where an edition stands in the ledger."""
+
+    OPEN = "open"  # known (held, say) but not frozen yet
+    SENDING = "sending"  # frozen: recipients fixed, deliveries under way or interrupted
+    SENT = "sent"  # every delivery final
+    EMPTY = "empty"  # no article in its window: nothing was sent, on purpose
+    SKIPPED_LATE = "skipped-late"  # the scheduler found it past its deadline and did not send it

@@ -21,3 +21,7 @@ def templates_dir() -> Path:
 def sample_dir() -> Path:
     """The bundled sample content: a WordPress-style French feed used by defaults and the demo."""
     return _PACKAGE / "sample"
+
+
+#: the edition day the bundled sample feed is written for (its articles fall in that window)
+SAMPLE_EDITION_DATE = "2026-01-27"

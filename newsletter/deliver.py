@@ -1,0 +1,421 @@
+"""Service: deliver one edition to its frozen recipients, exactly once per ledger row.
+
+The pipeline, by stage (as in listmonk's manager):
+- campaign: ``send_edition`` freezes the edition (its articles and its recipients) in the ledger;
+- message: the claimer thread claims pending rows with a lease and personalises each one by
+  substitution into its variant's pre-encoded ``MessageTemplate``;
+- worker: one thread per SMTP connection takes messages from a small queue, sends them, and
+  records each outcome in the ledger before it takes the next, so a kill -9 can repeat at most
+  the message in flight and the one being recorded, per connection;
+- SMTP pool: each worker's own ``SmtpConnection``, reconnected with bounded backoff.
+
+A 4xx or a dropped connection puts the row back with a short backoff (bounded attempts per run);
+a 5xx marks it failed and the subscriber bounced. A relay that cannot be reached at all stops
+the run with every unsent row back to pending.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import date
+
+from newsletter.addresses import normalise_address
+from newsletter.compose import VariantRenderer, compose_edition
+from newsletter.config import Settings
+from newsletter.domain import DeliveryStatus, Edition, EditionStatus
+from newsletter.edition import build_edition
+from newsletter.errors import NewsletterError
+from newsletter.links import Links
+from newsletter.message import ListIdentity, MessageTemplate, Recipient, Sender
+from newsletter.smtp import (
+    ConnectionLost,
+    PermanentFailure,
+    RelayRefusedSender,
+    RelayUnreachable,
+    SmtpConfig,
+    SmtpConnection,
+    TemporaryFailure,
+)
+from newsletter.store import ClaimedDelivery, Store
+from newsletter.tokens import TokenSigner
+
+LEASE_SECONDS = 30.0  # a crashed sender's rows come back after this, or at once if its pid is gone
+CLAIM_BATCH = 200
+RETRY_BACKOFF = (1.0, 2.0, 4.0, 8.0)  # seconds before attempts 2, 3, 4, 5 of one row in one run
+DEFER_TO_NEXT_RUN = 3600.0  # after that, the row waits; the next `send` retries it at once
+RETRY_HORIZON = 60.0  # a run waits for rows coming back within this many seconds
+RECONNECT_BACKOFF = (0.5, 1.0, 2.0, 4.0, 8.0, 15.0)  # then the relay counts as unreachable
+
+
+class NothingToSend(NewsletterError):
+    """The edition has no article in its window: there is nothing to send."""
+
+    exit_code = 0
+
+
+def new_owner_id() -> str:
+    """Who holds a lease: host, pid and a nonce, so a dead owner on this host can be detected."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+def owner_is_dead(owner: str) -> bool:
+    """True when ``owner`` ran on this host and its process no longer exists."""
+    host, _, rest = owner.partition(":")
+    pid_text = rest.partition(":")[0]
+    if host != socket.gethostname() or not pid_text.isdigit():
+        return False  # another machine's sender: only its lease expiry frees its rows
+    pid = int(pid_text)
+    if pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return _is_zombie(pid)
+
+
+def _is_zombie(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
+            return stat.read().rpartition(")")[2].split()[0] == "Z"
+    except OSError:
+        return False
+
+
+@dataclass
+class SendReport:
+    edition_date: date
+    counts: dict[str, int]
+    failures: list[tuple[str, str]] = field(default_factory=list)
+    sent_this_run: int = 0
+    error: str | None = None
+
+    @property
+    def remaining(self) -> int:
+        return self.counts.get(DeliveryStatus.PENDING, 0) + self.counts.get(
+            DeliveryStatus.SENDING, 0
+        )
+
+    @property
+    def complete(self) -> bool:
+        return self.remaining == 0 and self.error is None
+
+
+class RateLimiter:
+    """At most ``rate`` acquisitions per second across all threads (0 = unlimited)."""
+
+    def __init__(self, rate: float) -> None:
+        self._interval = 1.0 / rate if rate > 0 else 0.0
+        self._next = time.monotonic()
+        self._lock = threading.Lock()
+
+    def wait(self) -> None:
+        if not self._interval:
+            return
+        with self._lock:
+            now = time.monotonic()
+            slot = max(self._next, now)
+            self._next = slot + self._interval
+        if slot > now:
+            time.sleep(slot - now)
+
+
+@dataclass(frozen=True, slots=True)
+class OutgoingMessage:
+    delivery: ClaimedDelivery
+    data: bytes
+
+
+class EditionSender:
+    """One run of one edition's delivery: claimer + workers over the ledger."""
+
+    def __init__(
+        self,
+        store: Store,
+        settings: Settings,
+        edition: Edition,
+        *,
+        smtp: SmtpConfig | None = None,
+        stop: threading.Event | None = None,
+        progress: Callable[[int], None] | None = None,
+    ) -> None:
+        self.store = store
+        self.settings = settings
+        self.edition = edition
+        self.smtp = smtp or SmtpConfig.from_settings(settings)
+        self.stop = stop or threading.Event()
+        self.progress = progress
+        self.owner = new_owner_id()
+        self.identity = ListIdentity(
+            sender=Sender.parse(settings.from_address),
+            list_name=settings.title,
+            reply_to=settings.reply_to,
+        )
+        self.links = Links(
+            base_url=settings.base_url,
+            signer=TokenSigner(settings.secret_key, settings.confirm_days * 86400),
+            mailto_address=settings.unsubscribe_mailto
+            or f"unsubscribe@{self.identity.sender.domain}",
+        )
+        self.variants = VariantRenderer.for_settings(edition, settings)
+        self._templates: dict[frozenset[str], MessageTemplate] = {}
+        self._queue: queue.Queue[OutgoingMessage | None] = queue.Queue(
+            maxsize=4 * settings.smtp_connections
+        )
+        self._rate = RateLimiter(settings.smtp_rate)
+        self._fatal: NewsletterError | None = None
+        self._abort = threading.Event()
+        self._sent = 0
+        self._sent_lock = threading.Lock()
+        self._tries: dict[int, int] = {}
+
+    # -- message stage ---------------------------------------------------------------------------
+    def _template(self, keys: frozenset[str]) -> MessageTemplate:
+        if keys not in self._templates:
+            self._templates[keys] = MessageTemplate(
+                self.variants.variant(keys), self.identity, self.edition.date
+            )
+        return self._templates[keys]
+
+    def _personalise(self, row: ClaimedDelivery) -> bytes | None:
+        keys = self.edition.variant_keys(row.categories)
+        if not keys:
+            return None
+        unsubscribe = self.links.unsubscribe_url(row.subscriber_id, row.email_key)
+        recipient = Recipient(
+            subscriber_id=row.subscriber_id,
+            email=row.email,
+            name=row.name,
+            unsubscribe_url=unsubscribe,
+            preferences_url=self.links.preferences_url(row.subscriber_id, row.email_key),
+            unsubscribe_mailto=self.links.unsubscribe_mailto(row.subscriber_id, row.email_key),
+        )
+        return self._template(keys).personalise(recipient)
+
+    def _claim_loop(self) -> None:
+        """Claim rows and feed the workers until nothing is left or the run must stop."""
+        renewed = time.monotonic()
+        while not self._must_stop():
+            self.store.release_dead_owners(self.edition.date, owner_is_dead)
+            rows = self.store.claim_deliveries(
+                self.edition.date, self.owner, CLAIM_BATCH, LEASE_SECONDS
+            )
+            if not rows:
+                if not self.store.has_unfinished(self.edition.date, RETRY_HORIZON):
+                    return
+                self._sleep(0.5)  # rows in backoff or held by another live sender
+            for row in rows:
+                data = self._personalise(row)
+                if data is None:
+                    self.store.mark_skipped(
+                        row.delivery_id, "none of the subscriber's sections in this edition"
+                    )
+                    continue
+                while not self._must_stop():
+                    try:
+                        self._queue.put(OutgoingMessage(row, data), timeout=0.2)
+                        break
+                    except queue.Full:
+                        pass
+                if time.monotonic() - renewed > LEASE_SECONDS / 3:
+                    self.store.renew_leases(self.owner, LEASE_SECONDS)
+                    renewed = time.monotonic()
+            if time.monotonic() - renewed > LEASE_SECONDS / 3:
+                self.store.renew_leases(self.owner, LEASE_SECONDS)
+                renewed = time.monotonic()
+
+    # -- worker stage ----------------------------------------------------------------------------
+    def _worker(self) -> None:
+        connection = SmtpConnection(self.smtp)
+        try:
+            while True:
+                item = self._queue.get()
+                if item is None:
+                    return
+                if self._must_stop():
+                    continue  # left claimed; released to pending when the run ends
+                self._deliver(connection, item)
+        except NewsletterError as err:
+            self._fail_run(err)
+        finally:
+            connection.close()
+
+    def _deliver(self, connection: SmtpConnection, item: OutgoingMessage) -> None:
+        row = item.delivery
+        try:
+            self._ensure_open(connection)
+            self._rate.wait()
+            connection.send(self.identity.sender.address, row.email, item.data)
+        except PermanentFailure as err:
+            self.store.mark_failed(row.delivery_id, str(err), bounce=True)
+            return
+        except (TemporaryFailure, ConnectionLost) as err:
+            self._retry_later(row, str(err))
+            return
+        except RelayUnreachable:
+            self.store.release([row.delivery_id], None)
+            raise
+        self.store.mark_sent(row.delivery_id)
+        with self._sent_lock:
+            self._sent += 1
+        if self.progress:
+            self.progress(1)
+
+    def _retry_later(self, row: ClaimedDelivery, error: str) -> None:
+        """Back to pending after a short backoff; after a few tries, left for the next run."""
+        with self._sent_lock:
+            tries = self._tries[row.delivery_id] = self._tries.get(row.delivery_id, 0) + 1
+        delay = RETRY_BACKOFF[tries - 1] if tries <= len(RETRY_BACKOFF) else DEFER_TO_NEXT_RUN
+        self.store.release([row.delivery_id], error, delay=delay)
+
+    def _ensure_open(self, connection: SmtpConnection) -> None:
+        """Open (or reopen) the connection, backing off; RelayUnreachable when it never comes."""
+        if connection.is_open:
+            return
+        for pause in (*RECONNECT_BACKOFF, None):
+            try:
+                connection.open()
+                return
+            except RelayUnreachable:
+                if pause is None or self._must_stop():
+                    raise
+                self._sleep(pause)
+
+    # -- run -------------------------------------------------------------------------------------
+    def _must_stop(self) -> bool:
+        return self.stop.is_set() or self._abort.is_set()
+
+    def _sleep(self, seconds: float) -> None:
+        self._abort.wait(seconds) if not self.stop.is_set() else None
+
+    def _fail_run(self, err: NewsletterError) -> None:
+        if self._fatal is None:
+            self._fatal = err
+        self._abort.set()
+
+    def run(self) -> int:
+        """Send until every row is final, the relay fails, or ``stop`` is set. Returns messages sent."""
+        workers = [
+            threading.Thread(target=self._worker, name=f"smtp-{i}", daemon=True)
+            for i in range(self.settings.smtp_connections)
+        ]
+        for worker in workers:
+            worker.start()
+        try:
+            self._claim_loop()
+        except NewsletterError as err:
+            self._fail_run(err)
+        finally:
+            for _ in workers:
+                self._queue.put(None)
+            for worker in workers:
+                worker.join()
+            # Whatever this run claimed but did not send goes back for the next run, at once.
+            self.store.release_owner(self.owner)
+        if self._fatal is not None:
+            raise self._fatal
+        return self._sent
+
+
+def frozen_edition(store: Store, settings: Settings, day: date) -> Edition:
+    """Edition ``day`` as frozen at its first send, else composed now from the sources."""
+    articles = store.frozen_articles(day)
+    if articles is None:
+        return compose_edition(settings, day, exclude_uids=store.sent_article_uids(before=day))
+    return build_edition(
+        articles,
+        day=day,
+        send_time=settings.send_time,
+        zone=settings.timezone,
+        order=settings.section_order,
+        max_per_section=max(settings.max_per_section, len(articles)),
+        title=settings.title,
+        locale=settings.locale,
+    )
+
+
+def send_edition(
+    store: Store,
+    settings: Settings,
+    day: date,
+    *,
+    smtp: SmtpConfig | None = None,
+    stop: threading.Event | None = None,
+    progress: Callable[[int], None] | None = None,
+    on_frozen: Callable[[int], None] | None = None,
+) -> SendReport:
+    """Deliver edition ``day`` to every frozen recipient; re-running continues where it stopped."""
+    settings.require_sending()
+    Sender.parse(settings.from_address)
+    edition = frozen_edition(store, settings, day)
+    if edition.is_empty:
+        store.record_edition_status(day, EditionStatus.EMPTY, "no article in its window")
+        raise NothingToSend(
+            f"edition {day.isoformat()} has no article in its window: nothing to send"
+        )
+    store.freeze_edition(day, edition.articles)
+    store.clear_backoff(day)  # rows deferred by an earlier run are retried now
+    if on_frozen:
+        on_frozen(store.delivery_counts(day).get(DeliveryStatus.PENDING, 0))
+    sender = EditionSender(store, settings, edition, smtp=smtp, stop=stop, progress=progress)
+    error: str | None = None
+    try:
+        sent = sender.run()
+    except (RelayUnreachable, RelayRefusedSender) as err:
+        sent, error = sender._sent, str(err)
+        if isinstance(err, RelayRefusedSender):
+            raise
+    report = SendReport(day, store.delivery_counts(day), store.delivery_failures(day), sent, error)
+    if report.complete:
+        store.mark_edition_sent(day)
+    return report
+
+
+def send_test(store: Store, settings: Settings, day: date, addresses: Sequence[str]) -> int:
+    """Send the full edition to ``addresses`` (editors); the ledger is not touched."""
+    settings.require_sending()
+    targets = [normalise_address(a) for a in addresses]
+    edition = frozen_edition(store, settings, day)
+    if edition.is_empty:
+        raise NothingToSend(
+            f"edition {day.isoformat()} has no article in its window: nothing to send"
+        )
+    identity = ListIdentity(
+        sender=Sender.parse(settings.from_address),
+        list_name=settings.title,
+        reply_to=settings.reply_to,
+    )
+    variant = VariantRenderer.for_settings(edition, settings).variant(edition.section_keys)
+    template = MessageTemplate(variant, identity, edition.date)
+    links = Links(
+        base_url=settings.base_url,
+        signer=TokenSigner(settings.secret_key, settings.confirm_days * 86400),
+        mailto_address=settings.unsubscribe_mailto or f"unsubscribe@{identity.sender.domain}",
+    )
+    connection = SmtpConnection(SmtpConfig.from_settings(settings))
+    try:
+        for address in targets:
+            # id 0 is never a subscriber: the links in a test message lead to a "not valid" page.
+            recipient = Recipient(
+                subscriber_id=0,
+                email=address.normalized,
+                name="",
+                unsubscribe_url=links.unsubscribe_url(0, address.key),
+                preferences_url=links.preferences_url(0, address.key),
+                unsubscribe_mailto=links.unsubscribe_mailto(0, address.key),
+            )
+            connection.send(
+                identity.sender.address, address.normalized, template.personalise(recipient)
+            )
+    finally:
+        connection.close()
+    return len(targets)

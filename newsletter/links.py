@@ -1,0 +1,37 @@
+"""The per-subscriber URLs every email and page carries, built from signed tokens."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from urllib.parse import quote
+
+from newsletter.tokens import Purpose, TokenSigner
+
+# Route paths of the web app; web.py mounts its handlers on the same constants.
+UNSUBSCRIBE_PATH = "/unsubscribe/"
+PREFERENCES_PATH = "/preferences/"
+CONFIRM_PATH = "/confirm/"
+
+
+@dataclass(frozen=True, slots=True)
+class Links:
+    base_url: str
+    signer: TokenSigner
+    mailto_address: str  # where mailto: unsubscribes go
+
+    def unsubscribe_url(self, subscriber_id: int, email_key: str) -> str:
+        return self._url(UNSUBSCRIBE_PATH, Purpose.UNSUBSCRIBE, subscriber_id, email_key)
+
+    def preferences_url(self, subscriber_id: int, email_key: str) -> str:
+        return self._url(PREFERENCES_PATH, Purpose.PREFERENCES, subscriber_id, email_key)
+
+    def confirm_url(self, subscriber_id: int, email_key: str) -> str:
+        return self._url(CONFIRM_PATH, Purpose.CONFIRM, subscriber_id, email_key)
+
+    def unsubscribe_mailto(self, subscriber_id: int, email_key: str) -> str:
+        """A mailto: URL whose subject carries the unsubscribe token (see the README's mailto section)."""
+        token = self.signer.sign(Purpose.UNSUBSCRIBE, subscriber_id, email_key)
+        return f"mailto:{self.mailto_address}?subject={quote('unsubscribe ' + token)}"
+
+    def _url(self, path: str, purpose: Purpose, subscriber_id: int, email_key: str) -> str:
+        return f"{self.base_url}{path}{self.signer.sign(purpose, subscriber_id, email_key)}"

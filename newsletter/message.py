@@ -1,0 +1,242 @@
+"""MIME messages built once per content variant and personalised by byte substitution.
+
+Building an ``EmailMessage`` per subscriber costs about 1.8 ms; at 20,000 subscribers that alone
+caps a send near 500 messages/s. So a ``MessageTemplate`` does the expensive part once per variant:
+it encodes the subject, the From header and both bodies (quoted-printable, CRLF, lines of at most
+76 characters), and cuts the encoded bodies at the per-subscriber link slots. ``personalise()``
+then only joins bytes: the headers that differ per recipient and the subscriber's own URLs,
+quoted-printable encoded on lines of their own with soft line breaks around them, so decoding
+gives back the exact rendered text with the URL in place.
+
+The wire form follows the crib in DESIGN.md: CRLF line ends, no line over 998 bytes,
+multipart/alternative with text/plain first and text/html last, one recipient in To, RFC 2047
+display names, List-Id, List-Unsubscribe (https and mailto) and List-Unsubscribe-Post.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from dataclasses import dataclass
+from datetime import date
+from email import quoprimime
+from email.header import Header
+from email.headerregistry import Address
+from email.utils import formataddr, formatdate, parseaddr
+
+from newsletter.errors import UsageError
+from newsletter.render import PREFERENCES_SLOT, UNSUBSCRIBE_SLOT, RenderedVariant
+from newsletter.text import one_line
+
+CRLF = b"\r\n"
+SOFT_BREAK = b"=\r\n"
+_SLOTS = (UNSUBSCRIBE_SLOT, PREFERENCES_SLOT)
+
+
+class SenderError(UsageError):
+    """NEWSLETTER_FROM is not a usable ``Display Name <address>``."""
+
+
+@dataclass(frozen=True, slots=True)
+class Sender:
+    display_name: str
+    address: str  # ASCII form (IDNA domain)
+
+    @property
+    def domain(self) -> str:
+        return self.address.rpartition("@")[2]
+
+    @classmethod
+    def parse(cls, text: str) -> Sender:
+        name, address = parseaddr(text)
+        if "@" not in address or " " in address:
+            raise SenderError(
+                f"NEWSLETTER_FROM={text!r} has no usable address",
+                "expected 'Display Name <news@example.com>'",
+            )
+        local, _, domain = address.rpartition("@")
+        try:
+            ascii_domain = domain.encode("idna").decode("ascii").lower()
+        except UnicodeError:
+            raise SenderError(
+                f"NEWSLETTER_FROM domain {domain!r} is not valid", "fix the address"
+            ) from None
+        return cls(display_name=one_line(name), address=f"{local}@{ascii_domain}")
+
+
+@dataclass(frozen=True, slots=True)
+class Recipient:
+    """Everything that differs from one subscriber to the next."""
+
+    subscriber_id: int
+    email: str
+    name: str
+    unsubscribe_url: str
+    preferences_url: str
+    unsubscribe_mailto: str  # full mailto: URL for List-Unsubscribe
+
+
+@dataclass(frozen=True, slots=True)
+class ListIdentity:
+    """The list's fixed headers: who sends, under which List-Id."""
+
+    sender: Sender
+    list_name: str
+    reply_to: str = ""
+
+    @property
+    def list_id(self) -> str:
+        # RFC 2919: a dot-atom under a domain the sender controls.
+        return f"daily.{self.sender.domain}"
+
+
+def message_id(edition_date: date, subscriber_id: int, domain: str) -> str:
+    """Stable per (edition, subscriber): a duplicate after a crash carries its original's id."""
+    return f"<{edition_date:%Y%m%d}.{subscriber_id}.digest@{domain}>"
+
+
+def _header(name: str, value: str) -> bytes:
+    return f"{name}: {value}".encode("ascii") + CRLF
+
+
+def _encoded_words(text: str) -> str:
+    """``text`` as a header value: ASCII as is, else RFC 2047 encoded-words of at most 75 chars."""
+    if text.isascii():
+        return text
+    return Header(text, "utf-8", maxlinelen=76, header_name="Subject").encode(linesep="\r\n")
+
+
+def _qp(text: str) -> bytes:
+    """Quoted-printable body encoding of UTF-8 text, CRLF line ends, 76-column lines."""
+    # quoprimime works on one character per byte: hand it the UTF-8 bytes spelled as latin-1.
+    octets = text.encode("utf-8").decode("latin-1")
+    return quoprimime.body_encode(octets, maxlinelen=76, eol="\r\n").encode("ascii")
+
+
+def _qp_segments(body: str) -> list[bytes | str]:
+    """The encoded body as static byte chunks interleaved with slot names.
+
+    Each static chunk that is followed by a slot ends with a soft line break, and so does the
+    slot's value when it is inserted, so decoding joins them back without an added line break.
+    """
+    parts: list[bytes | str] = []
+    rest = body
+    while True:
+        positions = [(rest.find(s), s) for s in _SLOTS if s in rest]
+        if not positions:
+            parts.append(_qp(rest))
+            return parts
+        index, slot = min(positions)
+        chunk = rest[:index]
+        if chunk:
+            parts.append(_qp(chunk) + SOFT_BREAK)
+        parts.append(slot)
+        rest = rest[index + len(slot) :]
+
+
+@dataclass(frozen=True, slots=True)
+class _EncodedPart:
+    headers: bytes
+    segments: tuple[bytes | str, ...]
+
+    def fill(self, values: dict[str, bytes]) -> bytes:
+        return self.headers + b"".join(
+            seg if isinstance(seg, bytes) else values[seg] for seg in self.segments
+        )
+
+
+class MessageTemplate:
+    """One content variant, encoded once; ``personalise()`` gives one recipient's wire bytes."""
+
+    def __init__(
+        self, variant: RenderedVariant, identity: ListIdentity, edition_date: date
+    ) -> None:
+        self.variant = variant
+        self.edition_date = edition_date
+        self._domain = identity.sender.domain
+        digest = hashlib.sha256(variant.html.encode()).hexdigest()[:24]
+        self._boundary = f"=_nl_{digest}"
+        self._fixed_headers = self._build_fixed_headers(variant, identity)
+        self._parts = tuple(
+            _EncodedPart(
+                headers=(
+                    f'--{self._boundary}\r\nContent-Type: {ctype}; charset="utf-8"\r\n'
+                    "Content-Transfer-Encoding: quoted-printable\r\n\r\n"
+                ).encode("ascii"),
+                segments=tuple(_qp_segments(body)),
+            )
+            for ctype, body in (("text/plain", variant.text), ("text/html", variant.html))
+        )
+        self._closing = f"\r\n--{self._boundary}--\r\n".encode("ascii")
+        self._date_cache: tuple[int, bytes] = (0, b"")
+
+    def _build_fixed_headers(self, variant: RenderedVariant, identity: ListIdentity) -> bytes:
+        sender = identity.sender
+        headers = [
+            _header("From", formataddr((sender.display_name, sender.address), charset="utf-8")),
+            _header("Subject", _encoded_words(one_line(variant.subject))),
+            _header("MIME-Version", "1.0"),
+            _header(
+                "List-Id", f"{_encoded_words(one_line(identity.list_name))} <{identity.list_id}>"
+            ),
+            _header("List-Unsubscribe-Post", "List-Unsubscribe=One-Click"),
+            _header("Precedence", "bulk"),
+            _header("Auto-Submitted", "auto-generated"),
+        ]
+        if identity.reply_to:
+            headers.append(_header("Reply-To", identity.reply_to))
+        headers.append(
+            _header("Content-Type", f'multipart/alternative; boundary="{self._boundary}"')
+        )
+        return b"".join(headers)
+
+    def _date_header(self) -> bytes:
+        now = int(time.time())
+        if self._date_cache[0] != now:
+            self._date_cache = (now, _header("Date", formatdate(now, usegmt=True)))
+        return self._date_cache[1]
+
+    def personalise(self, recipient: Recipient) -> bytes:
+        for url in (
+            recipient.unsubscribe_url,
+            recipient.preferences_url,
+            recipient.unsubscribe_mailto,
+        ):
+            if not url.isascii() or any(c in url for c in "\r\n <>"):
+                raise ValueError(
+                    f"link for subscriber {recipient.subscriber_id} is not a plain URL"
+                )
+        per_recipient = b"".join(
+            (
+                _header("To", _to_header(recipient)),
+                self._date_header(),
+                _header(
+                    "Message-ID",
+                    message_id(self.edition_date, recipient.subscriber_id, self._domain),
+                ),
+                # Folded after the comma: each URL stays whole on its own line, well under 998.
+                f"List-Unsubscribe: <{recipient.unsubscribe_url}>,\r\n <{recipient.unsubscribe_mailto}>\r\n".encode(
+                    "ascii"
+                ),
+            )
+        )
+        values = {
+            UNSUBSCRIBE_SLOT: _qp(recipient.unsubscribe_url) + SOFT_BREAK,
+            PREFERENCES_SLOT: _qp(recipient.preferences_url) + SOFT_BREAK,
+        }
+        body = CRLF.join(part.fill(values) for part in self._parts)
+        return (
+            per_recipient
+            + self._fixed_headers
+            + CRLF
+            + b"This is a multipart message in MIME format.\r\n\r\n"
+            + body
+            + self._closing
+        )
+
+
+def _to_header(recipient: Recipient) -> str:
+    name = one_line(recipient.name)
+    local, _, domain = recipient.email.rpartition("@")
+    address = str(Address(username=local, domain=domain)) if local else recipient.email
+    return formataddr((name, address), charset="utf-8") if name else address

@@ -1,0 +1,125 @@
+"""Service: write an edition's preview files (digest.html, digest.txt, digest.eml) for editors."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from email.utils import getaddresses
+from pathlib import Path
+
+from newsletter.compose import VariantRenderer
+from newsletter.config import Settings
+from newsletter.domain import Edition
+from newsletter.links import Links
+from newsletter.message import ListIdentity, MessageTemplate, Recipient, Sender
+from newsletter.render import PREFERENCES_SLOT, UNSUBSCRIBE_SLOT, RenderedVariant
+from newsletter.tokens import TokenSigner
+
+PLACEHOLDER_EMAIL = "lectrice@example.com"
+PLACEHOLDER_NAME = "Lectrice Exemple"
+PLACEHOLDER_FROM = "Newsletter <newsletter@example.com>"
+PLACEHOLDER_BASE_URL = "https://newsletter.example.com"
+
+
+@dataclass(frozen=True, slots=True)
+class PreviewSubscriber:
+    subscriber_id: int
+    email: str
+    name: str
+    categories: tuple[str, ...] = ()
+
+
+PLACEHOLDER = PreviewSubscriber(0, PLACEHOLDER_EMAIL, PLACEHOLDER_NAME)
+
+
+@dataclass(frozen=True, slots=True)
+class PreviewFiles:
+    edition: Edition
+    variant: RenderedVariant | None  # None: nothing to send to this subscriber
+    paths: tuple[Path, ...]
+
+    @property
+    def html_bytes(self) -> int:
+        return len(self.variant.html.encode()) if self.variant else 0
+
+
+def identity_for(settings: Settings) -> ListIdentity:
+    return ListIdentity(
+        sender=Sender.parse(settings.from_address or PLACEHOLDER_FROM),
+        list_name=settings.title,
+        reply_to=settings.reply_to,
+    )
+
+
+def links_for(settings: Settings, sender: Sender) -> Links:
+    """Real signed links when the secret is set; otherwise clearly fake ones for a preview."""
+    secret = settings.secret_key or "preview-only-not-a-secret"
+    mailbox = settings.unsubscribe_mailto or f"unsubscribe@{sender.domain}"
+    return Links(
+        base_url=settings.base_url or PLACEHOLDER_BASE_URL,
+        signer=TokenSigner(secret, settings.confirm_days * 86400),
+        mailto_address=mailbox,
+    )
+
+
+def recipient_for(links: Links, subscriber: PreviewSubscriber) -> Recipient:
+    key = subscriber.email.lower()
+    return Recipient(
+        subscriber_id=subscriber.subscriber_id,
+        email=subscriber.email,
+        name=subscriber.name,
+        unsubscribe_url=links.unsubscribe_url(subscriber.subscriber_id, key),
+        preferences_url=links.preferences_url(subscriber.subscriber_id, key),
+        unsubscribe_mailto=links.unsubscribe_mailto(subscriber.subscriber_id, key),
+    )
+
+
+def fill_slots(text: str, recipient: Recipient) -> str:
+    return text.replace(UNSUBSCRIBE_SLOT, recipient.unsubscribe_url).replace(
+        PREFERENCES_SLOT, recipient.preferences_url
+    )
+
+
+def write_preview(
+    settings: Settings,
+    edition: Edition,
+    out_dir: Path,
+    subscriber: PreviewSubscriber = PLACEHOLDER,
+) -> PreviewFiles:
+    """Render the subscriber's variant and write the three files; nothing written when empty."""
+    variant = VariantRenderer.for_settings(edition, settings).variant_for(subscriber.categories)
+    if variant is None:
+        return PreviewFiles(edition, None, ())
+    identity = identity_for(settings)
+    recipient = recipient_for(links_for(settings, identity.sender), subscriber)
+    wire = MessageTemplate(variant, identity, edition.date).personalise(recipient)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    files = {
+        "digest.html": fill_slots(variant.html, recipient).encode(),
+        "digest.txt": fill_slots(variant.text, recipient).encode(),
+        "digest.eml": wire,
+    }
+    paths = tuple(_write_atomically(out_dir / name, data) for name, data in files.items())
+    return PreviewFiles(edition, variant, paths)
+
+
+def _write_atomically(path: Path, data: bytes) -> Path:
+    """Write through a temporary file and rename: a crash never leaves half a preview file."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+    return path
+
+
+def summary_lines(files: PreviewFiles) -> Sequence[str]:
+    edition = files.edition
+    lines = [f"edition {edition.date.isoformat()}: {len(edition.articles)} articles"]
+    lines += [f"  {s.label or '(general)'}: {len(s.articles)}" for s in edition.sections]
+    if files.variant:
+        lines.append(f"HTML size: {files.html_bytes:,} bytes (Gmail clips above 102,400)")
+    return lines
+
+
+def parse_address_list(text: str) -> list[str]:
+    return [addr for _, addr in getaddresses([text]) if addr]

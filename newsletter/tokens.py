@@ -1,0 +1,79 @@
+"""Signed link tokens (itsdangerous): unsubscribe, preferences, confirm.
+
+A token carries the subscriber's id and a short keyed digest of their address, never the address
+itself. The digest binds the token to that address: if the row is forgotten and the id is ever
+reused, old links stop working. Each purpose has its own salt, so a preferences token cannot
+unsubscribe and an unsubscribe token cannot confirm. Unsubscribe and preferences tokens never
+expire (people read old emails); confirmation tokens expire after NEWSLETTER_CONFIRM_DAYS.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import hmac
+from dataclasses import dataclass
+
+from itsdangerous import BadData, URLSafeSerializer, URLSafeTimedSerializer
+
+from newsletter.errors import NewsletterError
+
+
+class Purpose(enum.StrEnum):
+    UNSUBSCRIBE = "unsubscribe"
+    PREFERENCES = "preferences"
+    CONFIRM = "confirm"
+
+
+class InvalidToken(NewsletterError):
+    """A token that is forged, tampered with, truncated, for another purpose, or expired."""
+
+
+@dataclass(frozen=True, slots=True)
+class TokenClaim:
+    subscriber_id: int
+    address_digest: str
+
+
+def address_digest(secret_key: str, email_key: str) -> str:
+    """Eight hex characters of HMAC-SHA256(secret, address): binds a token to one address."""
+    mac = hmac.new(secret_key.encode(), email_key.encode(), hashlib.sha256)
+    return mac.hexdigest()[:8]
+
+
+class TokenSigner:
+    def __init__(self, secret_key: str, confirm_max_age_seconds: int = 7 * 86400) -> None:
+        if not secret_key:
+            raise NewsletterError(
+                "NEWSLETTER_SECRET_KEY is not set", "links cannot be signed without it"
+            )
+        self._secret = secret_key
+        self._confirm_max_age = confirm_max_age_seconds
+        self._plain = {p: URLSafeSerializer(secret_key, salt=f"newsletter.{p}") for p in Purpose}
+        self._timed = URLSafeTimedSerializer(secret_key, salt=f"newsletter.{Purpose.CONFIRM}")
+
+    def sign(self, purpose: Purpose, subscriber_id: int, email_key: str) -> str:
+        payload = [subscriber_id, address_digest(self._secret, email_key)]
+        if purpose is Purpose.CONFIRM:
+            return self._timed.dumps(payload)
+        return self._plain[purpose].dumps(payload)
+
+    def read(self, purpose: Purpose, token: str) -> TokenClaim:
+        """The claim inside ``token``; InvalidToken for anything that is not a valid token of ``purpose``."""
+        try:
+            if purpose is Purpose.CONFIRM:
+                payload = self._timed.loads(token, max_age=self._confirm_max_age)
+            else:
+                payload = self._plain[purpose].loads(token)
+        except BadData:
+            raise InvalidToken(
+                "this link is not valid", "it may be incomplete or too old"
+            ) from None
+        match payload:
+            case [int() as subscriber_id, str() as digest]:
+                return TokenClaim(subscriber_id, digest)
+        raise InvalidToken("this link is not valid", "it may be incomplete or too old")
+
+    def matches(self, claim: TokenClaim, email_key: str) -> bool:
+        """Whether the claim was made for this address (constant-time)."""
+        return hmac.compare_digest(claim.address_digest, address_digest(self._secret, email_key))

@@ -1,0 +1,65 @@
+"""Small helpers that build subscribers, stores and CSV files for the subscriber-list tests."""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from newsletter.addresses import normalise_address
+from newsletter.domain import ConsentSource, SubscriberStatus
+from newsletter.store import NewSubscriber, Store, open_store
+
+
+class FakeClock:
+    """A clock the test moves by hand, so timestamps can be asserted exactly."""
+
+    def __init__(self, start: datetime | None = None) -> None:
+        self.now = start or datetime(2026, 1, 27, 7, 0, tzinfo=UTC)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, **delta: float) -> datetime:
+        self.now += timedelta(**delta)
+        return self.now
+
+
+def sqlite_url(tmp_path: Path, name: str = "newsletter.db") -> str:
+    return f"sqlite:///{tmp_path / 'db' / name}"
+
+
+def make_store(
+    tmp_path: Path, clock: FakeClock | None = None, name: str = "newsletter.db"
+) -> Store:
+    return open_store(sqlite_url(tmp_path, name), clock or FakeClock())
+
+
+def new_subscriber(
+    email: str,
+    *,
+    name: str = "",
+    categories: Sequence[str] = (),
+    locale: str = "",
+    status: SubscriberStatus = SubscriberStatus.ACTIVE,
+    source: ConsentSource = ConsentSource.CLI,
+    detail: str = "",
+) -> NewSubscriber:
+    return NewSubscriber(
+        normalise_address(email), name, locale, tuple(categories), status, source, detail
+    )
+
+
+def csv_text(
+    rows: Sequence[Sequence[str]], *, delimiter: str = ",", lineterminator: str = "\r\n"
+) -> str:
+    out = io.StringIO()
+    csv.writer(out, delimiter=delimiter, lineterminator=lineterminator).writerows(rows)
+    return out.getvalue()
+
+
+def write_file(path: Path, text: str, *, bom: bool = False) -> Path:
+    path.write_bytes((b"\xef\xbb\xbf" if bom else b"") + text.encode("utf-8"))
+    return path

@@ -1,0 +1,133 @@
+"""A real SMTP server for the tests: aiosmtpd, run in its own process, with optional faults.
+
+    python tests/smtp_server.py --port 2525 --out DIR [--reject-rcpt SUBSTR ...]
+        [--defer-fraction F] [--drop-every N] [--delay SECONDS]
+
+Every accepted message is written as DIR/NNNNNN.eml (the bytes as received) and one JSON line in
+DIR/log.jsonl with the envelope. Faults, for the delivery tests:
+- ``--reject-rcpt S``: 550 at RCPT for addresses containing S (a hard bounce);
+- ``--defer-fraction F``: 451 at RCPT the first time for about F of the addresses (chosen by a hash
+  of the address, so the choice is repeatable), accepted when retried;
+- ``--drop-every N``: after every N accepted messages, answer the next MAIL with 421 and close
+  the connection (nothing of that transaction is kept);
+- ``--delay S``: wait S seconds before answering DATA (a slow relay).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import json
+import os
+import signal
+import threading
+from pathlib import Path
+
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import SMTP, Envelope, Session
+
+
+class RecordingHandler:
+    def __init__(self, out: Path, args: argparse.Namespace) -> None:
+        self.out = out
+        self.args = args
+        self.count = 0
+        self.deferred: set[str] = set()
+        self.dropped_at = -1
+        self.lock = threading.Lock()
+        self.log = (out / "log.jsonl").open("a", encoding="utf-8")
+
+    def _defer(self, address: str) -> bool:
+        if self.args.defer_fraction <= 0 or address in self.deferred:
+            return False
+        bucket = int(hashlib.sha256(address.encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
+        if bucket < self.args.defer_fraction:
+            self.deferred.add(address)
+            return True
+        return False
+
+    async def handle_MAIL(
+        self,
+        server: SMTP,
+        session: Session,
+        envelope: Envelope,
+        address: str,
+        mail_options: list[str],
+    ) -> str:
+        every = self.args.drop_every
+        with self.lock:
+            drop = (
+                bool(every)
+                and self.count > 0
+                and self.count % every == 0
+                and self.count != self.dropped_at
+            )
+            if drop:
+                self.dropped_at = self.count
+        if drop:
+            # An overloaded relay: refuse the next transaction and hang up.
+            asyncio.get_running_loop().call_later(0.01, server.transport.close)  # type: ignore[union-attr]
+            return "421 4.3.2 Service busy, closing transmission channel"
+        envelope.mail_from = address
+        envelope.mail_options.extend(mail_options)
+        return "250 OK"
+
+    async def handle_RCPT(
+        self,
+        server: SMTP,
+        session: Session,
+        envelope: Envelope,
+        address: str,
+        rcpt_options: list[str],
+    ) -> str:
+        if any(s in address for s in self.args.reject_rcpt):
+            return "550 5.1.1 No such user here"
+        if self._defer(address):
+            return "451 4.7.1 Try again later"
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        if self.args.delay:
+            await asyncio.sleep(self.args.delay)
+        with self.lock:
+            self.count += 1
+            number = self.count
+        name = f"{number:06d}.eml"
+        tmp = self.out / f".{name}.tmp"
+        tmp.write_bytes(envelope.original_content or b"")
+        os.replace(tmp, self.out / name)
+        self.log.write(
+            json.dumps(
+                {"file": name, "mail_from": envelope.mail_from, "rcpt_tos": envelope.rcpt_tos}
+            )
+            + "\n"
+        )
+        self.log.flush()
+        return "250 OK"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--reject-rcpt", action="append", default=[])
+    parser.add_argument("--defer-fraction", type=float, default=0.0)
+    parser.add_argument("--drop-every", type=int, default=0)
+    parser.add_argument("--delay", type=float, default=0.0)
+    args = parser.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    controller = Controller(RecordingHandler(args.out, args), hostname=args.host, port=args.port)
+    controller.start()
+    print(f"listening on {args.host}:{args.port}", flush=True)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    stop.wait()
+    controller.stop()
+
+
+if __name__ == "__main__":
+    main()

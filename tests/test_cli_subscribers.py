@@ -1,0 +1,152 @@
+"""`newsletter subscribers ...` run as a user runs it: a subprocess on a real SQLite file."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.factories import write_file
+
+ROOT = Path(__file__).resolve().parent.parent
+
+SPREADSHEET = (
+    "Email;name;categories;status\r\n"
+    ' Karim.Benali@Example.com ;"Benali, Karim";Économie|Sport;\r\n'
+    "karim.benali@example.com;Doublon;;\r\n"
+    "pas-une-adresse;Erreur;;\r\n"
+    "aicha@exemple.ma;Aïcha Ouédraogo;Culture;\r\n"
+)
+
+
+class Cli:
+    def __init__(self, tmp_path: Path) -> None:
+        self.cwd = tmp_path
+        self.env = {
+            **{k: v for k, v in os.environ.items() if not k.startswith("NEWSLETTER_")},
+            "NEWSLETTER_DATABASE_URL": f"sqlite:///{tmp_path / 'data' / 'list.db'}",
+            "PYTHONPATH": str(ROOT),
+        }
+
+    def __call__(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "newsletter", "subscribers", *args],
+            cwd=self.cwd,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            encoding="utf-8",
+            timeout=60,
+        )
+
+
+@pytest.fixture
+def cli(tmp_path: Path) -> Cli:
+    return Cli(tmp_path)
+
+
+def test_import_reports_rejects_and_exits_1(cli: Cli, tmp_path: Path) -> None:
+    write_file(tmp_path / "abonnes.csv", SPREADSHEET, bom=True)
+    result = cli("import", "abonnes.csv")
+    assert result.returncode == 1, result.stderr
+    assert result.stdout.strip() == "abonnes.csv: 2 added, 0 updated, 0 unchanged, 2 rejected"
+    assert "line 3: 'karim.benali@example.com': duplicate of line 2" in result.stderr
+    assert "line 4: 'pas-une-adresse':" in result.stderr
+
+    listing = cli("list")
+    assert listing.returncode == 0
+    assert "Benali, Karim" in listing.stdout and "Aïcha Ouédraogo" in listing.stdout
+    assert listing.stdout.strip().endswith("2 subscribers")
+
+
+def test_import_of_a_clean_file_exits_0_and_twice_changes_nothing(cli: Cli, tmp_path: Path) -> None:
+    write_file(tmp_path / "ok.csv", "email,name\na@example.com,A\nb@example.com,B\n")
+    first = cli("import", "ok.csv")
+    assert (first.returncode, first.stdout.strip()) == (
+        0,
+        "ok.csv: 2 added, 0 updated, 0 unchanged, 0 rejected",
+    )
+    second = cli("import", "ok.csv")
+    assert (second.returncode, second.stdout.strip()) == (
+        0,
+        "ok.csv: 0 added, 0 updated, 2 unchanged, 0 rejected",
+    )
+
+
+def test_strict_import_writes_nothing(cli: Cli, tmp_path: Path) -> None:
+    write_file(tmp_path / "abonnes.csv", SPREADSHEET)
+    result = cli("import", "--strict", "abonnes.csv")
+    assert result.returncode == 1
+    assert "nothing imported" in result.stdout
+    assert cli("export").stdout.splitlines() == ["email,name,categories,locale,status"]
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "message"),
+    [
+        ("missing.csv", None, "no such file"),
+        ("no_email.csv", "nom;prenom\nA;B\n", "no 'email' column"),
+        ("latin1.csv", "email\nzoé@example.com\n".encode("latin-1"), "not UTF-8"),
+    ],
+)
+def test_unreadable_files_exit_2(
+    cli: Cli, tmp_path: Path, name: str, content: str | bytes | None, message: str
+) -> None:
+    if isinstance(content, str):
+        write_file(tmp_path / name, content)
+    elif content is not None:
+        (tmp_path / name).write_bytes(content)
+    result = cli("import", name)
+    assert result.returncode == 2
+    assert result.stderr.startswith("error: ") and message in result.stderr
+
+
+def test_export_then_import_into_an_empty_database_round_trips(cli: Cli, tmp_path: Path) -> None:
+    write_file(tmp_path / "abonnes.csv", SPREADSHEET, bom=True)
+    cli("import", "abonnes.csv")
+    cli("unsubscribe", "aicha@exemple.ma")
+    exported = cli("export")
+    assert exported.returncode == 0
+    assert 'Karim.Benali@example.com,"Benali, Karim",Économie|Sport,,active' in exported.stdout
+    assert "aicha@exemple.ma,Aïcha Ouédraogo,Culture,,unsubscribed" in exported.stdout
+    write_file(tmp_path / "export.csv", exported.stdout)
+
+    other = Cli(tmp_path)
+    other.env["NEWSLETTER_DATABASE_URL"] = f"sqlite:///{tmp_path / 'other' / 'list.db'}"
+    assert other("import", "export.csv").returncode == 0
+    assert other("export").stdout == exported.stdout
+    only = other("export", "--status", "unsubscribed").stdout.splitlines()
+    assert only[1:] == ["aicha@exemple.ma,Aïcha Ouédraogo,Culture,,unsubscribed"]
+
+
+def test_add_unsubscribe_forget(cli: Cli) -> None:
+    added = cli("add", "Nadia@Example.com", "--name", "Nadia", "--categories", "Sport,Culture")
+    assert (added.returncode, added.stdout.strip()) == (0, "Nadia@example.com: added")
+    again = cli("add", "nadia@example.com")
+    assert again.returncode == 0 and "already on the list" in again.stdout
+
+    assert (
+        cli("unsubscribe", "NADIA@example.com").stdout.strip() == "Nadia@example.com: unsubscribed"
+    )
+    refused = cli("add", "nadia@example.com")
+    assert refused.returncode == 1
+    assert refused.stderr.startswith("error: Nadia@example.com is unsubscribed")
+
+    forgotten = cli("forget", "nadia@example.com")
+    assert forgotten.returncode == 0 and "personal data erased" in forgotten.stdout
+    assert "nadia" not in cli("export").stdout.lower()
+    assert cli("add", "nadia@example.com").returncode == 1
+
+
+def test_errors_are_one_line_with_the_right_exit_code(cli: Cli) -> None:
+    invalid = cli("add", "not-an-address")
+    assert invalid.returncode == 2
+    assert invalid.stderr.strip().count("\n") == 0 and "@-sign" in invalid.stderr
+    unknown = cli("unsubscribe", "nobody@example.com")
+    assert unknown.returncode == 1
+    assert unknown.stderr.strip() == (
+        "error: nobody@example.com is not on the list (see `newsletter subscribers list`)"
+    )
