@@ -18,7 +18,7 @@ from newsletter.cli_common import ISO_DATE, NewsletterGroup, settings_from
 from newsletter.cli_subscribers import subscribers
 from newsletter.compose import compose_edition, next_edition_date
 from newsletter.config import Settings
-from newsletter.deliver import SendReport, send_edition, send_test
+from newsletter.deliver import NothingToSend, SendReport, send_edition, send_test
 from newsletter.errors import NewsletterError
 from newsletter.preview import PLACEHOLDER, PreviewSubscriber, summary_lines, write_preview
 from newsletter.reports import dry_run_lines, report_line, status_lines
@@ -109,12 +109,20 @@ def send(
                 click.echo(line)
             return
         if test_addresses:
-            sent = send_test(store, settings, day, test_addresses)
+            try:
+                sent = send_test(store, settings, day, test_addresses)
+            except NothingToSend as nothing:
+                click.echo(str(nothing))
+                return
             click.echo(
                 f"edition {day.isoformat()}: test sent to {sent} address(es); ledger untouched"
             )
             return
-        report = _send_with_progress(store, settings, day)
+        try:
+            report = _send_with_progress(store, settings, day)
+        except NothingToSend as nothing:
+            click.echo(str(nothing))
+            return
     click.echo(report_line(report))
     if report.error:
         click.echo(f"error: {report.error}", err=True)
@@ -159,6 +167,93 @@ def _latest_or_next(ctx: click.Context, settings: Settings) -> date:
 
 
 cli.add_command(subscribers)
+
+
+@cli.command()
+@click.option(
+    "--now",
+    "start_at",
+    metavar="INSTANT",
+    help="Testing and rehearsal aid: the scheduler's clock starts at this ISO 8601 instant "
+    "(with its offset, e.g. 2026-01-27T07:05:00+01:00) and runs on from there.",
+)
+@click.pass_context
+def run(ctx: click.Context, start_at: str | None) -> None:
+    """The daemon: send each edition at NEWSLETTER_SEND_TIME, once; stop it with SIGTERM.
+
+    Catches up a missed send until NEWSLETTER_SEND_DEADLINE; one process per database sends,
+    others stand by. Logs one line per event on stderr.
+    """
+    from newsletter.scheduler import parse_now, run_daemon  # APScheduler only for this command
+
+    settings = settings_from(ctx)
+    ctx.exit(run_daemon(settings, start_at=parse_now(start_at) if start_at else None))
+
+
+@cli.command()
+@click.option("--date", "day", type=ISO_DATE, help="Edition date (default: the next edition).")
+@click.pass_context
+def hold(ctx: click.Context, day: date | None) -> None:
+    """Hold edition D: the scheduler does not send it until it is released."""
+    _set_hold(ctx, day, held=True)
+
+
+@cli.command()
+@click.option("--date", "day", type=ISO_DATE, help="Edition date (default: the next edition).")
+@click.pass_context
+def release(ctx: click.Context, day: date | None) -> None:
+    """Release edition D: the scheduler sends it (at its time, or at once before its deadline)."""
+    _set_hold(ctx, day, held=False)
+
+
+def _set_hold(ctx: click.Context, day: date | None, *, held: bool) -> None:
+    from newsletter.scheduler import set_hold
+
+    settings = settings_from(ctx)
+    with open_store(settings.database_url) as store:
+        click.echo(set_hold(store, settings, day or next_edition_date(settings), held=held))
+
+
+@cli.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", default=8000, show_default=True, type=int, help="Port to listen on.")
+@click.pass_context
+def serve(ctx: click.Context, host: str, port: int) -> None:
+    """Run the web app: sign-up, unsubscribe, preferences and the editors' pages."""
+    import uvicorn
+
+    from newsletter.web import create_app
+
+    app = create_app(settings_from(ctx))
+    # No access log: paths carry link tokens; the app logs its own redacted line per request.
+    uvicorn.run(app, host=host, port=port, access_log=False, server_header=False)
+
+
+@cli.command("unsubscribe-mail")
+@click.pass_context
+def unsubscribe_mail(ctx: click.Context) -> None:
+    """Read one email on stdin and unsubscribe the subscriber its token names (mailto: route).
+
+    Exit status: 0 handled (or ignored: no valid token), 75 the database is unreachable
+    (the mail server keeps the message and retries).
+    """
+    from newsletter.inbound import NoUnsubscribeToken, unsubscribe_from_mail
+    from newsletter.signup import Subscriptions
+    from newsletter.store import StoreError
+
+    settings = settings_from(ctx)
+    settings.require_sending()
+    raw = sys.stdin.buffer.read()
+    try:
+        with open_store(settings.database_url) as store:
+            result = unsubscribe_from_mail(Subscriptions(store, settings), raw)
+    except NoUnsubscribeToken as err:
+        click.echo(f"ignored: {err}", err=True)
+        return
+    except StoreError as err:
+        click.echo(f"error: {err}", err=True)
+        ctx.exit(75)
+    click.echo(f"subscriber {result.subscriber_id}: {result.status}")
 
 
 def main() -> None:

@@ -51,7 +51,7 @@ CLAIM_BATCH = 200
 RETRY_BACKOFF = (1.0, 2.0, 4.0, 8.0)  # seconds before attempts 2, 3, 4, 5 of one row in one run
 DEFER_TO_NEXT_RUN = 3600.0  # after that, the row waits; the next `send` retries it at once
 RETRY_HORIZON = 60.0  # a run waits for rows coming back within this many seconds
-RECONNECT_BACKOFF = (0.5, 1.0, 2.0, 4.0, 8.0, 15.0)  # then the relay counts as unreachable
+RECONNECT_BACKOFF = (0.5, 1.0, 2.0, 4.0, 8.0)  # about 15 s; then the relay counts as unreachable
 
 
 class NothingToSend(NewsletterError):
