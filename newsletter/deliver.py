@@ -129,6 +129,56 @@ class RateLimiter:
             time.sleep(slot - now)
 
 
+class Recorder:
+    """Group commit of "sent" outcomes: one transaction for what every worker finished meanwhile.
+
+    A worker hands in its delivery id and waits until it is committed before it sends the next
+    message, so a kill -9 can repeat at most two messages per connection (the one on the wire
+    and the one being recorded), while the database sees one commit per batch, not per message.
+    """
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+        self._queue: queue.Queue[tuple[int, threading.Event] | None] = queue.Queue()
+        self._thread = threading.Thread(target=self._run, name="recorder", daemon=True)
+        self.error: BaseException | None = None
+        self._thread.start()
+
+    def sent(self, delivery_id: int) -> None:
+        done = threading.Event()
+        self._queue.put((delivery_id, done))
+        done.wait()
+        if self.error is not None:
+            raise RecordingFailed(f"cannot record a sent message in the ledger: {self.error}")
+
+    def _run(self) -> None:
+        while (first := self._queue.get()) is not None:
+            batch = [first]
+            while True:
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if item is None:
+                    self._queue.put(None)  # stop after this batch
+                    break
+                batch.append(item)
+            try:
+                self._store.mark_sent([delivery_id for delivery_id, _ in batch])
+            except Exception as err:  # the ledger is unusable: stop the run, lose nothing more
+                self.error = err
+            for _, done in batch:
+                done.set()
+
+    def close(self) -> None:
+        self._queue.put(None)
+        self._thread.join()
+
+
+class RecordingFailed(NewsletterError):
+    """The ledger could not record a sent message; the run stops so nothing is sent twice."""
+
+
 @dataclass(frozen=True, slots=True)
 class OutgoingMessage:
     delivery: ClaimedDelivery
@@ -177,6 +227,7 @@ class EditionSender:
         self._sent = 0
         self._sent_lock = threading.Lock()
         self._tries: dict[int, int] = {}
+        self._recorder = Recorder(store)
 
     # -- message stage ---------------------------------------------------------------------------
     def _template(self, keys: frozenset[str]) -> MessageTemplate:
@@ -190,14 +241,14 @@ class EditionSender:
         keys = self.edition.variant_keys(row.categories)
         if not keys:
             return None
-        unsubscribe = self.links.unsubscribe_url(row.subscriber_id, row.email_key)
+        links = self.links.for_subscriber(row.subscriber_id, row.email_key)
         recipient = Recipient(
             subscriber_id=row.subscriber_id,
             email=row.email,
             name=row.name,
-            unsubscribe_url=unsubscribe,
-            preferences_url=self.links.preferences_url(row.subscriber_id, row.email_key),
-            unsubscribe_mailto=self.links.unsubscribe_mailto(row.subscriber_id, row.email_key),
+            unsubscribe_url=links.unsubscribe_url,
+            preferences_url=links.preferences_url,
+            unsubscribe_mailto=links.unsubscribe_mailto,
         )
         return self._template(keys).personalise(recipient)
 
@@ -264,7 +315,7 @@ class EditionSender:
         except RelayUnreachable:
             self.store.release([row.delivery_id], None)
             raise
-        self.store.mark_sent(row.delivery_id)
+        self._recorder.sent(row.delivery_id)
         with self._sent_lock:
             self._sent += 1
         if self.progress:
@@ -319,6 +370,7 @@ class EditionSender:
                 self._queue.put(None)
             for worker in workers:
                 worker.join()
+            self._recorder.close()
             # Whatever this run claimed but did not send goes back for the next run, at once.
             self.store.release_owner(self.owner)
         if self._fatal is not None:

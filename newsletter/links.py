@@ -14,6 +14,13 @@ CONFIRM_PATH = "/confirm/"
 
 
 @dataclass(frozen=True, slots=True)
+class SubscriberLinks:
+    unsubscribe_url: str
+    preferences_url: str
+    unsubscribe_mailto: str
+
+
+@dataclass(frozen=True, slots=True)
 class Links:
     base_url: str
     signer: TokenSigner
@@ -30,7 +37,18 @@ class Links:
 
     def unsubscribe_mailto(self, subscriber_id: int, email_key: str) -> str:
         """A mailto: URL whose subject carries the unsubscribe token (see the README's mailto section)."""
-        token = self.signer.sign(Purpose.UNSUBSCRIBE, subscriber_id, email_key)
+        return self._mailto(self.signer.sign(Purpose.UNSUBSCRIBE, subscriber_id, email_key))
+
+    def for_subscriber(self, subscriber_id: int, email_key: str) -> SubscriberLinks:
+        """The three links of one email; the unsubscribe token is signed once for two of them."""
+        unsubscribe = self.signer.sign(Purpose.UNSUBSCRIBE, subscriber_id, email_key)
+        return SubscriberLinks(
+            unsubscribe_url=f"{self.base_url}{UNSUBSCRIBE_PATH}{unsubscribe}",
+            preferences_url=self.preferences_url(subscriber_id, email_key),
+            unsubscribe_mailto=self._mailto(unsubscribe),
+        )
+
+    def _mailto(self, token: str) -> str:
         return f"mailto:{self.mailto_address}?subject={quote('unsubscribe ' + token)}"
 
     def _url(self, path: str, purpose: Purpose, subscriber_id: int, email_key: str) -> str:

@@ -8,7 +8,8 @@ then only joins bytes: the headers that differ per recipient and the subscriber'
 quoted-printable encoded on lines of their own with soft line breaks around them, so decoding
 gives back the exact rendered text with the URL in place.
 
-The wire form follows the crib in DESIGN.md: CRLF line ends, no line over 998 bytes,
+``personalise()`` returns the message exactly as it goes on the wire: CRLF line ends and SMTP
+dot-stuffing already applied. The wire form follows the crib in DESIGN.md: CRLF line ends, no line over 998 bytes,
 multipart/alternative with text/plain first and text/html last, one recipient in To, RFC 2047
 display names, List-Id, List-Unsubscribe (https and mailto) and List-Unsubscribe-Post.
 """
@@ -111,6 +112,27 @@ def _qp(text: str) -> bytes:
     # quoprimime works on one character per byte: hand it the UTF-8 bytes spelled as latin-1.
     octets = text.encode("utf-8").decode("latin-1")
     return quoprimime.body_encode(octets, maxlinelen=76, eol="\r\n").encode("ascii")
+
+
+def _qp_url(url: str) -> bytes:
+    """A plain ASCII URL, quoted-printable on lines of at most 76 characters, then a soft break.
+
+    The per-subscriber hot path: only ``=`` needs encoding in a URL that is printable ASCII
+    without spaces, so this is a replace and a slice instead of quoprimime's character loop.
+    """
+    encoded = url.replace("=", "=3D")
+    lines = []
+    while len(encoded) > 75:
+        cut = 75
+        # never split an "=3D" escape across a soft line break
+        if encoded[cut - 1] == "=":
+            cut -= 1
+        elif encoded[cut - 2] == "=":
+            cut -= 2
+        lines.append(encoded[:cut])
+        encoded = encoded[cut:]
+    lines.append(encoded)
+    return ("=\r\n".join(lines) + "=\r\n").encode("ascii")
 
 
 def _qp_segments(body: str) -> list[bytes | str]:
@@ -221,18 +243,22 @@ class MessageTemplate:
             )
         )
         values = {
-            UNSUBSCRIBE_SLOT: _qp(recipient.unsubscribe_url) + SOFT_BREAK,
-            PREFERENCES_SLOT: _qp(recipient.preferences_url) + SOFT_BREAK,
+            UNSUBSCRIBE_SLOT: _qp_url(recipient.unsubscribe_url),
+            PREFERENCES_SLOT: _qp_url(recipient.preferences_url),
         }
         body = CRLF.join(part.fill(values) for part in self._parts)
-        return (
-            per_recipient
-            + self._fixed_headers
-            + CRLF
-            + b"This is a multipart message in MIME format.\r\n\r\n"
-            + body
-            + self._closing
+        message = b"".join(
+            (
+                per_recipient,
+                self._fixed_headers,
+                CRLF,
+                b"This is a multipart message in MIME format.\r\n\r\n",
+                body,
+                self._closing,
+            )
         )
+        # SMTP dot-stuffing (RFC 5321 4.5.2) done here, once, in C: the message is wire-ready.
+        return message.replace(b"\r\n.", b"\r\n..")
 
 
 def _to_header(recipient: Recipient) -> str:
@@ -240,3 +266,8 @@ def _to_header(recipient: Recipient) -> str:
     local, _, domain = recipient.email.rpartition("@")
     address = str(Address(username=local, domain=domain)) if local else recipient.email
     return formataddr((name, address), charset="utf-8") if name else address
+
+
+def unstuff(wire: bytes) -> bytes:
+    """The message as a file (.eml) holds it: wire bytes without SMTP dot-stuffing."""
+    return wire.replace(b"\r\n..", b"\r\n.")

@@ -5,14 +5,13 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
-from email.utils import getaddresses
 from pathlib import Path
 
 from newsletter.compose import VariantRenderer
 from newsletter.config import Settings
 from newsletter.domain import Edition
 from newsletter.links import Links
-from newsletter.message import ListIdentity, MessageTemplate, Recipient, Sender
+from newsletter.message import ListIdentity, MessageTemplate, Recipient, Sender, unstuff
 from newsletter.render import PREFERENCES_SLOT, UNSUBSCRIBE_SLOT, RenderedVariant
 from newsletter.tokens import TokenSigner
 
@@ -98,7 +97,7 @@ def write_preview(
     files = {
         "digest.html": fill_slots(variant.html, recipient).encode(),
         "digest.txt": fill_slots(variant.text, recipient).encode(),
-        "digest.eml": wire,
+        "digest.eml": unstuff(wire),
     }
     paths = tuple(_write_atomically(out_dir / name, data) for name, data in files.items())
     return PreviewFiles(edition, variant, paths)
@@ -119,7 +118,3 @@ def summary_lines(files: PreviewFiles) -> Sequence[str]:
     if files.variant:
         lines.append(f"HTML size: {files.html_bytes:,} bytes (Gmail clips above 102,400)")
     return lines
-
-
-def parse_address_list(text: str) -> list[str]:
-    return [addr for _, addr in getaddresses([text]) if addr]

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from newsletter.compose import compose_edition
 from newsletter.config import load_settings
-from newsletter.message import ListIdentity, MessageTemplate, Recipient, Sender, message_id
+from newsletter.message import ListIdentity, MessageTemplate, Recipient, Sender, message_id, unstuff
 from newsletter.render import PREFERENCES_SLOT, UNSUBSCRIBE_SLOT, RenderedVariant, Renderer
 from tests.conftest import SAMPLE_DATE
 
@@ -47,7 +47,7 @@ def recipient(**overrides) -> Recipient:
 
 
 def parse(raw: bytes):
-    return email.message_from_bytes(raw, policy=email.policy.default)
+    return email.message_from_bytes(unstuff(raw), policy=email.policy.default)
 
 
 def test_wire_form_crlf_and_line_lengths(template):
@@ -135,3 +135,14 @@ def test_any_ascii_url_round_trips_through_quoted_printable(template, token):
     msg = parse(template.personalise(recipient(unsubscribe_url=url)))
     text = next(p for p in msg.iter_parts() if p.get_content_type() == "text/plain").get_content()
     assert url in text
+
+
+def test_wire_bytes_are_dot_stuffed(template, variant):
+    from newsletter.render import RenderedVariant as RV
+
+    dotted = RV(variant.keys, variant.subject, variant.preheader, variant.html, ".leading dot\n" + variant.text, ())
+    identity = ListIdentity(Sender.parse("L <lettre@exemple.ma>"), "La Lettre")
+    raw = MessageTemplate(dotted, identity, DAY).personalise(recipient())
+    assert b"\r\n..leading dot" in raw
+    text = next(p for p in parse(raw).iter_parts() if p.get_content_type() == "text/plain").get_content()
+    assert text.startswith(".leading dot")
