@@ -233,6 +233,30 @@ locks = Table(
     Column("acquired_at", UTCDateTime, nullable=False),
 )
 
+# When the editors' preview of an edition went out, so that a restarted scheduler does not mail
+# the editors twice. No foreign key: a preview must not create an edition row in the ledger.
+edition_previews = Table(
+    "edition_previews",
+    METADATA,
+    Column("edition_date", Date, primary_key=True),
+    Column("sent_at", UTCDateTime, nullable=False),
+    Column("recipients", Integer, nullable=False),
+)
+
+_MARK_SENT = (
+    update(deliveries)
+    .where(deliveries.c.id == bindparam("b_id"))
+    .values(
+        status=DeliveryStatus.SENT.value,
+        owner=None,
+        lease_until=None,
+        not_before=None,
+        last_error="",
+        sent_at=bindparam("b_now", type_=UTCDateTime),
+        updated_at=bindparam("b_now", type_=UTCDateTime),
+    )
+)
+
 
 @dataclass(frozen=True, slots=True)
 class NewSubscriber:
@@ -302,6 +326,9 @@ def _configure_sqlite(engine: Engine) -> None:
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA journal_mode=WAL")
+        # In WAL mode NORMAL syncs at checkpoints, not at every commit: a killed process loses
+        # nothing, a power cut may lose the last few commits (at worst a re-sent message).
+        cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
         cursor.close()
@@ -426,8 +453,21 @@ def _migration_2(conn: Connection) -> None:
         md.tables[name].create(conn)
 
 
+def _migration_3(conn: Connection) -> None:
+    """The scheduler's record of the editors' previews."""
+    md = MetaData()
+    Table(
+        "edition_previews",
+        md,
+        Column("edition_date", Date, primary_key=True),
+        Column("sent_at", UTCDateTime, nullable=False),
+        Column("recipients", Integer, nullable=False),
+    )
+    md.create_all(conn)
+
+
 #: migration N is MIGRATIONS[N - 1]; append, never edit or reorder.
-MIGRATIONS: tuple[Callable[[Connection], None], ...] = (_migration_1, _migration_2)
+MIGRATIONS: tuple[Callable[[Connection], None], ...] = (_migration_1, _migration_2, _migration_3)
 LATEST_VERSION = len(MIGRATIONS)
 
 
@@ -1069,23 +1109,14 @@ class Store:
                 .values(not_before=None)
             )
 
-    def mark_sent(self, delivery_id: int) -> None:
-        # the relay accepted the message: final
+    def mark_sent(self, delivery_ids: Sequence[int]) -> None:
+        # the relay accepted these messages: final. One transaction for a batch (group commit),
+        # with a statement built once: this runs for every message of a send.
+        if not delivery_ids:
+            return
         with self.write() as c:
             now = self.now()
-            c.execute(
-                update(deliveries)
-                .where(deliveries.c.id == delivery_id)
-                .values(
-                    status=DeliveryStatus.SENT.value,
-                    owner=None,
-                    lease_until=None,
-                    not_before=None,
-                    last_error="",
-                    sent_at=now,
-                    updated_at=now,
-                )
-            )
+            c.execute(_MARK_SENT, [{"b_id": i, "b_now": now} for i in delivery_ids])
 
     def mark_failed(self, delivery_id: int, error: str, *, bounce: bool) -> None:
         # a permanent failure: final, never retried; with `bounce` the subscriber is marked bounced
@@ -1220,6 +1251,43 @@ class Store:
         # give lock `name` up, if `owner` holds it
         with self.write() as c:
             c.execute(delete(locks).where(locks.c.name == name, locks.c.owner == owner))
+
+    # -----------------------------------------------------------------------------------------
+    # Scheduler: the editors' previews and taking over a dead scheduler's lock
+    # -----------------------------------------------------------------------------------------
+
+    def preview_sent_at(self, day: date) -> datetime | None:
+        # when the editors' preview of edition `day` went out (None: not yet)
+        with self.read() as c:
+            return c.execute(
+                select(edition_previews.c.sent_at).where(edition_previews.c.edition_date == day)
+            ).scalar_one_or_none()
+
+    def record_preview_sent(self, day: date, recipients: int) -> None:
+        # the editors' preview of edition `day` went out to `recipients` addresses (first one kept)
+        with self.write() as c:
+            c.execute(
+                self._insert(edition_previews)
+                .values(edition_date=day, sent_at=self.now(), recipients=recipients)
+                .on_conflict_do_nothing()
+            )
+
+    def take_over_lock(self, name: str, dead_owner: str, owner: str, ttl_seconds: float) -> bool:
+        # take lock `name` from `dead_owner` (a process known to be gone) before its lease expires
+        with self.write() as c:
+            now = self.now()
+            return (
+                c.execute(
+                    update(locks)
+                    .where(locks.c.name == name, locks.c.owner == dead_owner)
+                    .values(
+                        owner=owner,
+                        expires_at=now + timedelta(seconds=ttl_seconds),
+                        acquired_at=now,
+                    )
+                ).rowcount
+                == 1
+            )
 
 
 # Columns that a new row sets to its creation time.
