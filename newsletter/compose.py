@@ -47,32 +47,36 @@ def compose_edition(
 
 
 class VariantRenderer:
-    """Renders each distinct content variant of one edition once."""
+    """Renders each distinct content variant of one edition once.
 
-    def __init__(self, edition: Edition, renderer: Renderer) -> None:
+    A variant is the set of sections a subscriber receives and the language of the fixed text
+    (dates, links, footer); the articles themselves are as the site wrote them.
+    """
+
+    def __init__(self, edition: Edition, settings: Settings) -> None:
         self.edition = edition
-        self._renderer = renderer
-        self._cache: dict[frozenset[str], RenderedVariant] = {}
+        self._settings = settings
+        self._renderers: dict[str, Renderer] = {}
+        self._cache: dict[tuple[frozenset[str], str], RenderedVariant] = {}
 
     @classmethod
     def for_settings(cls, edition: Edition, settings: Settings) -> VariantRenderer:
-        return cls(
-            edition,
-            Renderer(
-                title=settings.title, locale=settings.locale, excerpt_chars=settings.excerpt_chars
-            ),
-        )
+        return cls(edition, settings)
 
-    def variant(self, keys: frozenset[str]) -> RenderedVariant:
-        if keys not in self._cache:
-            self._cache[keys] = self._renderer.render(self.edition.restricted_to(keys))
-        return self._cache[keys]
+    def _renderer(self, locale: str) -> Renderer:
+        if locale not in self._renderers:
+            s = self._settings
+            self._renderers[locale] = Renderer(title=s.title, locale=locale, excerpt_chars=s.excerpt_chars)
+        return self._renderers[locale]
 
-    def variant_for(self, preferences: Iterable[str]) -> RenderedVariant | None:
-        """The variant for a subscriber's category preferences; None when it would be empty."""
+    def variant(self, keys: frozenset[str], locale: str = "") -> RenderedVariant:
+        locale = locale or self._settings.locale
+        if (keys, locale) not in self._cache:
+            restricted = self.edition.restricted_to(keys)
+            self._cache[keys, locale] = self._renderer(locale).render(restricted)
+        return self._cache[keys, locale]
+
+    def variant_for(self, preferences: Iterable[str], locale: str = "") -> RenderedVariant | None:
+        """The variant for a subscriber's preferences; None when it would be empty."""
         keys = self.edition.variant_keys(preferences)
-        return self.variant(keys) if keys else None
-
-    @property
-    def rendered(self) -> dict[frozenset[str], RenderedVariant]:
-        return dict(self._cache)
+        return self.variant(keys, locale) if keys else None

@@ -217,7 +217,7 @@ class EditionSender:
             or f"unsubscribe@{self.identity.sender.domain}",
         )
         self.variants = VariantRenderer.for_settings(edition, settings)
-        self._templates: dict[frozenset[str], MessageTemplate] = {}
+        self._templates: dict[tuple[frozenset[str], str], MessageTemplate] = {}
         self._queue: queue.Queue[OutgoingMessage | None] = queue.Queue(
             maxsize=4 * settings.smtp_connections
         )
@@ -230,12 +230,11 @@ class EditionSender:
         self._recorder = Recorder(store)
 
     # -- message stage ---------------------------------------------------------------------------
-    def _template(self, keys: frozenset[str]) -> MessageTemplate:
-        if keys not in self._templates:
-            self._templates[keys] = MessageTemplate(
-                self.variants.variant(keys), self.identity, self.edition.date
-            )
-        return self._templates[keys]
+    def _template(self, keys: frozenset[str], locale: str) -> MessageTemplate:
+        if (keys, locale) not in self._templates:
+            variant = self.variants.variant(keys, locale)
+            self._templates[keys, locale] = MessageTemplate(variant, self.identity, self.edition.date)
+        return self._templates[keys, locale]
 
     def _personalise(self, row: ClaimedDelivery) -> bytes | None:
         keys = self.edition.variant_keys(row.categories)
@@ -250,7 +249,7 @@ class EditionSender:
             preferences_url=links.preferences_url,
             unsubscribe_mailto=links.unsubscribe_mailto,
         )
-        return self._template(keys).personalise(recipient)
+        return self._template(keys, row.locale).personalise(recipient)
 
     def _claim_loop(self) -> None:
         """Claim rows and feed the workers until nothing is left or the run must stop."""

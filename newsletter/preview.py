@@ -27,6 +27,7 @@ class PreviewSubscriber:
     email: str
     name: str
     categories: tuple[str, ...] = ()
+    locale: str = ""
 
 
 PLACEHOLDER = PreviewSubscriber(0, PLACEHOLDER_EMAIL, PLACEHOLDER_NAME)
@@ -87,7 +88,9 @@ def write_preview(
     subscriber: PreviewSubscriber = PLACEHOLDER,
 ) -> PreviewFiles:
     """Render the subscriber's variant and write the three files; nothing written when empty."""
-    variant = VariantRenderer.for_settings(edition, settings).variant_for(subscriber.categories)
+    variant = VariantRenderer.for_settings(edition, settings).variant_for(
+        subscriber.categories, subscriber.locale
+    )
     if variant is None:
         return PreviewFiles(edition, None, ())
     identity = identity_for(settings)
