@@ -77,7 +77,7 @@ def _preview_subscriber(ctx: click.Context, email: str) -> PreviewSubscriber:
         found = store.find_by_email(normalise_address(email).key)
     if found is None:
         raise UnknownSubscriber(f"no subscriber {email}", "see `newsletter subscribers list`")
-    return PreviewSubscriber(found.id, found.email, found.name, found.categories)
+    return PreviewSubscriber(found.id, found.email, found.name, found.categories, found.locale)
 
 
 @cli.command()
@@ -254,6 +254,35 @@ def unsubscribe_mail(ctx: click.Context) -> None:
         click.echo(f"error: {err}", err=True)
         ctx.exit(75)
     click.echo(f"subscriber {result.subscriber_id}: {result.status}")
+
+
+@cli.command()
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("demo-out"),
+    show_default=True,
+    help="Folder for the demo's database, preview and received messages (emptied first).",
+)
+@click.pass_context
+def demo(ctx: click.Context, out: Path) -> None:
+    """Run the whole job on the bundled sample, on this machine only.
+
+    Imports the sample subscribers, previews the sample edition, starts a local SMTP server and
+    sends the edition through it; nothing leaves the machine.
+    """
+    from newsletter.demo import run_demo  # aiosmtpd is only needed here
+
+    result = run_demo(settings_from(ctx), out)
+    click.echo(f"subscribers: {result.imported}")
+    for line in summary_lines(result.preview):
+        click.echo(line)
+    click.echo(f"preview: {out / 'preview' / 'digest.html'} (open it in a browser)")
+    click.echo(report_line(result.report))
+    received = sorted(result.mail_dir.glob("*.eml"))
+    click.echo(f"received by the local SMTP server: {len(received)} messages in {result.mail_dir}/")
+    for path in received:
+        click.echo(f"  {path.name}")
 
 
 def main() -> None:
