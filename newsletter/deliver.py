@@ -44,7 +44,6 @@ from newsletter.smtp import (
     TemporaryFailure,
 )
 from newsletter.store import ClaimedDelivery, Store
-from newsletter.tokens import TokenSigner
 
 LEASE_SECONDS = 30.0  # a crashed sender's rows come back after this, or at once if its pid is gone
 CLAIM_BATCH = 200
@@ -205,17 +204,8 @@ class EditionSender:
         self.stop = stop or threading.Event()
         self.progress = progress
         self.owner = new_owner_id()
-        self.identity = ListIdentity(
-            sender=Sender.parse(settings.from_address),
-            list_name=settings.title,
-            reply_to=settings.reply_to,
-        )
-        self.links = Links(
-            base_url=settings.base_url,
-            signer=TokenSigner(settings.secret_key, settings.confirm_days * 86400),
-            mailto_address=settings.unsubscribe_mailto
-            or f"unsubscribe@{self.identity.sender.domain}",
-        )
+        self.identity = ListIdentity.from_settings(settings)
+        self.links = Links.from_settings(settings, self.identity.sender.domain)
         self.variants = VariantRenderer.for_settings(edition, settings)
         self._templates: dict[tuple[frozenset[str], str], MessageTemplate] = {}
         self._queue: queue.Queue[OutgoingMessage | None] = queue.Queue(
@@ -440,18 +430,10 @@ def send_test(store: Store, settings: Settings, day: date, addresses: Sequence[s
         raise NothingToSend(
             f"edition {day.isoformat()} has no article in its window: nothing to send"
         )
-    identity = ListIdentity(
-        sender=Sender.parse(settings.from_address),
-        list_name=settings.title,
-        reply_to=settings.reply_to,
-    )
+    identity = ListIdentity.from_settings(settings)
     variant = VariantRenderer.for_settings(edition, settings).variant(edition.section_keys)
     template = MessageTemplate(variant, identity, edition.date)
-    links = Links(
-        base_url=settings.base_url,
-        signer=TokenSigner(settings.secret_key, settings.confirm_days * 86400),
-        mailto_address=settings.unsubscribe_mailto or f"unsubscribe@{identity.sender.domain}",
-    )
+    links = Links.from_settings(settings, identity.sender.domain)
     connection = SmtpConnection(SmtpConfig.from_settings(settings))
     try:
         for address in targets:

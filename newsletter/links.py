@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from urllib.parse import quote
 
+from newsletter.config import Settings
 from newsletter.tokens import Purpose, TokenSigner
 
 # Route paths of the web app; web.py mounts its handlers on the same constants.
@@ -50,6 +51,15 @@ class Links:
 
     def _mailto(self, token: str) -> str:
         return f"mailto:{self.mailto_address}?subject={quote('unsubscribe ' + token)}"
+
+    @classmethod
+    def from_settings(cls, settings: Settings, sender_domain: str) -> Links:
+        """The links of this site: its base URL, its secret, its unsubscribe mailbox."""
+        return cls(
+            base_url=settings.base_url,
+            signer=TokenSigner(settings.secret_key, settings.confirm_days * 86400),
+            mailto_address=settings.unsubscribe_mailto or f"unsubscribe@{sender_domain}",
+        )
 
     def _url(self, path: str, purpose: Purpose, subscriber_id: int, email_key: str) -> str:
         return f"{self.base_url}{path}{self.signer.sign(purpose, subscriber_id, email_key)}"

@@ -25,6 +25,7 @@ from email.header import Header
 from email.headerregistry import Address
 from email.utils import formataddr, formatdate, parseaddr
 
+from newsletter.config import Settings
 from newsletter.errors import UsageError
 from newsletter.render import PREFERENCES_SLOT, UNSUBSCRIBE_SLOT, RenderedVariant
 from newsletter.text import one_line
@@ -84,6 +85,14 @@ class ListIdentity:
     sender: Sender
     list_name: str
     reply_to: str = ""
+
+    @classmethod
+    def from_settings(cls, settings: Settings, fallback_from: str = "") -> ListIdentity:
+        return cls(
+            sender=Sender.parse(settings.from_address or fallback_from),
+            list_name=settings.title,
+            reply_to=settings.reply_to,
+        )
 
     @property
     def list_id(self) -> str:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from newsletter.compose import VariantRenderer
@@ -13,7 +13,6 @@ from newsletter.domain import Edition
 from newsletter.links import Links
 from newsletter.message import ListIdentity, MessageTemplate, Recipient, Sender, unstuff
 from newsletter.render import PREFERENCES_SLOT, UNSUBSCRIBE_SLOT, RenderedVariant
-from newsletter.tokens import TokenSigner
 
 PLACEHOLDER_EMAIL = "lectrice@example.com"
 PLACEHOLDER_NAME = "Lectrice Exemple"
@@ -45,21 +44,19 @@ class PreviewFiles:
 
 
 def identity_for(settings: Settings) -> ListIdentity:
-    return ListIdentity(
-        sender=Sender.parse(settings.from_address or PLACEHOLDER_FROM),
-        list_name=settings.title,
-        reply_to=settings.reply_to,
-    )
+    """The sender of a preview: NEWSLETTER_FROM, or a placeholder before it is set."""
+    return ListIdentity.from_settings(settings, PLACEHOLDER_FROM)
 
 
 def links_for(settings: Settings, sender: Sender) -> Links:
     """Real signed links when the secret is set; otherwise clearly fake ones for a preview."""
-    secret = settings.secret_key or "preview-only-not-a-secret"
-    mailbox = settings.unsubscribe_mailto or f"unsubscribe@{sender.domain}"
-    return Links(
-        base_url=settings.base_url or PLACEHOLDER_BASE_URL,
-        signer=TokenSigner(secret, settings.confirm_days * 86400),
-        mailto_address=mailbox,
+    return Links.from_settings(
+        replace(
+            settings,
+            base_url=settings.base_url or PLACEHOLDER_BASE_URL,
+            secret_key=settings.secret_key or "preview-only-not-a-secret",
+        ),
+        sender.domain,
     )
 
 
