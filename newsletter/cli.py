@@ -123,6 +123,8 @@ def send(
         except NothingToSend as nothing:
             click.echo(str(nothing))
             return
+    for warning in report.warnings:
+        click.echo(f"warning: {warning}", err=True)
     click.echo(report_line(report))
     if report.error:
         click.echo(f"error: {report.error}", err=True)

@@ -97,6 +97,7 @@ class SendReport:
     failures: list[tuple[str, str]] = field(default_factory=list)
     sent_this_run: int = 0
     error: str | None = None
+    warnings: tuple[str, ...] = ()  # sources that failed while composing the edition
 
     @property
     def remaining(self) -> int:
@@ -415,7 +416,9 @@ def send_edition(
         sent, error = sender._sent, str(err)
         if isinstance(err, RelayRefusedSender):
             raise
-    report = SendReport(day, store.delivery_counts(day), store.delivery_failures(day), sent, error)
+    report = SendReport(
+        day, store.delivery_counts(day), store.delivery_failures(day), sent, error, edition.warnings
+    )
     if report.complete:
         store.mark_edition_sent(day)
     return report

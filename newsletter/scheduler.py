@@ -514,6 +514,8 @@ class Daemon:
             return
         finally:
             self._send_stop = None
+        for warning in report.warnings:
+            log.warning(warning)
         log.info(report_line(report))
         if report.complete:
             self._retry_at.pop(day, None)

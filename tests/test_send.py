@@ -267,3 +267,15 @@ def test_empty_edition_sends_nothing(tmp_path, smtp_server):
     assert proc.returncode == 0, proc.stderr
     assert "nothing to send" in proc.stdout + proc.stderr
     assert smtp_server.log() == []
+
+
+def test_a_failed_source_is_named_and_the_edition_goes_out_from_the_others(tmp_path, smtp_server):
+    from newsletter.resources import sample_dir
+
+    missing = tmp_path / "missing-feed.xml"
+    env = send_env(tmp_path, smtp_server.port, NEWSLETTER_SOURCES=f"{sample_dir() / 'feed.xml'},{missing}")
+    import_subscribers(tmp_path, env, many(2))
+    proc = run_cli("send", "--date", SAMPLE_DATE, env=env, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "warning:" in proc.stderr and "missing-feed.xml" in proc.stderr
+    assert len(smtp_server.log()) == 2
