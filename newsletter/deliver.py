@@ -219,6 +219,7 @@ class EditionSender:
         self._sent_lock = threading.Lock()
         self._tries: dict[int, int] = {}
         self._recorder = Recorder(store)
+        self._renewed = time.monotonic()
 
     # -- message stage ---------------------------------------------------------------------------
     def _template(self, keys: frozenset[str], locale: str) -> MessageTemplate:
@@ -244,8 +245,8 @@ class EditionSender:
 
     def _claim_loop(self) -> None:
         """Claim rows and feed the workers until nothing is left or the run must stop."""
-        renewed = time.monotonic()
         while not self._must_stop():
+            self._renew_leases_if_due()
             self.store.release_dead_owners(self.edition.date, owner_is_dead)
             rows = self.store.claim_deliveries(
                 self.edition.date, self.owner, CLAIM_BATCH, LEASE_SECONDS
@@ -261,18 +262,22 @@ class EditionSender:
                         row.delivery_id, "none of the subscriber's sections in this edition"
                     )
                     continue
-                while not self._must_stop():
-                    try:
-                        self._queue.put(OutgoingMessage(row, data), timeout=0.2)
-                        break
-                    except queue.Full:
-                        pass
-                if time.monotonic() - renewed > LEASE_SECONDS / 3:
-                    self.store.renew_leases(self.owner, LEASE_SECONDS)
-                    renewed = time.monotonic()
-            if time.monotonic() - renewed > LEASE_SECONDS / 3:
-                self.store.renew_leases(self.owner, LEASE_SECONDS)
-                renewed = time.monotonic()
+                self._hand_to_workers(OutgoingMessage(row, data))
+
+    def _hand_to_workers(self, item: OutgoingMessage) -> None:
+        """Queue one message, renewing this run's leases while the workers are busy."""
+        while not self._must_stop():
+            self._renew_leases_if_due()
+            try:
+                self._queue.put(item, timeout=0.2)
+                return
+            except queue.Full:
+                pass
+
+    def _renew_leases_if_due(self) -> None:
+        if time.monotonic() - self._renewed > LEASE_SECONDS / 3:
+            self.store.renew_leases(self.owner, LEASE_SECONDS)
+            self._renewed = time.monotonic()
 
     # -- worker stage ----------------------------------------------------------------------------
     def _worker(self) -> None:
@@ -336,7 +341,30 @@ class EditionSender:
         return self.stop.is_set() or self._abort.is_set()
 
     def _sleep(self, seconds: float) -> None:
-        self._abort.wait(seconds) if not self.stop.is_set() else None
+        """Wait, but wake within 0.1 s of a stop or an abort."""
+        deadline = time.monotonic() + seconds
+        while not self._must_stop() and time.monotonic() < deadline:
+            self._abort.wait(0.1)
+
+    @property
+    def sent(self) -> int:
+        """Messages the relay accepted in this run."""
+        return self._sent
+
+    def _stop_workers(self, count: int) -> None:
+        """Queue one stop sentinel per worker, even when the queue is full and no worker is left.
+
+        The claimer has stopped, so nothing else is put. Workers that died (relay unreachable)
+        no longer drain the queue: the messages still in it were never sent and their rows are
+        still claimed by us, so dropping them here is safe (``release_owner`` puts them back).
+        """
+        while True:
+            try:
+                self._queue.get_nowait()
+            except queue.Empty:
+                break
+        for _ in range(count):
+            self._queue.put(None)
 
     def _fail_run(self, err: NewsletterError) -> None:
         if self._fatal is None:
@@ -356,8 +384,7 @@ class EditionSender:
         except NewsletterError as err:
             self._fail_run(err)
         finally:
-            for _ in workers:
-                self._queue.put(None)
+            self._stop_workers(len(workers))
             for worker in workers:
                 worker.join()
             self._recorder.close()
@@ -413,7 +440,7 @@ def send_edition(
     try:
         sent = sender.run()
     except (RelayUnreachable, RelayRefusedSender) as err:
-        sent, error = sender._sent, str(err)
+        sent, error = sender.sent, str(err)
         if isinstance(err, RelayRefusedSender):
             raise
     report = SendReport(
