@@ -45,7 +45,7 @@ class Sink:
 
     def __init__(self, *extra: str) -> None:
         self.port = free_port()
-        self.out = tempfile.TemporaryFile()
+        self.out = tempfile.TemporaryFile()  # noqa: SIM115 - lives as long as the sink process
         self.proc = subprocess.Popen(
             [SINK, "-c", "-u", "nobody", *extra, f"127.0.0.1:{self.port}", "1024"],
             stdout=self.out,
@@ -69,6 +69,7 @@ class Sink:
     def stop(self) -> None:
         self.proc.terminate()
         self.proc.wait()
+        self.out.close()
 
 
 def run_measured(cmd: list[str], env: dict[str, str], cwd: Path) -> tuple[float, int, int]:

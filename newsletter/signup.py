@@ -1,0 +1,270 @@
+"""Service behind the subscriber pages: sign up, confirm, unsubscribe and preferences by token.
+
+No Starlette here, so that the CLI (mailto: unsubscribes, see inbound.py) uses the same rules:
+
+* A sign-up stores a pending subscriber (``Store.create_pending``) and builds one confirmation
+  email; the caller sends it (the web app does so after answering, so the answer takes the same
+  time whatever the address). An address that is active, unsubscribed or bounced keeps its status:
+  only its owner, by following the confirmation link, changes it.
+* At most ``CONFIRMATIONS_PER_HOUR`` confirmation emails per address per hour (no mail bombing);
+  over that the sign-up is stored but no mail goes out, and the caller cannot tell the difference.
+* Every token is checked for its purpose, its signature and its address binding: a token for a
+  forgotten subscriber (or for an id reused since) is refused like a forged one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import email.policy
+import threading
+from collections.abc import Iterable
+from dataclasses import dataclass
+from email.message import EmailMessage
+from email.utils import formatdate, make_msgid
+
+from babel import Locale
+
+from newsletter.addresses import Address, normalise_address
+from newsletter.config import Settings
+from newsletter.domain import ConsentSource, Subscriber, category_key
+from newsletter.i18n import gettext, is_rtl_locale, language_tag
+from newsletter.links import Links
+from newsletter.message import Sender
+from newsletter.ratelimit import Rule, SlidingWindowLimiter
+from newsletter.render import make_environment
+from newsletter.smtp import SmtpConfig, SmtpConnection
+from newsletter.store import Store
+from newsletter.subscribers import InvalidValue, parse_name
+from newsletter.tokens import InvalidToken, Purpose, TokenSigner
+
+CONFIRMATIONS_PER_HOUR = Rule(limit=3, window=3600.0)
+# itsdangerous tokens of [id, digest] are about 40 characters; anything far longer is not ours,
+# and refusing it early keeps a flood of huge paths from costing HMAC work.
+MAX_TOKEN_CHARS = 256
+#: languages the pages and the confirmation email are written in (the i18n catalogue's)
+PAGE_LOCALES: tuple[str, ...] = ("fr", "en", "ar")
+
+
+class UnknownLink(InvalidToken):
+    """A well-signed token whose subscriber is gone (forgotten) or whose address changed."""
+
+
+@dataclass(frozen=True, slots=True)
+class SignupForm:
+    """A validated sign-up: what the form said, reduced to what we accept."""
+
+    address: Address
+    name: str
+    categories: tuple[str, ...]
+    locale: str  # "" = the newsletter's language
+
+
+@dataclass(frozen=True, slots=True)
+class ConfirmationMail:
+    subscriber_id: int
+    recipient: str
+    data: bytes  # the whole message, CRLF line ends
+
+
+@dataclass(frozen=True, slots=True)
+class LanguageChoice:
+    code: str  # "" = the newsletter's language
+    label: str
+
+
+def known_sections(chosen: Iterable[str], offered: Iterable[str]) -> tuple[str, ...]:
+    """The offered section names that were chosen (compared by category_key), in offered order.
+
+    Anything else a posted form carries is dropped: a forged form cannot store arbitrary text.
+    """
+    wanted = {category_key(c) for c in chosen if c.strip()}
+    seen: set[str] = set()
+    kept: list[str] = []
+    for name in offered:
+        key = category_key(name)
+        if key in wanted and key not in seen:
+            seen.add(key)
+            kept.append(name)
+    return tuple(kept)
+
+
+def page_locale(text: str) -> str:
+    """``text`` if it is one of PAGE_LOCALES, else "" (the newsletter's language)."""
+    value = text.strip().lower().replace("-", "_")
+    return value if value in PAGE_LOCALES else ""
+
+
+def parse_signup(
+    settings: Settings, email: str, name: str, sections: Iterable[str], locale: str = ""
+) -> SignupForm:
+    """Validate a sign-up form; InvalidAddress or InvalidValue say what is wrong."""
+    return SignupForm(
+        address=normalise_address(email),
+        name=parse_name(name),
+        categories=known_sections(sections, settings.section_order),
+        locale=page_locale(locale),
+    )
+
+
+def mask_address(address: str) -> str:
+    """Show "k…@example.com": enough for its owner to recognise, not enough to harvest."""
+    local, at, domain = address.rpartition("@")
+    return f"{local[:1]}…{at}{domain}" if at else "…"
+
+
+def language_choices() -> tuple[LanguageChoice, ...]:
+    """The languages a subscriber may pick, each named in its own language."""
+    named = tuple(
+        LanguageChoice(code, Locale.parse(code).get_display_name(code) or code)
+        for code in PAGE_LOCALES
+    )
+    return (LanguageChoice("", ""), *named)
+
+
+def page_direction(locale: str) -> tuple[str, str]:
+    """(lang, dir) attributes for a page in ``locale``."""
+    return language_tag(locale), "rtl" if is_rtl_locale(locale) else "ltr"
+
+
+class Subscriptions:
+    """Sign-up, confirmation, unsubscribe and preferences for one newsletter."""
+
+    def __init__(
+        self,
+        store: Store,
+        settings: Settings,
+        *,
+        per_address: SlidingWindowLimiter | None = None,
+    ) -> None:
+        self.store = store
+        self.settings = settings
+        self.signer = TokenSigner(settings.secret_key, settings.confirm_days * 86400)
+        self.sender = Sender.parse(settings.from_address)
+        self.links = Links(
+            base_url=settings.base_url,
+            signer=self.signer,
+            mailto_address=settings.unsubscribe_mailto or f"unsubscribe@{self.sender.domain}",
+        )
+        self.per_address = per_address or SlidingWindowLimiter(CONFIRMATIONS_PER_HOUR)
+        self._templates = make_environment()
+        # SQLite has one writer at a time, and a writer that finds the database busy waits in
+        # SQLite's busy handler, which sleeps in growing steps (measured: 50 one-click POSTs/s
+        # with 50 in flight). Queueing this process's writers on a lock instead keeps them
+        # back to back. PostgreSQL needs no such thing.
+        self._writing: contextlib.AbstractContextManager[object] = (
+            threading.Lock() if store.engine.dialect.name == "sqlite" else contextlib.nullcontext()
+        )
+
+    # -- sign-up ---------------------------------------------------------------------------------
+
+    def sign_up(self, form: SignupForm, client: str) -> ConfirmationMail | None:
+        """Store the sign-up; the confirmation to send, or None when this address had its share."""
+        with self._writing:
+            subscriber = self.store.create_pending(
+                form.address,
+                form.name,
+                form.categories,
+                form.locale,
+                ConsentSource.WEB,
+                detail=client[:512],
+            )
+        if not self.per_address.allow(form.address.key):
+            return None
+        return self.confirmation_mail(subscriber)
+
+    def confirmation_mail(self, subscriber: Subscriber) -> ConfirmationMail:
+        """The double opt-in email: one link, valid ``confirm_days`` days, in the reader's language."""
+        locale = subscriber.locale or self.settings.locale
+        lang, direction = page_direction(locale)
+        context = {
+            "locale": locale,
+            "lang": lang,
+            "dir": direction,
+            "title": self.settings.title,
+            "confirm_url": self.links.confirm_url(subscriber.id, subscriber.email_key),
+            "days": self.settings.confirm_days,
+        }
+        message = EmailMessage(policy=email.policy.SMTP)
+        message["From"] = self.settings.from_address
+        message["To"] = subscriber.email
+        message["Subject"] = gettext(locale, "confirm_email_subject").format(
+            title=self.settings.title
+        )
+        message["Date"] = formatdate(usegmt=True)
+        message["Message-ID"] = make_msgid("confirm", domain=self.sender.domain)
+        message["Auto-Submitted"] = "auto-generated"
+        if self.settings.reply_to:
+            message["Reply-To"] = self.settings.reply_to
+        text = self._templates.get_template("email/confirm.txt").render(context)
+        html = self._templates.get_template("email/confirm.html").render(context)
+        message.set_content(text, cte="quoted-printable")
+        message.add_alternative(html, subtype="html", cte="quoted-printable")
+        return ConfirmationMail(subscriber.id, subscriber.email, message.as_bytes())
+
+    def send(self, mail: ConfirmationMail, smtp: SmtpConfig | None = None) -> None:
+        """Hand one confirmation to the relay; raises the smtp module's errors."""
+        connection = SmtpConnection(smtp or SmtpConfig.from_settings(self.settings))
+        try:
+            connection.send(self.sender.address, mail.recipient, mail.data)
+        finally:
+            connection.close()
+
+    # -- tokens ----------------------------------------------------------------------------------
+
+    def subscriber_for(self, purpose: Purpose, token: str) -> Subscriber:
+        """The subscriber a token of ``purpose`` names; InvalidToken / UnknownLink otherwise."""
+        if len(token) > MAX_TOKEN_CHARS:
+            raise InvalidToken("this link is not valid", "it is longer than any link we send")
+        claim = self.signer.read(purpose, token)
+        subscriber = self.store.get(claim.subscriber_id)
+        if subscriber is None or not self.signer.matches(claim, subscriber.email_key):
+            raise UnknownLink("this link is no longer valid", "the address is not on the list")
+        return subscriber
+
+    def confirm(self, token: str, detail: str) -> Subscriber:
+        """Double opt-in: the owner followed the link; active from now, consent recorded."""
+        subscriber = self.subscriber_for(Purpose.CONFIRM, token)
+        with self._writing:
+            confirmed = self.store.confirm(subscriber.id, ConsentSource.WEB, detail[:512])
+        if confirmed is None:  # forgotten between the two queries
+            raise UnknownLink("this link is no longer valid", "the address is not on the list")
+        return confirmed
+
+    def unsubscribe(self, token: str) -> Subscriber:
+        """Stop sending to the token's subscriber at once; idempotent.
+
+        Returns the subscriber as found before (the pages only need its address and language).
+        """
+        subscriber = self.subscriber_for(Purpose.UNSUBSCRIBE, token)
+        with self._writing:
+            self.store.unsubscribe(subscriber.id)
+        return subscriber
+
+    def unsubscribe_url(self, subscriber: Subscriber) -> str:
+        return self.links.unsubscribe_url(subscriber.id, subscriber.email_key)
+
+    # -- preferences -----------------------------------------------------------------------------
+
+    def offered_sections(self, subscriber: Subscriber | None = None) -> tuple[str, ...]:
+        """The settings' sections, plus any the subscriber already has (an import may add some)."""
+        offered = list(self.settings.section_order)
+        keys = {category_key(s) for s in offered}
+        for name in subscriber.categories if subscriber else ():
+            if category_key(name) not in keys:
+                keys.add(category_key(name))
+                offered.append(name)
+        return tuple(offered)
+
+    def save_preferences(
+        self, subscriber: Subscriber, sections: Iterable[str], locale: str
+    ) -> Subscriber:
+        """Store the chosen sections (none = every section) and language, at once."""
+        chosen_locale = page_locale(locale)
+        if locale.strip() and not chosen_locale:
+            raise InvalidValue(f"unknown language {locale.strip()!r}")
+        categories = known_sections(sections, self.offered_sections(subscriber))
+        with self._writing:
+            found = self.store.set_preferences(subscriber.id, categories, chosen_locale)
+        if not found:
+            raise UnknownLink("this link is no longer valid", "the address is not on the list")
+        return self.store.get(subscriber.id) or subscriber

@@ -1,0 +1,125 @@
+"""The pages in a real browser: Debian chromium driven by Playwright, against the live app.
+
+Screenshots land in tmp_path (and in $NEWSLETTER_SCREENSHOTS when set, to look at them).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from newsletter.domain import SubscriberStatus
+from newsletter.tokens import Purpose
+from tests.conftest import SAMPLE_DATE, SmtpServer
+from tests.test_web import ADMIN_PASSWORD, LiveApp, confirmation_link, running_app, wait_mails
+
+playwright_api = pytest.importorskip("playwright.sync_api")
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+PHONE = {"width": 375, "height": 812}
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian chromium is not installed"),
+]
+
+
+@pytest.fixture
+def live(tmp_path: Path, smtp_factory: Callable[..., SmtpServer]) -> Iterator[LiveApp]:
+    with running_app(tmp_path, smtp_factory(), NEWSLETTER_ADMIN_PASSWORD=ADMIN_PASSWORD) as app:
+        yield app
+
+
+@pytest.fixture
+def browser() -> Iterator[object]:
+    with playwright_api.sync_playwright() as p:
+        launched = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            yield launched
+        finally:
+            launched.close()
+
+
+def screenshot(page: object, path: Path, *, full_page: bool = True) -> Path:
+    page.screenshot(path=str(path), full_page=full_page)  # type: ignore[attr-defined]
+    data = path.read_bytes()
+    assert data.startswith(b"\x89PNG\r\n\x1a\n") and len(data) > 1000
+    keep = os.environ.get("NEWSLETTER_SCREENSHOTS")
+    if keep:
+        Path(keep).mkdir(parents=True, exist_ok=True)
+        shutil.copy(path, Path(keep) / path.name)
+    return path
+
+
+def test_sign_up_confirm_and_unsubscribe_in_the_browser(
+    live: LiveApp, browser: object, tmp_path: Path
+) -> None:
+    context = browser.new_context(viewport=PHONE, locale="fr-FR")  # type: ignore[attr-defined]
+    page = context.new_page()
+    page.goto(f"{live.url}/subscribe")
+    screenshot(page, tmp_path / "subscribe.png")
+    page.fill("#email", "navigatrice@example.com")
+    page.fill("#name", "Aïcha Ouédraogo")
+    page.check("input[value='Économie']")
+    page.click("button[type=submit]")
+    page.wait_for_selector("text=Vérifiez votre boîte mail")
+    screenshot(page, tmp_path / "check_mail.png")
+    assert live.status("navigatrice@example.com") is SubscriberStatus.PENDING
+
+    [message] = wait_mails(live, 1)
+    page.goto(confirmation_link(message))
+    page.wait_for_selector("text=Abonnement confirmé")
+    screenshot(page, tmp_path / "confirmed.png")
+    subscriber = live.store.find_by_email("navigatrice@example.com")
+    assert subscriber is not None and subscriber.status is SubscriberStatus.ACTIVE
+    assert subscriber.categories == ("Économie",)
+
+    page.goto(
+        f"{live.url}/preferences/{live.token(Purpose.PREFERENCES, 'navigatrice@example.com')}"
+    )
+    page.check("input[value='Sport']")
+    page.click("form >> nth=0 >> button[type=submit]")
+    page.wait_for_selector("text=Vos préférences sont enregistrées.")
+    screenshot(page, tmp_path / "preferences.png")
+    subscriber = live.store.find_by_email("navigatrice@example.com")
+    assert subscriber is not None and subscriber.categories == ("Économie", "Sport")
+
+    page.goto(
+        f"{live.url}/unsubscribe/{live.token(Purpose.UNSUBSCRIBE, 'navigatrice@example.com')}"
+    )
+    screenshot(page, tmp_path / "unsubscribe.png")
+    assert live.status("navigatrice@example.com") is SubscriberStatus.ACTIVE
+    page.click("button[type=submit]")
+    page.wait_for_selector("text=Vous êtes désabonné·e")
+    screenshot(page, tmp_path / "unsubscribed.png")
+    assert live.status("navigatrice@example.com") is SubscriberStatus.UNSUBSCRIBED
+    context.close()
+
+
+def test_editors_preview_screenshot(live: LiveApp, browser: object, tmp_path: Path) -> None:
+    context = browser.new_context(  # type: ignore[attr-defined]
+        viewport={"width": 1200, "height": 900},
+        http_credentials={"username": "editor", "password": ADMIN_PASSWORD},
+    )
+    page = context.new_page()
+    response = page.goto(f"{live.url}/preview/{SAMPLE_DATE}")
+    assert response is not None and response.status == 200
+    assert "mardi 27 janvier 2026" in page.inner_text("h1")
+    phone = page.frame_locator("iframe.phone")
+    assert "La Lettre" in phone.locator("body").inner_text()  # the edition's own title, rendered
+    shot = screenshot(page, tmp_path / "preview.png")
+    assert shot.stat().st_size > 10_000
+    page.goto(f"{live.url}/editor")
+    screenshot(page, tmp_path / "editor.png")
+    context.close()

@@ -1,0 +1,173 @@
+"""The sign-up service and the rate limiter, on a real SQLite store (no web server)."""
+
+from __future__ import annotations
+
+import email
+import email.policy
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from newsletter.addresses import InvalidAddress
+from newsletter.config import Settings, load_settings
+from newsletter.domain import ConsentSource, SubscriberStatus
+from newsletter.ratelimit import Rule, SlidingWindowLimiter
+from newsletter.signup import (
+    Subscriptions,
+    UnknownLink,
+    known_sections,
+    mask_address,
+    page_locale,
+    parse_signup,
+)
+from newsletter.store import Store
+from newsletter.subscribers import InvalidValue
+from newsletter.tokens import InvalidToken, Purpose
+from tests.conftest import TEST_SECRET, base_env
+from tests.factories import make_store, new_subscriber
+
+
+def settings_for(tmp_path: Path, **env: str) -> Settings:
+    values = base_env(
+        tmp_path,
+        NEWSLETTER_BASE_URL="https://lettre.example.com",
+        NEWSLETTER_SECRET_KEY=TEST_SECRET,
+        NEWSLETTER_FROM="La Lettre <lettre@example.com>",
+        **env,
+    )
+    return load_settings(env_file=tmp_path / "absent.env", environ=values)
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Store:
+    return make_store(tmp_path)
+
+
+@pytest.fixture
+def service(tmp_path: Path, store: Store) -> Subscriptions:
+    return Subscriptions(store, settings_for(tmp_path))
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_limiter_sliding_window() -> None:
+    clock = Clock()
+    limiter = SlidingWindowLimiter(Rule(3, 60), clock=clock)
+    assert [limiter.allow("a") for _ in range(4)] == [True, True, True, False]
+    assert limiter.allow("b")
+    clock.now += 59
+    assert not limiter.allow("a")
+    clock.now += 1.5
+    assert limiter.allow("a")
+
+
+def test_limiter_record_and_bounded_keys() -> None:
+    limiter = SlidingWindowLimiter(Rule(2, 60), clock=Clock(), max_keys=10)
+    limiter.record("x")
+    assert not limiter.exceeded("x")
+    limiter.record("x")
+    assert limiter.exceeded("x")
+    for n in range(50):
+        limiter.record(f"k{n}")
+    assert len(limiter._hits) <= 10
+
+
+@given(st.lists(st.text(max_size=20), max_size=10))
+def test_known_sections_keeps_only_offered(chosen: list[str]) -> None:
+    offered = ("Économie", "Sport", "Culture")
+    kept = known_sections(chosen, offered)
+    assert set(kept) <= set(offered)
+    assert list(kept) == [s for s in offered if s in kept]
+
+
+def test_known_sections_folds_case_and_accents() -> None:
+    assert known_sections(["economie", " SPORT ", "Tech"], ("Économie", "Sport")) == (
+        "Économie",
+        "Sport",
+    )
+
+
+@given(st.text(max_size=40))
+def test_page_locale_only_known_languages(text: str) -> None:
+    assert page_locale(text) in ("", "fr", "en", "ar")
+
+
+def test_mask_address() -> None:
+    assert mask_address("karim@example.com") == "k…@example.com"
+    assert "karim" not in mask_address("karim@example.com")
+
+
+def test_parse_signup_reports_what_is_wrong(tmp_path: Path) -> None:
+    settings = settings_for(tmp_path)
+    with pytest.raises(InvalidAddress, match="not a valid email address"):
+        parse_signup(settings, "karim at example.com", "", [])
+    with pytest.raises(InvalidValue, match="name"):
+        parse_signup(settings, "k@example.com", "x" * 300, [])
+    form = parse_signup(settings, " K@Example.COM ", "  Karim   B. ", ["sport", "x"], "AR")
+    assert form.address.normalized == "K@example.com"
+    assert form.name == "Karim B."
+    assert form.categories == ("Sport",)
+    assert form.locale == "ar"
+
+
+def test_sign_up_builds_a_confirmation_in_the_readers_language(
+    tmp_path: Path, service: Subscriptions, store: Store
+) -> None:
+    form = parse_signup(service.settings, "reader@example.com", "", [], "en")
+    mail = service.sign_up(form, "192.0.2.1")
+    assert mail is not None
+    assert b"\r\n" in mail.data and b"\n" not in mail.data.replace(b"\r\n", b"")
+    message = email.message_from_bytes(mail.data, policy=email.policy.default)
+    assert message["Subject"] == "Confirm your subscription to La Lettre"
+    assert message["Auto-Submitted"] == "auto-generated"
+    text = message.get_body(preferencelist=("plain",)).get_content()  # type: ignore[union-attr]
+    assert "https://lettre.example.com/confirm/" in text
+    assert "7 days" in text
+    subscriber = store.find_by_email("reader@example.com")
+    assert subscriber is not None and subscriber.status is SubscriberStatus.PENDING
+    assert subscriber.locale == "en" and subscriber.consent_detail == "192.0.2.1"
+
+
+def test_confirmations_per_address_are_capped(service: Subscriptions) -> None:
+    form = parse_signup(service.settings, "bomb@example.com", "", [])
+    mails = [service.sign_up(form, "x") for _ in range(5)]
+    assert [m is not None for m in mails] == [True, True, True, False, False]
+
+
+def test_confirm_unsubscribe_and_bindings(service: Subscriptions, store: Store) -> None:
+    subscriber = store.add(new_subscriber("c@example.com", status=SubscriberStatus.UNSUBSCRIBED))
+    links = service.links
+    confirm = links.confirm_url(subscriber.id, subscriber.email_key).rsplit("/", 1)[1]
+    unsubscribe = links.unsubscribe_url(subscriber.id, subscriber.email_key).rsplit("/", 1)[1]
+    with pytest.raises(InvalidToken):
+        service.confirm(unsubscribe, "x")  # wrong purpose
+    confirmed = service.confirm(confirm, "198.51.100.7")
+    assert confirmed.status is SubscriberStatus.ACTIVE
+    assert confirmed.consent_source is ConsentSource.WEB
+    assert confirmed.consent_detail == "198.51.100.7"
+    for _ in range(2):  # idempotent
+        service.unsubscribe(unsubscribe)
+        assert store.get(subscriber.id).status is SubscriberStatus.UNSUBSCRIBED  # type: ignore[union-attr]
+    store.forget(subscriber.email_key)
+    with pytest.raises(UnknownLink):
+        service.unsubscribe(unsubscribe)
+    with pytest.raises(InvalidToken):
+        service.subscriber_for(Purpose.UNSUBSCRIBE, "A" * 1000)
+
+
+def test_save_preferences(service: Subscriptions, store: Store) -> None:
+    subscriber = store.add(new_subscriber("p@example.com", categories=["Tech"]))
+    assert service.offered_sections(subscriber)[-1] == "Tech"  # an imported section stays offered
+    updated = service.save_preferences(subscriber, ["Tech", "sport", "nope"], "en")
+    assert updated.categories == ("Sport", "Tech") and updated.locale == "en"
+    assert service.save_preferences(updated, [], "").categories == ()
+    with pytest.raises(InvalidValue):
+        service.save_preferences(updated, [], "klingon")
