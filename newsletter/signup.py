@@ -35,7 +35,7 @@ from newsletter.render import make_environment
 from newsletter.smtp import SmtpConfig, SmtpConnection
 from newsletter.store import Store
 from newsletter.subscribers import InvalidValue, parse_name
-from newsletter.tokens import InvalidToken, Purpose, TokenSigner
+from newsletter.tokens import InvalidToken, Purpose
 
 CONFIRMATIONS_PER_HOUR = Rule(limit=3, window=3600.0)
 # itsdangerous tokens of [id, digest] are about 40 characters; anything far longer is not ours,
@@ -138,13 +138,9 @@ class Subscriptions:
     ) -> None:
         self.store = store
         self.settings = settings
-        self.signer = TokenSigner(settings.secret_key, settings.confirm_days * 86400)
         self.sender = Sender.parse(settings.from_address)
-        self.links = Links(
-            base_url=settings.base_url,
-            signer=self.signer,
-            mailto_address=settings.unsubscribe_mailto or f"unsubscribe@{self.sender.domain}",
-        )
+        self.links = Links.from_settings(settings, self.sender.domain)
+        self.signer = self.links.signer
         self.per_address = per_address or SlidingWindowLimiter(CONFIRMATIONS_PER_HOUR)
         self._templates = make_environment()
         # SQLite has one writer at a time, and a writer that finds the database busy waits in
