@@ -75,7 +75,9 @@ class Sink:
 def run_measured(cmd: list[str], env: dict[str, str], cwd: Path) -> tuple[float, int, int]:
     """Wall seconds, peak RSS in MB (this child, from wait4) and exit status."""
     started = time.perf_counter()
-    proc = subprocess.Popen(cmd, env=env, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        cmd, env=env, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
     _, status, usage = os.wait4(proc.pid, 0)
     proc.returncode = os.waitstatus_to_exitcode(status)
     elapsed = time.perf_counter() - started
@@ -108,7 +110,10 @@ def prepare_list(workdir: Path, count: int) -> None:
     env = make_env(workdir, 25, 1)
     subprocess.run(
         [sys.executable, "-m", "newsletter", "subscribers", "import", str(csv)],
-        env=env, cwd=workdir, check=True, stdout=subprocess.DEVNULL,
+        env=env,
+        cwd=workdir,
+        check=True,
+        stdout=subprocess.DEVNULL,
     )
 
 
@@ -124,7 +129,13 @@ def our_send(count: int, connections: int, *sink_args: str) -> dict[str, float]:
             arrived = sink.count()
         finally:
             sink.stop()
-    return {"seconds": elapsed, "rate": arrived / elapsed, "rss_mb": rss, "arrived": arrived, "exit": code}
+    return {
+        "seconds": elapsed,
+        "rate": arrived / elapsed,
+        "rss_mb": rss,
+        "arrived": arrived,
+        "exit": code,
+    }
 
 
 def message_size() -> int:
@@ -133,7 +144,10 @@ def message_size() -> int:
         env = make_env(Path(tmp), 25, 1)
         subprocess.run(
             [sys.executable, "-m", "newsletter", "preview", "--date", DAY, "--out", tmp],
-            env=env, cwd=tmp, check=True, stdout=subprocess.DEVNULL,
+            env=env,
+            cwd=tmp,
+            check=True,
+            stdout=subprocess.DEVNULL,
         )
         return (Path(tmp) / "digest.eml").stat().st_size
 
@@ -143,8 +157,19 @@ def smtp_source(count: int, size: int, sessions: int = 4) -> dict[str, float]:
     try:
         started = time.perf_counter()
         subprocess.run(
-            [SOURCE, "-d", "-s", str(sessions), "-m", str(count), "-l", str(size), f"127.0.0.1:{sink.port}"],
-            check=True, stdout=subprocess.DEVNULL,
+            [
+                SOURCE,
+                "-d",
+                "-s",
+                str(sessions),
+                "-m",
+                str(count),
+                "-l",
+                str(size),
+                f"127.0.0.1:{sink.port}",
+            ],
+            check=True,
+            stdout=subprocess.DEVNULL,
         )
         elapsed = time.perf_counter() - started
         arrived = sink.count()
@@ -191,30 +216,42 @@ def main() -> None:
     parser.add_argument("--slow", type=int, default=1_000, help="0 to skip the slow-relay run")
     args = parser.parse_args()
     if not (Path(SINK).exists() and Path(SOURCE).exists()):
-        sys.exit("bench needs Debian's postfix package (smtp-sink, smtp-source): apt-get install postfix")
+        sys.exit(
+            "bench needs Debian's postfix package (smtp-sink, smtp-source): apt-get install postfix"
+        )
 
     size = message_size()
     print(f"message size of the sample edition: {size:,} bytes")
     ours = our_send(args.subscribers, 4)
     ref = smtp_source(args.subscribers, size)
     naive = naive_loop(args.naive)
-    print(f"newsletter send, {args.subscribers:,} subscribers, 4 connections: "
-          f"{ours['rate']:,.0f} msg/s ({ours['seconds']:.1f} s, {ours['arrived']:,} arrived, "
-          f"peak RSS {ours['rss_mb']} MB, exit {ours['exit']})")
-    print(f"smtp-source -d -s 4, same count and size:      {ref['rate']:,.0f} msg/s ({ref['arrived']:,} arrived)")
-    print(f"naive loop (render+premailer+EmailMessage), {args.naive} msgs: {naive['rate']:,.0f} msg/s")
+    print(
+        f"newsletter send, {args.subscribers:,} subscribers, 4 connections: "
+        f"{ours['rate']:,.0f} msg/s ({ours['seconds']:.1f} s, {ours['arrived']:,} arrived, "
+        f"peak RSS {ours['rss_mb']} MB, exit {ours['exit']})"
+    )
+    print(
+        f"smtp-source -d -s 4, same count and size:      {ref['rate']:,.0f} msg/s ({ref['arrived']:,} arrived)"
+    )
+    print(
+        f"naive loop (render+premailer+EmailMessage), {args.naive} msgs: {naive['rate']:,.0f} msg/s"
+    )
     print(f"ratio to smtp-source: {ours['rate'] / ref['rate']:.2f}  (target >= 0.25)")
     print(f"ratio to naive loop:  {ours['rate'] / naive['rate']:.1f}x (target >= 8)")
     if args.big:
         big = our_send(args.big, 4)
-        print(f"newsletter send, {args.big:,} subscribers: {big['rate']:,.0f} msg/s, "
-              f"{big['arrived']:,} arrived, peak RSS {big['rss_mb']} MB "
-              f"(x{big['rss_mb'] / ours['rss_mb']:.2f} of the {args.subscribers:,} run)")
+        print(
+            f"newsletter send, {args.big:,} subscribers: {big['rate']:,.0f} msg/s, "
+            f"{big['arrived']:,} arrived, peak RSS {big['rss_mb']} MB "
+            f"(x{big['rss_mb'] / ours['rss_mb']:.2f} of the {args.subscribers:,} run)"
+        )
     if args.slow:
         slow = our_send(args.slow, 50, "-w", "1")
-        print(f"slow relay (smtp-sink -w 1), 50 connections, {args.slow:,} subscribers: "
-              f"{slow['rate']:.1f} msg/s, {slow['arrived']:,} arrived; ratio to ideal 50 msg/s: "
-              f"{slow['rate'] / 50:.2f} (target >= 0.8)")
+        print(
+            f"slow relay (smtp-sink -w 1), 50 connections, {args.slow:,} subscribers: "
+            f"{slow['rate']:.1f} msg/s, {slow['arrived']:,} arrived; ratio to ideal 50 msg/s: "
+            f"{slow['rate'] / 50:.2f} (target >= 0.8)"
+        )
 
 
 if __name__ == "__main__":

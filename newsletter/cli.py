@@ -29,6 +29,17 @@ class UnknownSubscriber(NewsletterError):
     """No subscriber has that address."""
 
 
+class OutputFolderError(NewsletterError):
+    """--out names a folder that cannot be created or written."""
+
+    exit_code = 2
+
+    def __init__(self, folder: Path, err: OSError) -> None:
+        super().__init__(
+            f"cannot write to {folder}: {err.strerror or err}", "choose another folder with --out"
+        )
+
+
 @click.group(cls=NewsletterGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="newsletter")
 def cli() -> None:
@@ -55,7 +66,10 @@ def preview(ctx: click.Context, day: date | None, out_dir: Path, email: str | No
     for warning in edition.warnings:
         click.echo(f"warning: {warning}", err=True)
     subscriber = PLACEHOLDER if email is None else _preview_subscriber(ctx, email)
-    files = write_preview(settings, edition, out_dir, subscriber)
+    try:
+        files = write_preview(settings, edition, out_dir, subscriber)
+    except OSError as err:
+        raise OutputFolderError(out_dir, err) from None
     if edition.is_empty:
         click.echo(f"edition {day.isoformat()}: no article in its window, nothing to send")
         return
@@ -275,7 +289,10 @@ def demo(ctx: click.Context, out: Path) -> None:
     """
     from newsletter.demo import run_demo  # aiosmtpd is only needed here
 
-    result = run_demo(settings_from(ctx), out)
+    try:
+        result = run_demo(settings_from(ctx), out)
+    except OSError as err:
+        raise OutputFolderError(out, err) from None
     click.echo(f"subscribers: {result.imported}")
     for line in summary_lines(result.preview):
         click.echo(line)

@@ -46,9 +46,16 @@ class IsoDate(click.ParamType):
         text = str(value)
         if _ISO_DATE.match(text):
             try:
-                return date.fromisoformat(text)
+                day = date.fromisoformat(text)
             except ValueError:
                 pass
+            else:
+                # An edition's window starts the day before: year 1 or 9999 cannot be computed.
+                if date.min < day < date.max:
+                    return day
+                self.fail(
+                    f"{text!r} is out of range; expected 0001-01-02 to 9999-12-30", param, ctx
+                )
         self.fail(f"{text!r} is not a date; expected YYYY-MM-DD, e.g. 2026-01-27", param, ctx)
 
 

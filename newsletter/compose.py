@@ -66,7 +66,9 @@ class VariantRenderer:
     def _renderer(self, locale: str) -> Renderer:
         if locale not in self._renderers:
             s = self._settings
-            self._renderers[locale] = Renderer(title=s.title, locale=locale, excerpt_chars=s.excerpt_chars)
+            self._renderers[locale] = Renderer(
+                title=s.title, locale=locale, excerpt_chars=s.excerpt_chars
+            )
         return self._renderers[locale]
 
     def variant(self, keys: frozenset[str], locale: str = "") -> RenderedVariant:

@@ -311,10 +311,16 @@ def _number(name: str, text: str, kind: type[N], minimum: N) -> N:
         raise ConfigError(
             f"{name}={text!r} is not a number", f"expected a {kind.__name__} >= {minimum}"
         ) from None
+    if value != value or value in (float("inf"), float("-inf")):  # nan, inf: not a setting
+        raise ConfigError(
+            f"{name}={text!r} is not a finite number", f"expected a {kind.__name__} >= {minimum}"
+        )
     if value < minimum:
         raise ConfigError(
             f"{name}={text!r} is too small", f"expected a {kind.__name__} >= {minimum}"
         )
+    if name == "NEWSLETTER_SMTP_PORT" and value > 65535:
+        raise ConfigError(f"{name}={text!r} is too large", "expected a TCP port, 1 to 65535")
     return value
 
 

@@ -179,6 +179,10 @@ class RecordingFailed(NewsletterError):
     """The ledger could not record a sent message; the run stops so nothing is sent twice."""
 
 
+class SendingStopped(NewsletterError):
+    """A worker hit an unexpected error (the ledger failing); the run stops, rows are released."""
+
+
 @dataclass(frozen=True, slots=True)
 class OutgoingMessage:
     delivery: ClaimedDelivery
@@ -225,7 +229,9 @@ class EditionSender:
     def _template(self, keys: frozenset[str], locale: str) -> MessageTemplate:
         if (keys, locale) not in self._templates:
             variant = self.variants.variant(keys, locale)
-            self._templates[keys, locale] = MessageTemplate(variant, self.identity, self.edition.date)
+            self._templates[keys, locale] = MessageTemplate(
+                variant, self.identity, self.edition.date
+            )
         return self._templates[keys, locale]
 
     def _personalise(self, row: ClaimedDelivery) -> bytes | None:
@@ -292,6 +298,8 @@ class EditionSender:
                 self._deliver(connection, item)
         except NewsletterError as err:
             self._fail_run(err)
+        except Exception as err:  # e.g. the ledger failing: stop the run, never leave it waiting
+            self._fail_run(SendingStopped(f"sending stopped: {type(err).__name__}: {err}"))
         finally:
             connection.close()
 

@@ -186,7 +186,9 @@ class SmtpConnection:
             self.close()
             raise ConnectionLost(_describe(err)) from None
 
-    def _transaction(self, client: smtplib.SMTP, envelope: tuple[bytes, bytes], wire: bytes) -> None:
+    def _transaction(
+        self, client: smtplib.SMTP, envelope: tuple[bytes, bytes], wire: bytes
+    ) -> None:
         mail_cmd, rcpt_cmd = envelope
         if client.does_esmtp and client.has_extn("pipelining"):
             client.send(mail_cmd + rcpt_cmd + b"DATA\r\n")

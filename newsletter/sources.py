@@ -423,12 +423,15 @@ def parse_feed(
         headers["content-location"] = base_url
     # A BytesIO, never bare bytes: feedparser tries open(bytes) as a file name first, so a body
     # reading "/etc/passwd" would make it read that file.
-    parsed = feedparser.parse(
-        io.BytesIO(data),
-        response_headers=headers,
-        resolve_relative_uris=base_url is not None,
-        sanitize_html=False,
-    )
+    try:
+        parsed = feedparser.parse(
+            io.BytesIO(data),
+            response_headers=headers,
+            resolve_relative_uris=base_url is not None,
+            sanitize_html=False,
+        )
+    except ValueError as err:  # feedparser's encoding sniffing chokes on a garbled prolog
+        raise _SourceFailure(f"unparsable feed ({type(err).__name__})") from None
     _check_is_feed(parsed, data)
     articles: list[Article] = []
     dropped: Counter[str] = Counter()

@@ -314,7 +314,13 @@ def create_store_engine(url: str) -> Engine:
 
 def _create_parent_folder(database: str | None) -> None:
     if database and database != ":memory:" and not database.startswith("file:"):
-        Path(database).parent.mkdir(parents=True, exist_ok=True)
+        try:
+            Path(database).parent.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise UsageError(
+                f"cannot create the database folder {Path(database).parent}: {err.strerror or err}",
+                "check NEWSLETTER_DATABASE_URL",
+            ) from None
 
 
 def _configure_sqlite(engine: Engine) -> None:

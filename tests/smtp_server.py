@@ -1,7 +1,8 @@
 """A real SMTP server for the tests: aiosmtpd, run in its own process, with optional faults.
 
     python tests/smtp_server.py --port 2525 --out DIR [--reject-rcpt SUBSTR ...]
-        [--defer-fraction F] [--drop-every N] [--delay SECONDS]
+        [--defer-fraction F] [--drop-every N] [--delay SECONDS] [--reset-every N]
+        [--tls-cert CERT --tls-key KEY]
 
 Every accepted message is written as DIR/NNNNNN.eml (the bytes as received) and one JSON line in
 DIR/log.jsonl with the envelope. Faults, for the delivery tests:
@@ -10,7 +11,10 @@ DIR/log.jsonl with the envelope. Faults, for the delivery tests:
   of the address, so the choice is repeatable), accepted when retried;
 - ``--drop-every N``: after every N accepted messages, answer the next MAIL with 421 and close
   the connection (nothing of that transaction is kept);
-- ``--delay S``: wait S seconds before answering DATA (a slow relay).
+- ``--delay S``: wait S seconds before answering DATA (a slow relay);
+- ``--reset-every N``: every Nth message, reset the connection (TCP RST) in the middle of DATA,
+  after the content arrived but before it is kept or answered (nothing of it is kept);
+- ``--tls-cert C --tls-key K``: offer STARTTLS with that certificate and require it before MAIL.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import hashlib
 import json
 import os
 import signal
+import ssl
 import threading
 from pathlib import Path
 
@@ -35,6 +40,7 @@ class RecordingHandler:
         self.count = 0
         self.deferred: set[str] = set()
         self.dropped_at = -1
+        self.data_seen = 0
         self.lock = threading.Lock()
         self.log = (out / "log.jsonl").open("a", encoding="utf-8")
 
@@ -89,6 +95,15 @@ class RecordingHandler:
         return "250 OK"
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        every = self.args.reset_every
+        if every:
+            with self.lock:
+                self.data_seen += 1
+                reset = self.data_seen % every == 0
+            if reset:
+                # A connection reset mid-DATA: no reply, nothing kept.
+                server.transport.abort()  # type: ignore[union-attr]
+                return "451 4.3.0 never seen by the client"
         if self.args.delay:
             await asyncio.sleep(self.args.delay)
         with self.lock:
@@ -117,9 +132,19 @@ def main() -> None:
     parser.add_argument("--defer-fraction", type=float, default=0.0)
     parser.add_argument("--drop-every", type=int, default=0)
     parser.add_argument("--delay", type=float, default=0.0)
+    parser.add_argument("--reset-every", type=int, default=0)
+    parser.add_argument("--tls-cert", type=Path)
+    parser.add_argument("--tls-key", type=Path)
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
-    controller = Controller(RecordingHandler(args.out, args), hostname=args.host, port=args.port)
+    tls: dict[str, object] = {}
+    if args.tls_cert:
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(args.tls_cert, args.tls_key)
+        tls = {"tls_context": context, "require_starttls": True}
+    controller = Controller(
+        RecordingHandler(args.out, args), hostname=args.host, port=args.port, **tls
+    )
     controller.start()
     print(f"listening on {args.host}:{args.port}", flush=True)
     stop = threading.Event()

@@ -140,9 +140,18 @@ def test_any_ascii_url_round_trips_through_quoted_printable(template, token):
 def test_wire_bytes_are_dot_stuffed(template, variant):
     from newsletter.render import RenderedVariant as RV
 
-    dotted = RV(variant.keys, variant.subject, variant.preheader, variant.html, ".leading dot\n" + variant.text, ())
+    dotted = RV(
+        variant.keys,
+        variant.subject,
+        variant.preheader,
+        variant.html,
+        ".leading dot\n" + variant.text,
+        (),
+    )
     identity = ListIdentity(Sender.parse("L <lettre@exemple.ma>"), "La Lettre")
     raw = MessageTemplate(dotted, identity, DAY).personalise(recipient())
     assert b"\r\n..leading dot" in raw
-    text = next(p for p in parse(raw).iter_parts() if p.get_content_type() == "text/plain").get_content()
+    text = next(
+        p for p in parse(raw).iter_parts() if p.get_content_type() == "text/plain"
+    ).get_content()
     assert text.startswith(".leading dot")

@@ -17,7 +17,17 @@ from tests.conftest import ROOT, SAMPLE_DATE, base_env, run_cli
 def test_wheel_ships_templates_and_sample_and_works_from_another_folder(tmp_path):
     wheels = tmp_path / "wheels"
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--quiet", "-w", str(wheels), str(ROOT)],
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--quiet",
+            "-w",
+            str(wheels),
+            str(ROOT),
+        ],
         check=True,
         cwd=tmp_path,
         capture_output=True,
@@ -25,7 +35,17 @@ def test_wheel_ships_templates_and_sample_and_works_from_another_folder(tmp_path
     (wheel,) = wheels.glob("newsletter-*.whl")
     target = tmp_path / "site"
     subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--no-deps", "--quiet", "--target", str(target), str(wheel)],
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--no-deps",
+            "--quiet",
+            "--target",
+            str(target),
+            str(wheel),
+        ],
         check=True,
         capture_output=True,
     )
@@ -35,7 +55,11 @@ def test_wheel_ships_templates_and_sample_and_works_from_another_folder(tmp_path
     env = base_env(tmp_path, PYTHONPATH=str(target))
     where = subprocess.run(
         [sys.executable, "-c", "import newsletter; print(newsletter.__file__)"],
-        env=env, cwd=elsewhere, capture_output=True, text=True, check=True,
+        env=env,
+        cwd=elsewhere,
+        capture_output=True,
+        text=True,
+        check=True,
     )
     assert where.stdout.startswith(str(target))  # the wheel's copy, not the checkout
     proc = run_cli("preview", "--date", SAMPLE_DATE, "--out", "out", env=env, cwd=elsewhere)

@@ -273,7 +273,9 @@ def test_a_failed_source_is_named_and_the_edition_goes_out_from_the_others(tmp_p
     from newsletter.resources import sample_dir
 
     missing = tmp_path / "missing-feed.xml"
-    env = send_env(tmp_path, smtp_server.port, NEWSLETTER_SOURCES=f"{sample_dir() / 'feed.xml'},{missing}")
+    env = send_env(
+        tmp_path, smtp_server.port, NEWSLETTER_SOURCES=f"{sample_dir() / 'feed.xml'},{missing}"
+    )
     import_subscribers(tmp_path, env, many(2))
     proc = run_cli("send", "--date", SAMPLE_DATE, env=env, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
