@@ -10,19 +10,21 @@ from __future__ import annotations
 import sys
 from datetime import date
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
-from newsletter.addresses import normalise_address
 from newsletter.cli_common import ISO_DATE, NewsletterGroup, settings_from
 from newsletter.cli_subscribers import subscribers
-from newsletter.compose import compose_edition, next_edition_date
-from newsletter.config import Settings
-from newsletter.deliver import NothingToSend, SendReport, send_edition, send_test
 from newsletter.errors import NewsletterError
-from newsletter.preview import PLACEHOLDER, PreviewSubscriber, summary_lines, write_preview
-from newsletter.reports import dry_run_lines, report_line, status_lines
-from newsletter.store import Store, open_store
+
+# Each command imports the services it uses inside its body: `newsletter --help` or
+# `subscribers list` should not pay for premailer, feedparser and SQLAlchemy all at once.
+if TYPE_CHECKING:
+    from newsletter.config import Settings
+    from newsletter.deliver import SendReport
+    from newsletter.preview import PreviewSubscriber
+    from newsletter.store import Store
 
 
 class UnknownSubscriber(NewsletterError):
@@ -60,8 +62,11 @@ def cli() -> None:
 @click.pass_context
 def preview(ctx: click.Context, day: date | None, out_dir: Path, email: str | None) -> None:
     """Write edition D as digest.html, digest.txt and digest.eml for an editor to check."""
+    from newsletter.compose import compose_edition
+    from newsletter.preview import PLACEHOLDER, summary_lines, write_preview
+
     settings = settings_from(ctx)
-    day = day or next_edition_date(settings)
+    day = day or settings.next_edition_date()
     edition = compose_edition(settings, day)
     for warning in edition.warnings:
         click.echo(f"warning: {warning}", err=True)
@@ -87,6 +92,10 @@ def preview(ctx: click.Context, day: date | None, out_dir: Path, email: str | No
 
 
 def _preview_subscriber(ctx: click.Context, email: str) -> PreviewSubscriber:
+    from newsletter.addresses import normalise_address
+    from newsletter.preview import PreviewSubscriber
+    from newsletter.store import open_store
+
     with open_store(settings_from(ctx).database_url) as store:
         found = store.find_by_email(normalise_address(email).key)
     if found is None:
@@ -115,8 +124,12 @@ def send(
     Exit status: 0 when every recipient is final (sent or failed), 1 when work remains,
     2 for a usage or configuration error.
     """
+    from newsletter.deliver import NothingToSend, send_test
+    from newsletter.reports import dry_run_lines, report_line
+    from newsletter.store import open_store
+
     settings = settings_from(ctx)
-    day = day or next_edition_date(settings)
+    day = day or settings.next_edition_date()
     with open_store(settings.database_url) as store:
         if dry_run:
             for line in dry_run_lines(store, settings, day):
@@ -148,6 +161,8 @@ def send(
 
 
 def _send_with_progress(store: Store, settings: Settings, day: date) -> SendReport:
+    from newsletter.deliver import send_edition
+
     if not sys.stdout.isatty():
         return send_edition(store, settings, day)
     bar_holder: list = []
@@ -170,16 +185,14 @@ def _send_with_progress(store: Store, settings: Settings, day: date) -> SendRepo
 @click.pass_context
 def status(ctx: click.Context, day: date | None) -> None:
     """How edition D went: sent, failed, pending and skipped counts, failures listed."""
+    from newsletter.reports import status_lines
+    from newsletter.store import open_store
+
     settings = settings_from(ctx)
-    day = day or _latest_or_next(ctx, settings)
     with open_store(settings.database_url) as store:
+        day = day or store.latest_edition_date() or settings.next_edition_date()
         for line in status_lines(store, day):
             click.echo(line)
-
-
-def _latest_or_next(ctx: click.Context, settings: Settings) -> date:
-    with open_store(settings.database_url) as store:
-        return store.latest_edition_date() or next_edition_date(settings)
 
 
 cli.add_command(subscribers)
@@ -224,10 +237,11 @@ def release(ctx: click.Context, day: date | None) -> None:
 
 def _set_hold(ctx: click.Context, day: date | None, *, held: bool) -> None:
     from newsletter.scheduler import set_hold
+    from newsletter.store import open_store
 
     settings = settings_from(ctx)
     with open_store(settings.database_url) as store:
-        click.echo(set_hold(store, settings, day or next_edition_date(settings), held=held))
+        click.echo(set_hold(store, settings, day or settings.next_edition_date(), held=held))
 
 
 @cli.command()
@@ -255,7 +269,7 @@ def unsubscribe_mail(ctx: click.Context) -> None:
     """
     from newsletter.inbound import NoUnsubscribeToken, unsubscribe_from_mail
     from newsletter.signup import Subscriptions
-    from newsletter.store import StoreError
+    from newsletter.store import StoreError, open_store
 
     settings = settings_from(ctx)
     settings.require_sending()
@@ -287,7 +301,9 @@ def demo(ctx: click.Context, out: Path) -> None:
     Imports the sample subscribers, previews the sample edition, starts a local SMTP server and
     sends the edition through it; nothing leaves the machine.
     """
-    from newsletter.demo import run_demo  # aiosmtpd is only needed here
+    from newsletter.demo import run_demo
+    from newsletter.preview import summary_lines
+    from newsletter.reports import report_line
 
     try:
         result = run_demo(settings_from(ctx), out)

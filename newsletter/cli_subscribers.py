@@ -6,14 +6,17 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
-from newsletter import subscribers as service
 from newsletter.cli_common import NewsletterGroup, settings_from
-from newsletter.csvfile import open_csv
-from newsletter.domain import Subscriber, SubscriberStatus
-from newsletter.store import Store, open_store
+from newsletter.domain import SubscriberStatus
+
+# The service (and SQLAlchemy behind it) is imported when a command runs, not at start-up.
+if TYPE_CHECKING:
+    from newsletter.domain import Subscriber
+    from newsletter.store import Store
 
 # Column widths of `list`: fixed, so the table streams instead of measuring every row first.
 _LIST_WIDTHS = (40, 28, 12)
@@ -22,6 +25,8 @@ _STATUS = click.Choice([s.value for s in SubscriberStatus], case_sensitive=False
 
 @contextmanager
 def _store(ctx: click.Context) -> Iterator[Store]:
+    from newsletter.store import open_store
+
     store = open_store(settings_from(ctx).database_url)
     try:
         yield store
@@ -42,6 +47,8 @@ def subscribers() -> None:
 @click.pass_context
 def add(ctx: click.Context, email: str, name: str, categories: str, locale: str) -> None:
     """Add EMAIL as an active subscriber (you vouch for their consent)."""
+    from newsletter import subscribers as service
+
     with _store(ctx) as store:
         result = service.add(store, email, name, categories, locale)
     messages = {
@@ -61,6 +68,9 @@ def import_(ctx: click.Context, file: Path, strict: bool) -> None:
 
     Exit status: 0 every row taken, 1 some rows rejected (listed on stderr), 2 unreadable file.
     """
+    from newsletter import subscribers as service
+    from newsletter.csvfile import open_csv
+
     with open_csv(file) as stream, _store(ctx) as store:
         report = service.import_csv(store, stream, file.name, strict=strict)
     for row in report.rejected:
@@ -75,6 +85,8 @@ def import_(ctx: click.Context, file: Path, strict: bool) -> None:
 @click.pass_context
 def export(ctx: click.Context, status: str | None) -> None:
     """Write the list as CSV to stdout: email,name,categories (| separated),locale,status."""
+    from newsletter import subscribers as service
+
     with _store(ctx) as store:
         service.export_csv(store, click.get_text_stream("stdout"), _status(status))
 
@@ -84,6 +96,8 @@ def export(ctx: click.Context, status: str | None) -> None:
 @click.pass_context
 def list_(ctx: click.Context, status: str | None) -> None:
     """Show the list as a table."""
+    from newsletter import subscribers as service
+
     click.echo(_table_line(("EMAIL", "NAME", "STATUS", "CATEGORIES")))
     count = 0
     with _store(ctx) as store:
@@ -98,6 +112,8 @@ def list_(ctx: click.Context, status: str | None) -> None:
 @click.pass_context
 def unsubscribe(ctx: click.Context, email: str) -> None:
     """Stop sending to EMAIL (it stays on the list, unsubscribed)."""
+    from newsletter import subscribers as service
+
     with _store(ctx) as store:
         sub, changed = service.unsubscribe(store, email)
     click.echo(
@@ -110,6 +126,8 @@ def unsubscribe(ctx: click.Context, email: str) -> None:
 @click.pass_context
 def forget(ctx: click.Context, email: str) -> None:
     """Erase EMAIL's personal data; keep only a hash so it is never re-added."""
+    from newsletter import subscribers as service
+
     with _store(ctx) as store:
         existed = service.forget(store, email)
     if existed:

@@ -7,20 +7,14 @@ subscribers asked for, never once per subscriber: ``VariantRenderer`` caches by 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from datetime import date, datetime
+from datetime import date
 from pathlib import Path
 
 from newsletter.config import Settings
 from newsletter.domain import Edition
-from newsletter.edition import build_edition, edition_date_for
+from newsletter.edition import build_edition
 from newsletter.render import RenderedVariant, Renderer
 from newsletter.sources import read_sources
-
-
-def next_edition_date(settings: Settings, now: datetime | None = None) -> date:
-    """The edition whose window holds ``now``: today's before the send time, else tomorrow's."""
-    moment = now or datetime.now(settings.timezone)
-    return edition_date_for(moment, settings.send_time, settings.timezone)
 
 
 def compose_edition(

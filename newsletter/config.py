@@ -11,7 +11,7 @@ import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import time
+from datetime import date, datetime, time
 from pathlib import Path
 from typing import Literal, TypeVar
 from urllib.parse import urlsplit
@@ -21,6 +21,7 @@ from babel import Locale, UnknownLocaleError
 from dotenv import dotenv_values
 
 from newsletter.domain import DEFAULT_SECTION_ORDER
+from newsletter.edition import edition_date_for
 from newsletter.errors import UsageError
 
 N = TypeVar("N", int, float)
@@ -177,6 +178,11 @@ class Settings:
         return (
             f"Settings(database_url={_redact_url(self.database_url)!r}, sources={self.sources!r})"
         )
+
+    def next_edition_date(self, now: datetime | None = None) -> date:
+        """The edition whose window holds ``now``: today's before the send time, else tomorrow's."""
+        moment = now or datetime.now(self.timezone)
+        return edition_date_for(moment, self.send_time, self.timezone)
 
     def require_sending(self) -> None:
         """Raise unless everything a real send needs is set."""

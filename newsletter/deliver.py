@@ -35,6 +35,7 @@ from newsletter.errors import NewsletterError
 from newsletter.links import Links
 from newsletter.message import ListIdentity, MessageTemplate, Recipient, Sender
 from newsletter.smtp import (
+    AddressNeedsSmtpUtf8,
     ConnectionLost,
     PermanentFailure,
     RelayRefusedSender,
@@ -132,9 +133,10 @@ class RateLimiter:
 class Recorder:
     """Group commit of "sent" outcomes: one transaction for what every worker finished meanwhile.
 
-    A worker hands in its delivery id and waits until it is committed before it sends the next
-    message, so a kill -9 can repeat at most two messages per connection (the one on the wire
-    and the one being recorded), while the database sees one commit per batch, not per message.
+    A worker hands in the id of a message the relay accepted and goes on with the next one; before
+    it hands in that next one it waits until the previous id is committed. So a kill -9 can repeat
+    at most two messages per connection (one being recorded, one on the wire), while the database
+    sees one commit per batch and the wait is almost always already over when it starts.
     """
 
     def __init__(self, store: Store) -> None:
@@ -144,9 +146,13 @@ class Recorder:
         self.error: BaseException | None = None
         self._thread.start()
 
-    def sent(self, delivery_id: int) -> None:
+    def submit(self, delivery_id: int) -> threading.Event:
+        """Queue ``delivery_id`` as sent; the event is set once it is committed (or failed)."""
         done = threading.Event()
         self._queue.put((delivery_id, done))
+        return done
+
+    def wait(self, done: threading.Event) -> None:
         done.wait()
         if self.error is not None:
             raise RecordingFailed(f"cannot record a sent message in the ledger: {self.error}")
@@ -262,6 +268,12 @@ class EditionSender:
                     return
                 self._sleep(0.5)  # rows in backoff or held by another live sender
             for row in rows:
+                if not row.email.isascii():
+                    # Never tried, so not a bounce: the address stays active for a relay that
+                    # speaks SMTPUTF8 (RFC 6531) once we support it.
+                    reason = f"{row.email}: a non-ASCII address needs SMTPUTF8 (not supported yet)"
+                    self.store.mark_failed(row.delivery_id, reason, bounce=False)
+                    continue
                 data = self._personalise(row)
                 if data is None:
                     self.store.mark_skipped(
@@ -288,6 +300,7 @@ class EditionSender:
     # -- worker stage ----------------------------------------------------------------------------
     def _worker(self) -> None:
         connection = SmtpConnection(self.smtp)
+        recorded: threading.Event | None = None  # the commit of this worker's previous message
         try:
             while True:
                 item = self._queue.get()
@@ -295,30 +308,40 @@ class EditionSender:
                     return
                 if self._must_stop():
                     continue  # left claimed; released to pending when the run ends
-                self._deliver(connection, item)
+                if self._deliver(connection, item):
+                    previous, recorded = recorded, self._recorder.submit(item.delivery.delivery_id)
+                    if previous is not None:
+                        self._recorder.wait(previous)
+                    self._count_sent()
         except NewsletterError as err:
             self._fail_run(err)
         except Exception as err:  # e.g. the ledger failing: stop the run, never leave it waiting
             self._fail_run(SendingStopped(f"sending stopped: {type(err).__name__}: {err}"))
         finally:
             connection.close()
+            if recorded is not None:
+                recorded.wait()
 
-    def _deliver(self, connection: SmtpConnection, item: OutgoingMessage) -> None:
+    def _deliver(self, connection: SmtpConnection, item: OutgoingMessage) -> bool:
+        """Send one message; True when the relay took it (the caller records it)."""
         row = item.delivery
         try:
             self._ensure_open(connection)
             self._rate.wait()
             connection.send(self.identity.sender.address, row.email, item.data)
         except PermanentFailure as err:
-            self.store.mark_failed(row.delivery_id, str(err), bounce=True)
-            return
+            bounced = not isinstance(err, AddressNeedsSmtpUtf8)
+            self.store.mark_failed(row.delivery_id, str(err), bounce=bounced)
+            return False
         except (TemporaryFailure, ConnectionLost) as err:
             self._retry_later(row, str(err))
-            return
+            return False
         except RelayUnreachable:
             self.store.release([row.delivery_id], None)
             raise
-        self._recorder.sent(row.delivery_id)
+        return True
+
+    def _count_sent(self) -> None:
         with self._sent_lock:
             self._sent += 1
         if self.progress:
@@ -391,6 +414,8 @@ class EditionSender:
             self._claim_loop()
         except NewsletterError as err:
             self._fail_run(err)
+        except Exception as err:  # a bug or the ledger failing: stop cleanly, rows go back
+            self._fail_run(SendingStopped(f"sending stopped: {type(err).__name__}: {err}"))
         finally:
             self._stop_workers(len(workers))
             for worker in workers:

@@ -27,6 +27,10 @@ class PermanentFailure(SmtpFailure):
     pass
 
 
+class AddressNeedsSmtpUtf8(PermanentFailure):
+    """An address with a non-ASCII local part: we never tried it, so it did not bounce."""
+
+
 class TemporaryFailure(SmtpFailure):
     pass
 
@@ -179,7 +183,7 @@ class SmtpConnection:
         try:
             envelope = _envelope(sender, recipient)
         except UnicodeEncodeError:
-            raise PermanentFailure(f"{recipient}: a non-ASCII address needs SMTPUTF8") from None
+            raise AddressNeedsSmtpUtf8(f"{recipient}: a non-ASCII address needs SMTPUTF8") from None
         try:
             self._transaction(client, envelope, wire)
         except (TimeoutError, smtplib.SMTPServerDisconnected, OSError) as err:

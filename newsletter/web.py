@@ -53,7 +53,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from newsletter.addresses import InvalidAddress, normalise_address
-from newsletter.compose import VariantRenderer, next_edition_date
+from newsletter.compose import VariantRenderer
 from newsletter.config import ConfigError, Settings
 from newsletter.deliver import NothingToSend, frozen_edition, send_test
 from newsletter.domain import Subscriber, SubscriberStatus, category_key
@@ -654,7 +654,7 @@ class WebApp:
         if denied := self.editor_denied(request):
             return denied
         rows = await run_in_threadpool(self.editor_rows)
-        next_day = next_edition_date(self.settings).isoformat()
+        next_day = self.settings.next_edition_date().isoformat()
         return self.page(
             "pages/editor.html",
             rows=rows,

@@ -281,3 +281,14 @@ def test_a_failed_source_is_named_and_the_edition_goes_out_from_the_others(tmp_p
     assert proc.returncode == 0, proc.stderr
     assert "warning:" in proc.stderr and "missing-feed.xml" in proc.stderr
     assert len(smtp_server.log()) == 2
+
+
+def test_a_non_ascii_local_part_fails_without_being_marked_bounced(tmp_path, smtp_server):
+    env = send_env(tmp_path, smtp_server.port)
+    import_subscribers(tmp_path, env, ["aïcha@exemple.ma;Aïcha;", "plain@exemple.ma;;"])
+    proc = run_cli("send", "--date", SAMPLE_DATE, env=env, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert smtp_server.recipients() == ["plain@exemple.ma"]
+    assert "SMTPUTF8" in proc.stderr
+    with open_store(env["NEWSLETTER_DATABASE_URL"]) as store:
+        assert store.find_by_email("aïcha@exemple.ma").status is SubscriberStatus.ACTIVE
