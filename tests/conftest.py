@@ -124,6 +124,20 @@ def base_env(tmp_path: Path, **overrides: str) -> dict[str, str]:
     return env
 
 
+def send_env(tmp_path: Path, port: int, **overrides: str) -> dict[str, str]:
+    """base_env plus what a send needs, pointed at the test SMTP server on ``port``."""
+    return base_env(
+        tmp_path,
+        NEWSLETTER_SMTP_HOST="127.0.0.1",
+        NEWSLETTER_SMTP_PORT=str(port),
+        NEWSLETTER_SMTP_SECURITY="none",
+        NEWSLETTER_FROM="L’Observateur africain <lettre@exemple.ma>",
+        NEWSLETTER_BASE_URL="http://localhost:8000",
+        NEWSLETTER_SECRET_KEY=TEST_SECRET,
+        **overrides,
+    )
+
+
 def run_cli(
     *args: str, env: dict[str, str], cwd: Path, timeout: float = 120, input: str | None = None
 ) -> subprocess.CompletedProcess[str]:

@@ -22,7 +22,8 @@ import pytest
 
 from newsletter.domain import DeliveryStatus
 from newsletter.store import open_store
-from tests.conftest import SAMPLE_DATE, TEST_SECRET, SmtpServer, base_env, run_cli
+from tests.conftest import SAMPLE_DATE, SmtpServer, run_cli
+from tests.conftest import send_env as shared_send_env
 
 DAY = date.fromisoformat(SAMPLE_DATE)
 SUBSCRIBERS = 300
@@ -32,16 +33,7 @@ RERUN_WITHIN = 25.0  # well under the 30 s lease: the dead owner is detected, no
 
 
 def send_env(tmp_path: Path, port: int) -> dict[str, str]:
-    return base_env(
-        tmp_path,
-        NEWSLETTER_SMTP_HOST="127.0.0.1",
-        NEWSLETTER_SMTP_PORT=str(port),
-        NEWSLETTER_SMTP_SECURITY="none",
-        NEWSLETTER_SMTP_CONNECTIONS=str(CONNECTIONS),
-        NEWSLETTER_FROM="L’Observateur africain <lettre@exemple.ma>",
-        NEWSLETTER_BASE_URL="http://localhost:8000",
-        NEWSLETTER_SECRET_KEY=TEST_SECRET,
-    )
+    return shared_send_env(tmp_path, port, NEWSLETTER_SMTP_CONNECTIONS=str(CONNECTIONS))
 
 
 def import_readers(tmp_path: Path, env: dict[str, str]) -> list[str]:

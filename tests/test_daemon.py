@@ -21,24 +21,14 @@ import pytest
 
 from newsletter.domain import DeliveryStatus, EditionStatus
 from newsletter.store import open_store
-from tests.conftest import SAMPLE_DATE, TEST_SECRET, SmtpServer, base_env, run_cli
+from tests.conftest import SAMPLE_DATE, SmtpServer, base_env, run_cli, send_env
 
 DAY = date.fromisoformat(SAMPLE_DATE)
 AFTER_SEND_TIME = "2026-01-27T07:05:00+01:00"
 STOP_WITHIN = 15.0
 
 
-def daemon_env(tmp_path: Path, port: int, **extra: str) -> dict[str, str]:
-    return base_env(
-        tmp_path,
-        NEWSLETTER_SMTP_HOST="127.0.0.1",
-        NEWSLETTER_SMTP_PORT=str(port),
-        NEWSLETTER_SMTP_SECURITY="none",
-        NEWSLETTER_FROM="L’Observateur africain <lettre@exemple.ma>",
-        NEWSLETTER_BASE_URL="http://localhost:8000",
-        NEWSLETTER_SECRET_KEY=TEST_SECRET,
-        **extra,
-    )
+daemon_env = send_env
 
 
 class Daemon:

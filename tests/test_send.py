@@ -18,22 +18,9 @@ from newsletter.deliver import send_edition
 from newsletter.domain import DeliveryStatus, SubscriberStatus
 from newsletter.store import open_store
 from newsletter.tokens import Purpose, TokenSigner
-from tests.conftest import SAMPLE_DATE, TEST_SECRET, base_env, free_port, run_cli
+from tests.conftest import SAMPLE_DATE, TEST_SECRET, base_env, free_port, run_cli, send_env
 
 DAY = date.fromisoformat(SAMPLE_DATE)
-
-
-def send_env(tmp_path: Path, port: int, **extra: str) -> dict[str, str]:
-    return base_env(
-        tmp_path,
-        NEWSLETTER_SMTP_HOST="127.0.0.1",
-        NEWSLETTER_SMTP_PORT=str(port),
-        NEWSLETTER_SMTP_SECURITY="none",
-        NEWSLETTER_FROM="L’Observateur africain <lettre@exemple.ma>",
-        NEWSLETTER_BASE_URL="http://localhost:8000",
-        NEWSLETTER_SECRET_KEY=TEST_SECRET,
-        **extra,
-    )
 
 
 def import_subscribers(tmp_path: Path, env: dict[str, str], rows: list[str]) -> None:
