@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from urllib.parse import quote
 
 from newsletter.config import Settings
 from newsletter.tokens import Purpose, TokenSigner
@@ -41,16 +40,19 @@ class Links:
         return self._mailto(self.signer.sign(Purpose.UNSUBSCRIBE, subscriber_id, email_key))
 
     def for_subscriber(self, subscriber_id: int, email_key: str) -> SubscriberLinks:
-        """The three links of one email; the unsubscribe token is signed once for two of them."""
-        unsubscribe = self.signer.sign(Purpose.UNSUBSCRIBE, subscriber_id, email_key)
+        """The three links of one email: two tokens, the unsubscribe one used twice."""
+        unsubscribe, preferences = self.signer.sign_many(
+            (Purpose.UNSUBSCRIBE, Purpose.PREFERENCES), subscriber_id, email_key
+        )
         return SubscriberLinks(
             unsubscribe_url=f"{self.base_url}{UNSUBSCRIBE_PATH}{unsubscribe}",
-            preferences_url=self.preferences_url(subscriber_id, email_key),
+            preferences_url=f"{self.base_url}{PREFERENCES_PATH}{preferences}",
             unsubscribe_mailto=self._mailto(unsubscribe),
         )
 
     def _mailto(self, token: str) -> str:
-        return f"mailto:{self.mailto_address}?subject={quote('unsubscribe ' + token)}"
+        # Tokens are URL-safe (digits, hex, base64url, dots): only the space needs escaping.
+        return f"mailto:{self.mailto_address}?subject=unsubscribe%20{token}"
 
     @classmethod
     def from_settings(cls, settings: Settings, sender_domain: str) -> Links:

@@ -60,9 +60,19 @@ class TokenSigner:
         self._timed = TimestampSigner(secret_key, salt=f"newsletter.{Purpose.CONFIRM}")
 
     def sign(self, purpose: Purpose, subscriber_id: int, email_key: str) -> str:
+        return self.sign_many((purpose,), subscriber_id, email_key)[0]
+
+    def sign_many(
+        self, purposes: tuple[Purpose, ...], subscriber_id: int, email_key: str
+    ) -> list[str]:
+        """One token per purpose for one subscriber; the address digest is computed once."""
         payload = f"{subscriber_id}.{address_digest(self._secret, email_key)}"
-        signer = self._timed if purpose is Purpose.CONFIRM else self._signers[purpose]
-        return signer.sign(payload).decode("ascii")
+        return [
+            (self._timed if p is Purpose.CONFIRM else self._signers[p])
+            .sign(payload)
+            .decode("ascii")
+            for p in purposes
+        ]
 
     def read(self, purpose: Purpose, token: str) -> TokenClaim:
         """The claim inside ``token``; InvalidToken for anything that is not a valid token of ``purpose``."""
