@@ -122,10 +122,19 @@ class UTCDateTime(TypeDecorator[datetime]):
 
 
 class _DriverValue(TypeDecorator[Any]):
-    """A parameter already in the driver's form (see Store._bound_datetime): no processing."""
+    """A timestamp parameter already in the driver's form (see Store._bound_datetime).
+
+    No per-row processing. Its SQL type must still be a timestamp where the driver declares
+    parameter types: psycopg casts each one, and a VARCHAR cast into a timestamptz column fails.
+    """
 
     impl = String
     cache_ok = True
+
+    def load_dialect_impl(self, dialect: Dialect) -> Any:
+        if dialect.name == "postgresql":
+            return dialect.type_descriptor(DateTime(timezone=True))
+        return dialect.type_descriptor(String())
 
 
 METADATA = MetaData()

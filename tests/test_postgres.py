@@ -1,0 +1,172 @@
+"""The same code on a real PostgreSQL server (started here, on loopback, for this module).
+
+Needs PostgreSQL's server binaries (`initdb`, `pg_ctl`; Debian's postgresql package) and psycopg
+(the `postgres` extra, installed by `make test`). PostgreSQL refuses to run as root, so as root the
+server runs as `nobody`.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections import Counter
+from collections.abc import Iterator
+from datetime import date
+from pathlib import Path
+
+import pytest
+
+from newsletter.domain import DeliveryStatus, SubscriberStatus
+from newsletter.store import open_store
+from tests.conftest import SAMPLE_DATE, free_port, run_cli, send_env, wait_for_port
+
+DAY = date.fromisoformat(SAMPLE_DATE)
+
+
+def _pg_bin(name: str) -> str | None:
+    found = shutil.which(name)
+    if found:
+        return found
+    candidates = sorted(Path("/usr/lib/postgresql").glob(f"*/bin/{name}"))
+    return str(candidates[-1]) if candidates else None
+
+
+@pytest.fixture(scope="module")
+def postgres() -> Iterator[str]:
+    initdb, pg_ctl = _pg_bin("initdb"), _pg_bin("pg_ctl")
+    if not (initdb and pg_ctl):
+        pytest.skip("PostgreSQL server binaries (initdb, pg_ctl) are not installed")
+    pytest.importorskip("psycopg")
+    # Not under pytest's tmp folder: that one is private to root, and the server may run as nobody.
+    folder = Path(tempfile.mkdtemp(prefix="newsletter-pg-"))
+    port = free_port()
+    as_user: list[str] = []
+    if os.geteuid() == 0:
+        shutil.chown(folder, "nobody")
+        as_user = ["runuser", "-u", "nobody", "--"]
+    data = folder / "data"
+    subprocess.run(
+        [*as_user, initdb, "-D", str(data), "-A", "trust", "-U", "postgres"],
+        check=True,
+        capture_output=True,
+    )
+    options = f"-p {port} -k {folder} -c listen_addresses=127.0.0.1 -c fsync=off"
+    subprocess.run(
+        [
+            *as_user,
+            pg_ctl,
+            "-D",
+            str(data),
+            "-o",
+            options,
+            "-l",
+            str(folder / "log"),
+            "-w",
+            "start",
+        ],
+        check=True,
+        capture_output=True,
+    )
+    wait_for_port(port)
+    try:
+        yield f"postgresql+psycopg://postgres@127.0.0.1:{port}/postgres"
+    finally:
+        subprocess.run(
+            [*as_user, pg_ctl, "-D", str(data), "-m", "immediate", "stop"], capture_output=True
+        )
+
+
+@pytest.fixture
+def database(postgres: str) -> str:
+    """A fresh database per test."""
+    import psycopg
+
+    name = f"t{os.getpid()}_{free_port()}"
+    admin = postgres.replace("postgresql+psycopg://", "postgresql://")
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    return postgres.rsplit("/", 1)[0] + f"/{name}"
+
+
+def test_import_export_round_trip_on_postgres(tmp_path, database):
+    env = send_env(tmp_path, 25, NEWSLETTER_DATABASE_URL=database)
+    csv = tmp_path / "liste.csv"
+    csv.write_text(
+        "\ufeffemail;name;categories;status\r\n"
+        "Aicha@Exemple.MA;Aïcha Ouédraogo;Économie|Sport;\r\n"
+        'karim@exemple.ma;"Benali, Karim";;unsubscribed\r\n'
+        "pas-une-adresse;X;;\r\n",
+        encoding="utf-8",
+    )
+    proc = run_cli("subscribers", "import", str(csv), env=env, cwd=tmp_path)
+    assert proc.returncode == 1 and "line 4" in proc.stderr
+    first = run_cli("subscribers", "export", env=env, cwd=tmp_path)
+    again = run_cli("subscribers", "import", str(csv), env=env, cwd=tmp_path)
+    assert "0 added" in again.stdout
+    assert first.stdout == run_cli("subscribers", "export", env=env, cwd=tmp_path).stdout
+    assert "Aicha@exemple.ma,Aïcha Ouédraogo,Économie|Sport,,active" in first.stdout
+    assert 'karim@exemple.ma,"Benali, Karim",,,unsubscribed' in first.stdout
+
+
+def test_two_senders_at_once_share_the_edition_without_a_duplicate(
+    tmp_path, database, smtp_factory
+):
+    server = smtp_factory("--delay", "0.01")
+    env = send_env(tmp_path, server.port, NEWSLETTER_DATABASE_URL=database)
+    csv = tmp_path / "s.csv"
+    csv.write_text("email\n" + "\n".join(f"lecteur{i}@exemple.ma" for i in range(150)) + "\n")
+    assert run_cli("subscribers", "import", str(csv), env=env, cwd=tmp_path).returncode == 0
+    senders = [
+        subprocess.Popen(
+            [sys.executable, "-m", "newsletter", "send", "--date", SAMPLE_DATE],
+            env=env,
+            cwd=tmp_path,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(2)
+    ]
+    outputs = [s.communicate(timeout=120) for s in senders]
+    assert all(s.returncode == 0 for s in senders), outputs
+    counts = Counter(server.recipients())
+    assert len(counts) == 150 and set(counts.values()) == {1}
+    with open_store(database) as store:
+        assert store.delivery_counts(DAY) == {DeliveryStatus.SENT: 150}
+
+
+def test_forget_erases_the_delivery_history_and_blocks_reimport(tmp_path, database, smtp_server):
+    env = send_env(tmp_path, smtp_server.port, NEWSLETTER_DATABASE_URL=database)
+    for address in ("a@exemple.ma", "b@exemple.ma"):
+        assert run_cli("subscribers", "add", address, env=env, cwd=tmp_path).returncode == 0
+    assert run_cli("send", "--date", SAMPLE_DATE, env=env, cwd=tmp_path).returncode == 0
+    assert run_cli("subscribers", "forget", "a@exemple.ma", env=env, cwd=tmp_path).returncode == 0
+    with open_store(database) as store:
+        assert store.find_by_email("a@exemple.ma") is None
+        assert store.delivery_counts(DAY) == {DeliveryStatus.SENT: 1}
+    readd = run_cli("subscribers", "add", "a@exemple.ma", env=env, cwd=tmp_path)
+    assert readd.returncode == 1 and "forgotten" in readd.stderr
+
+
+def test_scheduler_lock_and_unsubscribe_on_postgres(database):
+    from newsletter.addresses import normalise_address
+    from newsletter.domain import ConsentSource
+
+    with open_store(database) as store:
+        assert store.acquire_lock("scheduler", "host:1:a", 30)
+        assert not store.acquire_lock("scheduler", "host:2:b", 30)
+        assert store.acquire_lock("scheduler", "host:1:a", 30)  # renewal
+        store.release_lock("scheduler", "host:1:a")
+        assert store.acquire_lock("scheduler", "host:2:b", 30)
+        pending = store.create_pending(
+            normalise_address("c@exemple.ma"), "", (), "", ConsentSource.WEB, ""
+        )
+        assert (
+            store.confirm(pending.id, ConsentSource.WEB, "127.0.0.1").status
+            is SubscriberStatus.ACTIVE
+        )
+        assert store.unsubscribe(pending.id)
+        assert store.get(pending.id).status is SubscriberStatus.UNSUBSCRIBED
