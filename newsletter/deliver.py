@@ -245,14 +245,7 @@ class EditionSender:
         if not keys:
             return None
         links = self.links.for_subscriber(row.subscriber_id, row.email_key)
-        recipient = Recipient(
-            subscriber_id=row.subscriber_id,
-            email=row.email,
-            name=row.name,
-            unsubscribe_url=links.unsubscribe_url,
-            preferences_url=links.preferences_url,
-            unsubscribe_mailto=links.unsubscribe_mailto,
-        )
+        recipient = Recipient.with_links(row.subscriber_id, row.email, row.name, links)
         return self._template(keys, row.locale).personalise(recipient)
 
     def _claim_loop(self) -> None:
@@ -501,13 +494,8 @@ def send_test(store: Store, settings: Settings, day: date, addresses: Sequence[s
     try:
         for address in targets:
             # id 0 is never a subscriber: the links in a test message lead to a "not valid" page.
-            recipient = Recipient(
-                subscriber_id=0,
-                email=address.normalized,
-                name="",
-                unsubscribe_url=links.unsubscribe_url(0, address.key),
-                preferences_url=links.preferences_url(0, address.key),
-                unsubscribe_mailto=links.unsubscribe_mailto(0, address.key),
+            recipient = Recipient.with_links(
+                0, address.normalized, "", links.for_subscriber(0, address.key)
             )
             connection.send(
                 identity.sender.address, address.normalized, template.personalise(recipient)

@@ -24,6 +24,7 @@ from email import quoprimime
 from email.header import Header
 from email.headerregistry import Address
 from email.utils import formataddr, formatdate, parseaddr
+from typing import Protocol
 
 from newsletter.config import Settings
 from newsletter.errors import UsageError
@@ -77,6 +78,30 @@ class Recipient:
     preferences_url: str
     unsubscribe_mailto: str  # full mailto: URL for List-Unsubscribe
 
+    @classmethod
+    def with_links(
+        cls, subscriber_id: int, email: str, name: str, links: RecipientLinks
+    ) -> Recipient:
+        return cls(
+            subscriber_id=subscriber_id,
+            email=email,
+            name=name,
+            unsubscribe_url=links.unsubscribe_url,
+            preferences_url=links.preferences_url,
+            unsubscribe_mailto=links.unsubscribe_mailto,
+        )
+
+
+class RecipientLinks(Protocol):
+    """The three per-subscriber links (links.SubscriberLinks has this shape)."""
+
+    @property
+    def unsubscribe_url(self) -> str: ...
+    @property
+    def preferences_url(self) -> str: ...
+    @property
+    def unsubscribe_mailto(self) -> str: ...
+
 
 @dataclass(frozen=True, slots=True)
 class ListIdentity:
@@ -102,7 +127,12 @@ class ListIdentity:
 
 def message_id(edition_date: date, subscriber_id: int, domain: str) -> str:
     """Stable per (edition, subscriber): a duplicate after a crash carries its original's id."""
-    return f"<{edition_date:%Y%m%d}.{subscriber_id}.digest@{domain}>"
+    prefix, suffix = _message_id_parts(edition_date, domain)
+    return f"{prefix}{subscriber_id}{suffix}"
+
+
+def _message_id_parts(edition_date: date, domain: str) -> tuple[str, str]:
+    return f"<{edition_date:%Y%m%d}.", f".digest@{domain}>"
 
 
 def _header(name: str, value: str) -> bytes:
@@ -209,8 +239,7 @@ class MessageTemplate:
         self._boundary = f"=_nl_{digest}"
         self._fixed_headers = self._build_fixed_headers(variant, identity)
         self._skeleton = _skeleton(self._boundary, variant)
-        self._id_prefix = f"<{edition_date:%Y%m%d}."
-        self._id_suffix = f".digest@{self._domain}>"
+        self._id_prefix, self._id_suffix = _message_id_parts(edition_date, self._domain)
         self._date_cache: tuple[int, bytes] = (0, b"")
 
     def _build_fixed_headers(self, variant: RenderedVariant, identity: ListIdentity) -> bytes:

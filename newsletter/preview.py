@@ -61,15 +61,8 @@ def links_for(settings: Settings, sender: Sender) -> Links:
 
 
 def recipient_for(links: Links, subscriber: PreviewSubscriber) -> Recipient:
-    key = subscriber.email.lower()
-    return Recipient(
-        subscriber_id=subscriber.subscriber_id,
-        email=subscriber.email,
-        name=subscriber.name,
-        unsubscribe_url=links.unsubscribe_url(subscriber.subscriber_id, key),
-        preferences_url=links.preferences_url(subscriber.subscriber_id, key),
-        unsubscribe_mailto=links.unsubscribe_mailto(subscriber.subscriber_id, key),
-    )
+    own = links.for_subscriber(subscriber.subscriber_id, subscriber.email.lower())
+    return Recipient.with_links(subscriber.subscriber_id, subscriber.email, subscriber.name, own)
 
 
 def fill_slots(text: str, recipient: Recipient) -> str:
