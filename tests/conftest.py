@@ -76,29 +76,33 @@ class SmtpServer:
             self.process.wait(10)
 
 
+def start_smtp_server(out: Path, *fault_args: str, port: int | None = None) -> SmtpServer:
+    """tests/smtp_server.py in its own process, listening once this returns."""
+    port = port or free_port()
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            str(TESTS / "smtp_server.py"),
+            "--port",
+            str(port),
+            "--out",
+            str(out),
+            *fault_args,
+        ],
+        stdout=subprocess.DEVNULL,
+    )
+    wait_for_port(port)
+    return SmtpServer(port, out, process)
+
+
 @pytest.fixture
 def smtp_factory(tmp_path: Path) -> Iterator[Callable[..., SmtpServer]]:
     """Start aiosmtpd in its own process, optionally with faults (see tests/smtp_server.py)."""
     started: list[SmtpServer] = []
 
     def start(*fault_args: str, out: Path | None = None, port: int | None = None) -> SmtpServer:
-        port = port or free_port()
-        out = out or tmp_path / f"smtp-{len(started)}"
-        process = subprocess.Popen(
-            [
-                sys.executable,
-                str(TESTS / "smtp_server.py"),
-                "--port",
-                str(port),
-                "--out",
-                str(out),
-                *fault_args,
-            ],
-            stdout=subprocess.DEVNULL,
-        )
-        server = SmtpServer(port, out, process)
+        server = start_smtp_server(out or tmp_path / f"smtp-{len(started)}", *fault_args, port=port)
         started.append(server)
-        wait_for_port(port)
         return server
 
     yield start

@@ -12,7 +12,6 @@ from __future__ import annotations
 import email
 import email.policy
 import subprocess
-import sys
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -26,12 +25,11 @@ from newsletter.domain import DeliveryStatus
 from newsletter.store import open_store
 from tests.conftest import (
     SAMPLE_DATE,
-    TESTS,
     SmtpServer,
     base_env,
     free_port,
     run_cli,
-    wait_for_port,
+    start_smtp_server,
 )
 
 SECRET = "SeCrEtKeY-7f3a9c-never-print-me-0123456789"
@@ -144,21 +142,7 @@ def hostile_feed(canary: Canary) -> str:
 
 
 def start_smtp(out: Path, *args: str) -> SmtpServer:
-    port = free_port()
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            str(TESTS / "smtp_server.py"),
-            "--port",
-            str(port),
-            "--out",
-            str(out),
-            *args,
-        ],
-        stdout=subprocess.DEVNULL,
-    )
-    wait_for_port(port)
-    return SmtpServer(port, out, process)
+    return start_smtp_server(out, *args)
 
 
 def env_for(tmp: Path, port: int, feed: Path, **extra: str) -> dict[str, str]:
