@@ -884,22 +884,29 @@ class Store:
             return [_edition_record(row) for row in rows]
 
     def _upsert_edition(self, c: Connection, day: date, **values: Any) -> None:
-        now = self.now()
-        changed = c.execute(
-            update(editions).where(editions.c.edition_date == day).values(updated_at=now, **values)
-        ).rowcount
-        if not changed:
-            defaults = {
-                "status": EditionStatus.OPEN.value,
-                "held": False,
-                "recipients": 0,
-                "note": "",
-            }
-            c.execute(
-                insert(editions).values(
-                    {**defaults, **values, "edition_date": day, "updated_at": now}
-                )
+        # Insert-if-absent, then update: two processes recording the same new edition at once
+        # (two senders on PostgreSQL) must not both take the "absent" branch of an update-first
+        # upsert and collide on the primary key. The insert also locks the row until commit.
+        self._ensure_edition_row(c, day)
+        c.execute(
+            update(editions)
+            .where(editions.c.edition_date == day)
+            .values(updated_at=self.now(), **values)
+        )
+
+    def _ensure_edition_row(self, c: Connection, day: date) -> None:
+        c.execute(
+            self._insert(editions)
+            .values(
+                edition_date=day,
+                status=EditionStatus.OPEN.value,
+                held=False,
+                recipients=0,
+                note="",
+                updated_at=self.now(),
             )
+            .on_conflict_do_nothing(index_elements=["edition_date"])
+        )
 
     def set_held(self, day: date, held: bool) -> None:
         # an editor holds or releases edition `day`: the scheduler does not send a held edition
@@ -933,9 +940,14 @@ class Store:
         # subscriber now, one pending delivery each); later calls change nothing. Returns the
         # number of recipients.
         with self.write() as c:
-            record = self.edition_record(day, c)
-            if record is not None and record.frozen_at is not None:
-                return record.recipients
+            # Lock the edition's row (FOR UPDATE; SQLite's BEGIN IMMEDIATE already serialises):
+            # a second sender waits here, then sees the edition frozen and changes nothing.
+            self._ensure_edition_row(c, day)
+            row = c.execute(
+                select(editions).where(editions.c.edition_date == day).with_for_update()
+            ).first()
+            if row is not None and row.frozen_at is not None:
+                return row.recipients
             now = self.now()
             self._upsert_edition(
                 c,
