@@ -89,6 +89,16 @@ class StoreError(NewsletterError):
     """The database cannot be opened or is in a state this version cannot use."""
 
 
+class DatabaseBusy(StoreError):
+    """Another process held the database's write lock for longer than a writer waits.
+
+    Raised by the store after its bounded retries; entry points answer it with "try again"
+    (the web app: 503 with Retry-After; the mail commands: exit 75, EX_TEMPFAIL).
+    """
+
+    exit_code = 75
+
+
 def utc_now() -> datetime:
     return datetime.now(UTC)
 
