@@ -95,10 +95,15 @@ SETTINGS: tuple[SettingDoc, ...] = (
     SettingDoc(
         "NEWSLETTER_SMTP_CONNECTIONS",
         "4",
-        "parallel SMTP connections, each reused for many messages",
+        "parallel SMTP connections, each reused for many messages; 1 to 100",
     ),
     SettingDoc("NEWSLETTER_SMTP_RATE", "0", "messages per second over all connections; 0 = no cap"),
-    SettingDoc("NEWSLETTER_SMTP_TIMEOUT", "30", "seconds allowed for each SMTP network step"),
+    SettingDoc(
+        "NEWSLETTER_SMTP_TIMEOUT",
+        "30",
+        "seconds allowed for each SMTP network step, and for each whole reply however many lines "
+        "it has",
+    ),
     SettingDoc("NEWSLETTER_FROM", "", "sender, 'Display Name <address>'; required to send"),
     SettingDoc("NEWSLETTER_REPLY_TO", "", "optional Reply-To address"),
     SettingDoc(
@@ -310,6 +315,9 @@ def _hhmm(name: str, text: str) -> time:
     return time(int(match.group(1)), int(match.group(2)))
 
 
+MAX_SMTP_CONNECTIONS = 100
+
+
 def _number(name: str, text: str, kind: type[N], minimum: N) -> N:
     try:
         value = kind(text)
@@ -327,6 +335,12 @@ def _number(name: str, text: str, kind: type[N], minimum: N) -> N:
         )
     if name == "NEWSLETTER_SMTP_PORT" and value > 65535:
         raise ConfigError(f"{name}={text!r} is too large", "expected a TCP port, 1 to 65535")
+    if name == "NEWSLETTER_SMTP_CONNECTIONS" and value > MAX_SMTP_CONNECTIONS:
+        # Each connection is a thread and a socket; relays cap connections per client far lower.
+        raise ConfigError(
+            f"{name}={text!r} is too large",
+            f"expected 1 to {MAX_SMTP_CONNECTIONS} connections (4 suits most relays)",
+        )
     return value
 
 

@@ -12,10 +12,17 @@ The pipeline, by stage (as in listmonk's manager):
 A 4xx or a dropped connection puts the row back with a short backoff (bounded attempts per run);
 a 5xx marks it failed and the subscriber bounced. A relay that cannot be reached at all stops
 the run with every unsent row back to pending.
+
+Right before each message a worker checks, without a query, that the row is still its own (its
+lease has not run out since the last extend-and-verify; when it may have, it renews and verifies
+first) and that its subscriber has not left since the claim (a set the watcher thread refreshes
+every second). So a sender paused past its lease, or an unsubscribe answered mid-send, costs at
+most the message already on the wire per connection.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import queue
 import socket
@@ -39,19 +46,44 @@ from newsletter.smtp import (
     ConnectionLost,
     PermanentFailure,
     RelayRefusedSender,
+    RelayTimedOut,
     RelayUnreachable,
     SmtpConfig,
     SmtpConnection,
     TemporaryFailure,
+    UncertainDelivery,
 )
 from newsletter.store import ClaimedDelivery, Store
 
 LEASE_SECONDS = 30.0  # a crashed sender's rows come back after this, or at once if its pid is gone
+# A sender trusts its lease this long after its last renewal began, then renews and verifies
+# before it sends again: the margin covers the renewal's own time and clock-rate differences.
+LEASE_TRUST_SECONDS = LEASE_SECONDS - 10.0
+RENEW_EVERY = LEASE_SECONDS / 3
+WATCH_EVERY = 1.0  # how often the set of subscribers who left since the claim is refreshed
+STOP_GRACE = 5.0  # after a stop, messages in flight get this long before their sockets are cut
+TIMEOUT_STRIKES = 3  # replies timed out in a row: the relay is not answering, the run ends
 CLAIM_BATCH = 200
 RETRY_BACKOFF = (1.0, 2.0, 4.0, 8.0)  # seconds before attempts 2, 3, 4, 5 of one row in one run
 DEFER_TO_NEXT_RUN = 3600.0  # after that, the row waits; the next `send` retries it at once
 RETRY_HORIZON = 60.0  # a run waits for rows coming back within this many seconds
 RECONNECT_BACKOFF = (0.5, 1.0, 2.0, 4.0, 8.0)  # about 15 s; then the relay counts as unreachable
+
+
+log = logging.getLogger("newsletter.deliver")
+
+
+def lease_clock() -> float:
+    """Seconds that keep counting while the process is stopped or the machine sleeps.
+
+    A lease is measured in the database's time, which goes on during a SIGSTOP or a suspend;
+    CLOCK_BOOTTIME does too, where plain monotonic time stops during a suspend.
+    """
+    return time.clock_gettime(time.CLOCK_BOOTTIME)
+
+
+class RelayUnresponsive(RelayUnreachable):
+    """The relay keeps the connection open but does not answer in time, message after message."""
 
 
 class NothingToSend(NewsletterError):
@@ -102,8 +134,9 @@ class SendReport:
 
     @property
     def remaining(self) -> int:
-        return self.counts.get(DeliveryStatus.PENDING, 0) + self.counts.get(
-            DeliveryStatus.SENDING, 0
+        return sum(
+            self.counts.get(status, 0)
+            for status in (DeliveryStatus.PENDING, DeliveryStatus.SENDING, DeliveryStatus.UNCERTAIN)
         )
 
     @property
@@ -139,8 +172,10 @@ class Recorder:
     sees one commit per batch and the wait is almost always already over when it starts.
     """
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, owner: str) -> None:
         self._store = store
+        self._owner = owner
+        self.lost = 0  # messages another sender had taken over by the time they were recorded
         self._queue: queue.Queue[tuple[int, threading.Event] | None] = queue.Queue()
         self._thread = threading.Thread(target=self._run, name="recorder", daemon=True)
         self.error: BaseException | None = None
@@ -170,7 +205,15 @@ class Recorder:
                     break
                 batch.append(item)
             try:
-                self._store.mark_sent([delivery_id for delivery_id, _ in batch])
+                lost = self._store.mark_sent([delivery_id for delivery_id, _ in batch], self._owner)
+                if lost:
+                    self.lost += len(lost)
+                    log.warning(
+                        "%d message(s) went out after another sender took their rows over "
+                        "(this one was paused past its lease): the relay may have them twice; "
+                        "the other sender's record stands",
+                        len(lost),
+                    )
             except Exception as err:  # the ledger is unusable: stop the run, lose nothing more
                 self.error = err
             for _, done in batch:
@@ -228,8 +271,16 @@ class EditionSender:
         self._sent = 0
         self._sent_lock = threading.Lock()
         self._tries: dict[int, int] = {}
-        self._recorder = Recorder(store)
-        self._renewed = time.monotonic()
+        self._recorder = Recorder(store, self.owner)
+        # The lease as this sender knows it: the rows it holds, since when it trusts them, and
+        # the rows whose subscriber left since the claim. Replaced whole, read without a lock.
+        self._owned: set[int] = set()
+        self._trusted_since = lease_clock()
+        self._renew_lock = threading.Lock()
+        self._gone: frozenset[int] = frozenset()
+        self._strikes = 0  # replies timed out in a row, over every connection
+        self._connections: list[SmtpConnection] = []
+        self._finished = threading.Event()  # the run is over: the watcher stops
 
     # -- message stage ---------------------------------------------------------------------------
     def _template(self, keys: frozenset[str], locale: str) -> MessageTemplate:
@@ -251,11 +302,15 @@ class EditionSender:
     def _claim_loop(self) -> None:
         """Claim rows and feed the workers until nothing is left or the run must stop."""
         while not self._must_stop():
-            self._renew_leases_if_due()
             self.store.release_dead_owners(self.edition.date, owner_is_dead)
-            rows = self.store.claim_deliveries(
-                self.edition.date, self.owner, CLAIM_BATCH, LEASE_SECONDS
-            )
+            with self._renew_lock:  # a renewal must not replace the set while it grows
+                began = lease_clock()
+                rows = self.store.claim_deliveries(
+                    self.edition.date, self.owner, CLAIM_BATCH, LEASE_SECONDS
+                )
+                if not self._owned:
+                    self._trusted_since = began  # the first claim starts the lease
+                self._owned = self._owned | {row.delivery_id for row in rows}
             if not rows:
                 if not self.store.has_unfinished(self.edition.date, RETRY_HORIZON):
                     return
@@ -265,41 +320,77 @@ class EditionSender:
                     # Never tried, so not a bounce: the address stays active for a relay that
                     # speaks SMTPUTF8 (RFC 6531) once we support it.
                     reason = f"{row.email}: a non-ASCII address needs SMTPUTF8 (not supported yet)"
-                    self.store.mark_failed(row.delivery_id, reason, bounce=False)
+                    self.store.mark_failed(row.delivery_id, self.owner, reason, bounce=False)
                     continue
                 data = self._personalise(row)
                 if data is None:
                     self.store.mark_skipped(
-                        row.delivery_id, "none of the subscriber's sections in this edition"
+                        row.delivery_id,
+                        self.owner,
+                        "none of the subscriber's sections in this edition",
                     )
                     continue
                 self._hand_to_workers(OutgoingMessage(row, data))
 
     def _hand_to_workers(self, item: OutgoingMessage) -> None:
-        """Queue one message, renewing this run's leases while the workers are busy."""
+        """Queue one message; the watcher keeps the lease while the workers are busy."""
         while not self._must_stop():
-            self._renew_leases_if_due()
             try:
                 self._queue.put(item, timeout=0.2)
                 return
             except queue.Full:
                 pass
 
-    def _renew_leases_if_due(self) -> None:
-        if time.monotonic() - self._renewed > LEASE_SECONDS / 3:
-            self.store.renew_leases(self.owner, LEASE_SECONDS)
-            self._renewed = time.monotonic()
+    # -- the lease and the leavers ---------------------------------------------------------------
+    def _watch(self) -> None:
+        """Every second: who left since the claim; every RENEW_EVERY: extend-and-verify."""
+        while not self._finished.wait(WATCH_EVERY):
+            try:
+                self._gone = frozenset(
+                    self.store.stopped_among_claimed(self.edition.date, self.owner)
+                )
+                if lease_clock() - self._trusted_since > RENEW_EVERY:
+                    self._renew()
+            except Exception as err:  # the ledger failing: stop the run, rows go back
+                self._fail_run(SendingStopped(f"sending stopped: {type(err).__name__}: {err}"))
+                return
+
+    def _renew(self, only_if_older_than: float = 0.0) -> None:
+        with self._renew_lock:
+            began = lease_clock()
+            if began - self._trusted_since <= only_if_older_than:
+                return  # another thread renewed meanwhile
+            self._owned = self.store.renew_leases(self.owner, LEASE_SECONDS)
+            self._trusted_since = began
+
+    def _may_send(self, row: ClaimedDelivery) -> bool:
+        """True when the row is still this sender's and its subscriber has not left."""
+        if lease_clock() - self._trusted_since > LEASE_TRUST_SECONDS:
+            # Paused, or the database was slow: verify before anything goes out.
+            self._renew(only_if_older_than=LEASE_TRUST_SECONDS)
+            self._gone = frozenset(self.store.stopped_among_claimed(self.edition.date, self.owner))
+        if row.delivery_id not in self._owned:
+            log.warning(
+                "delivery %d: another sender took it over while this one was paused; not sent",
+                row.delivery_id,
+            )
+            return False
+        if row.delivery_id in self._gone:
+            self.store.mark_skipped(row.delivery_id, self.owner, "no longer subscribed")
+            return False
+        return True
 
     # -- worker stage ----------------------------------------------------------------------------
     def _worker(self) -> None:
         connection = SmtpConnection(self.smtp)
+        self._connections.append(connection)
         recorded: threading.Event | None = None  # the commit of this worker's previous message
         try:
             while True:
                 item = self._queue.get()
                 if item is None:
                     return
-                if self._must_stop():
+                if self._must_stop() or not self._may_send(item.delivery):
                     continue  # left claimed; released to pending when the run ends
                 if self._deliver(connection, item):
                     previous, recorded = recorded, self._recorder.submit(item.delivery.delivery_id)
@@ -324,15 +415,38 @@ class EditionSender:
             connection.send(self.identity.sender.address, row.email, item.data)
         except PermanentFailure as err:
             bounced = not isinstance(err, AddressNeedsSmtpUtf8)
-            self.store.mark_failed(row.delivery_id, str(err), bounce=bounced)
+            self.store.mark_failed(row.delivery_id, self.owner, str(err), bounce=bounced)
+            return False
+        except UncertainDelivery as err:
+            self.store.mark_uncertain(row.delivery_id, self.owner, str(err))
+            self._strike(str(err))
             return False
         except (TemporaryFailure, ConnectionLost) as err:
             self._retry_later(row, str(err))
+            if isinstance(err, RelayTimedOut):
+                self._strike(str(err))
             return False
         except RelayUnreachable:
-            self.store.release([row.delivery_id], None)
+            self.store.release([row.delivery_id], self.owner, None)
             raise
+        with self._sent_lock:
+            self._strikes = 0
         return True
+
+    def _strike(self, error: str) -> None:
+        """One more reply that timed out; TIMEOUT_STRIKES in a row end the run."""
+        with self._sent_lock:
+            self._strikes += 1
+            strikes = self._strikes
+        if strikes >= TIMEOUT_STRIKES and not self._must_stop():
+            self._fail_run(
+                RelayUnresponsive(
+                    f"the SMTP relay {self.smtp.where} stopped answering: {strikes} replies in "
+                    f"a row timed out ({error})",
+                    "messages the relay may have are recorded uncertain and were not sent "
+                    "again; check the relay, then run send again",
+                )
+            )
 
     def _count_sent(self) -> None:
         with self._sent_lock:
@@ -345,7 +459,7 @@ class EditionSender:
         with self._sent_lock:
             tries = self._tries[row.delivery_id] = self._tries.get(row.delivery_id, 0) + 1
         delay = RETRY_BACKOFF[tries - 1] if tries <= len(RETRY_BACKOFF) else DEFER_TO_NEXT_RUN
-        self.store.release([row.delivery_id], error, delay=delay)
+        self.store.release([row.delivery_id], self.owner, error, delay=delay)
 
     def _ensure_open(self, connection: SmtpConnection) -> None:
         """Open (or reopen) the connection, backing off; RelayUnreachable when it never comes."""
@@ -401,8 +515,9 @@ class EditionSender:
             threading.Thread(target=self._worker, name=f"smtp-{i}", daemon=True)
             for i in range(self.settings.smtp_connections)
         ]
-        for worker in workers:
-            worker.start()
+        watcher = threading.Thread(target=self._watch, name="lease-watcher", daemon=True)
+        for thread in (*workers, watcher):
+            thread.start()
         try:
             self._claim_loop()
         except NewsletterError as err:
@@ -411,14 +526,31 @@ class EditionSender:
             self._fail_run(SendingStopped(f"sending stopped: {type(err).__name__}: {err}"))
         finally:
             self._stop_workers(len(workers))
-            for worker in workers:
-                worker.join()
+            self._join_workers(workers)
+            self._finished.set()
+            watcher.join()
             self._recorder.close()
             # Whatever this run claimed but did not send goes back for the next run, at once.
             self.store.release_owner(self.owner)
         if self._fatal is not None:
             raise self._fatal
         return self._sent
+
+    def _join_workers(self, workers: list[threading.Thread]) -> None:
+        """Wait for the workers; after a stop, cut the sockets of those still waiting on the relay.
+
+        A worker may be inside a reply that takes up to NEWSLETTER_SMTP_TIMEOUT. A stopped run
+        gives it STOP_GRACE seconds, then aborts its connection: a message whose end of data had
+        no answer yet is recorded uncertain, anything earlier goes back to pending.
+        """
+        deadline = time.monotonic() + STOP_GRACE
+        for worker in workers:
+            while worker.is_alive():
+                worker.join(0.1)
+                if self._must_stop() and time.monotonic() > deadline:
+                    for connection in list(self._connections):
+                        connection.abort()
+                    worker.join()
 
 
 def frozen_edition(store: Store, settings: Settings, day: date) -> Edition:
@@ -460,7 +592,9 @@ def send_edition(
     store.freeze_edition(day, edition.articles)
     store.clear_backoff(day)  # rows deferred by an earlier run are retried now
     if on_frozen:
-        on_frozen(store.delivery_counts(day).get(DeliveryStatus.PENDING, 0))
+        # Every row still to send: pending ones, and those a killed sender left claimed.
+        counts = store.delivery_counts(day)
+        on_frozen(sum(counts.get(s, 0) for s in (DeliveryStatus.PENDING, DeliveryStatus.SENDING)))
     sender = EditionSender(store, settings, edition, smtp=smtp, stop=stop, progress=progress)
     error: str | None = None
     try:

@@ -67,13 +67,18 @@ class SubscriberStatus(enum.StrEnum):
 
 
 class DeliveryStatus(enum.StrEnum):
-    """One ledger row (edition x subscriber) moves pending -> sending -> sent | failed | skipped."""
+    """One ledger row (edition x subscriber) moves pending -> sending -> sent | failed | skipped.
+
+    ``uncertain``: the relay took the whole message but never answered its end of data. It is
+    not final: the run that saw it never retransmits it, the next run sends it again.
+    """
 
     PENDING = "pending"
     SENDING = "sending"
     SENT = "sent"
     FAILED = "failed"
     SKIPPED = "skipped"
+    UNCERTAIN = "uncertain"
 
     @property
     def is_final(self) -> bool:

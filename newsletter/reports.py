@@ -21,7 +21,10 @@ STATUS_ORDER = (
 
 
 def counts_text(counts: dict[str, int]) -> str:
-    return ", ".join(f"{counts.get(s, 0)} {s}" for s in STATUS_ORDER)
+    shown = STATUS_ORDER
+    if counts.get(DeliveryStatus.UNCERTAIN):  # rare, and alarming: only when there are some
+        shown = (*STATUS_ORDER, DeliveryStatus.UNCERTAIN)
+    return ", ".join(f"{counts.get(s, 0)} {s}" for s in shown)
 
 
 def report_line(report: SendReport) -> str:
@@ -40,6 +43,11 @@ def status_lines(store: Store, day: date) -> Iterator[str]:
     yield f"edition {day.isoformat()}: {record.describe()}"
     counts = store.delivery_counts(day)
     yield f"  {counts_text(counts)}; {sum(counts.values())} recipients"
+    if counts.get(DeliveryStatus.UNCERTAIN):
+        yield (
+            "  uncertain: the relay took these messages whole but never answered; the next "
+            "send sends them again (same Message-ID, so a receiver can fold a duplicate)"
+        )
     for email, error in store.delivery_failures(day):
         yield f"  failed: {email}: {error}"
 

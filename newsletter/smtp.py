@@ -4,15 +4,22 @@
 - ``PermanentFailure``: a 5xx for this recipient; never retry it, the address bounced;
 - ``TemporaryFailure``: a 4xx for this recipient; retry later in the same run;
 - ``ConnectionLost``: the connection broke (421, reset, timeout); reconnect and retry;
+- ``UncertainDelivery``: the whole message went out but no reply to its final "." came within
+  the timeout: the relay may have queued it, so it is never retransmitted in the same run;
 - ``RelayRefusedSender``: the relay refuses our From address: a configuration problem, stop.
-Certificates are always verified (``ssl.create_default_context()``) and AUTH is only sent over TLS.
+Every reply is read under one deadline (``NEWSLETTER_SMTP_TIMEOUT``) however many continuation
+lines the relay sends, and ``SmtpConnection.abort()`` wakes a read from another thread, so no
+relay can hold a worker longer than the timeout. Certificates are always verified (``ssl.create_default_context()``) and AUTH is only sent over TLS.
 """
 
 from __future__ import annotations
 
 import contextlib
 import smtplib
+import socket
 import ssl
+import threading
+import time
 from dataclasses import dataclass
 
 from newsletter.config import Settings
@@ -36,6 +43,99 @@ class TemporaryFailure(SmtpFailure):
 
 
 class ConnectionLost(SmtpFailure):
+    pass
+
+
+class RelayTimedOut(ConnectionLost):
+    """A reply before the message's content did not come in time: nothing was delivered."""
+
+
+class UncertainDelivery(SmtpFailure):
+    """The message was sent whole but its reply never came: the relay may or may not have it.
+
+    RFC 5321 (4.5.3.2.6) lets a relay take 10 minutes over this reply, and a retransmission of a
+    message it did queue is a duplicate; the caller records it and never resends it in this run.
+    """
+
+
+class ReplyTimeout(TimeoutError):
+    """A reply (with all its continuation lines) did not end within the SMTP timeout."""
+
+
+# A reply longer than this many lines is not an SMTP reply but a relay talking forever.
+MAX_REPLY_LINES = 100
+
+
+class _DeadlineReplies:
+    """``getreply`` with one deadline per reply, read straight from the socket.
+
+    smtplib's own ``getreply`` applies the timeout to each read, so a relay that sends a
+    continuation line ("250-...") every few seconds keeps it reading forever. Here the whole
+    reply must end within ``timeout`` seconds and within ``MAX_REPLY_LINES`` lines. The buffer
+    belongs to one socket: after STARTTLS (a new socket) whatever the relay pipelined in clear
+    text is dropped, as RFC 3207 requires.
+    """
+
+    sock: socket.socket | None
+    timeout: float
+    _buffer: bytes = b""
+    _buffer_sock: object = None
+
+    def getreply(self) -> tuple[int, bytes]:
+        deadline = time.monotonic() + self.timeout
+        lines: list[bytes] = []
+        while True:
+            line = self._readline(deadline)
+            if len(line) > smtplib._MAXLINE:  # type: ignore[attr-defined]
+                self.close()  # type: ignore[attr-defined]  # smtplib.SMTP.close
+                raise smtplib.SMTPResponseException(500, b"Line too long.")
+            lines.append(line[4:].strip(b" \t\r\n"))
+            try:
+                code = int(line[:3])
+            except ValueError:
+                return -1, b"\n".join(lines)
+            if line[3:4] != b"-":
+                return code, b"\n".join(lines)
+            if len(lines) >= MAX_REPLY_LINES:
+                self.close()  # type: ignore[attr-defined]
+                raise ReplyTimeout(f"the relay's reply went on for over {MAX_REPLY_LINES} lines")
+
+    def _readline(self, deadline: float) -> bytes:
+        sock = self.sock
+        if sock is None:
+            raise smtplib.SMTPServerDisconnected("please run connect() first")
+        if self._buffer_sock is not sock:
+            self._buffer, self._buffer_sock = b"", sock
+        try:
+            while b"\n" not in self._buffer and len(self._buffer) <= smtplib._MAXLINE:  # type: ignore[attr-defined]
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise ReplyTimeout(f"no complete reply within {self.timeout:g} s")
+                sock.settimeout(remaining)
+                chunk = sock.recv(8192)
+                if not chunk:
+                    self.close()  # type: ignore[attr-defined]
+                    raise smtplib.SMTPServerDisconnected("Connection unexpectedly closed")
+                self._buffer += chunk
+        except ReplyTimeout:
+            raise
+        except TimeoutError:
+            raise ReplyTimeout(f"no complete reply within {self.timeout:g} s") from None
+        except OSError as err:
+            self.close()  # type: ignore[attr-defined]
+            raise smtplib.SMTPServerDisconnected(f"Connection unexpectedly closed: {err}") from None
+        finally:
+            with contextlib.suppress(OSError):
+                sock.settimeout(self.timeout)  # sends keep the plain per-operation timeout
+        line, newline, self._buffer = self._buffer.partition(b"\n")
+        return line + newline
+
+
+class _Smtp(_DeadlineReplies, smtplib.SMTP):
+    pass
+
+
+class _SmtpSsl(_DeadlineReplies, smtplib.SMTP_SSL):
     pass
 
 
@@ -107,6 +207,8 @@ class SmtpConnection:
     def __init__(self, config: SmtpConfig) -> None:
         self.config = config
         self._client: smtplib.SMTP | None = None
+        self._lock = threading.Lock()  # abort() runs in another thread than the sends
+        self._aborted = False
 
     @property
     def is_open(self) -> bool:
@@ -117,11 +219,11 @@ class SmtpConnection:
         context = ssl.create_default_context(cafile=cfg.cafile)
         try:
             if cfg.security == "tls":
-                client: smtplib.SMTP = smtplib.SMTP_SSL(
+                client: smtplib.SMTP = _SmtpSsl(
                     cfg.host, cfg.port, timeout=cfg.timeout, context=context
                 )
             else:
-                client = smtplib.SMTP(cfg.host, cfg.port, timeout=cfg.timeout)
+                client = _Smtp(cfg.host, cfg.port, timeout=cfg.timeout)
             client.ehlo()
             if cfg.security == "starttls":
                 client.starttls(context=context)
@@ -141,7 +243,8 @@ class SmtpConnection:
                 f"cannot reach the SMTP relay {cfg.where}: {_describe(err)}",
                 "check NEWSLETTER_SMTP_HOST/_PORT/_SECURITY; nothing was lost, run send again",
             ) from None
-        self._client = client
+        with self._lock:
+            self._client, self._aborted = client, False
         self._login()
 
     def _login(self) -> None:
@@ -186,8 +289,11 @@ class SmtpConnection:
             raise AddressNeedsSmtpUtf8(f"{recipient}: a non-ASCII address needs SMTPUTF8") from None
         try:
             self._transaction(client, envelope, wire)
+        except ReplyTimeout as err:
+            self._drop()
+            raise RelayTimedOut(f"the relay did not answer in time: {err}") from None
         except (TimeoutError, smtplib.SMTPServerDisconnected, OSError) as err:
-            self.close()
+            self._drop() if isinstance(err, TimeoutError) else self.close()
             raise ConnectionLost(_describe(err)) from None
 
     def _transaction(
@@ -208,7 +314,16 @@ class SmtpConnection:
                     replies.append(client.getreply())
         self._check_envelope(client, replies)
         client.send(wire + b".\r\n")
-        code, text = client.getreply()
+        try:
+            code, text = client.getreply()
+        except (ReplyTimeout, OSError, smtplib.SMTPServerDisconnected) as err:
+            if isinstance(err, ReplyTimeout) or self._aborted:
+                # The relay has every byte and said nothing: it may have queued the message.
+                self._drop()
+                raise UncertainDelivery(
+                    f"no reply to the end of the message within {self.config.timeout:g} s"
+                ) from None
+            raise
         if code != 250:
             self._refused(code, text, stage="DATA")
 
@@ -247,9 +362,29 @@ class SmtpConnection:
         except (OSError, smtplib.SMTPException):
             self.close()
 
+    def abort(self) -> None:
+        """Cut the connection now, from any thread: a read blocked on the relay fails at once."""
+        with self._lock:
+            client, self._aborted = self._client, True
+            sock = client.sock if client is not None else None
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+
+    def _drop(self) -> None:
+        """Close without QUIT: the relay is not answering, waiting for its goodbye would hang."""
+        with self._lock:
+            self._aborted = True
+        self.close()
+
     def close(self) -> None:
-        client, self._client = self._client, None
+        with self._lock:
+            client, self._client = self._client, None
         if client is None:
+            return
+        if self._aborted:
+            with contextlib.suppress(OSError):
+                client.close()
             return
         try:
             client.quit()

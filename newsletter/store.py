@@ -262,9 +262,16 @@ edition_previews = Table(
     Column("recipients", Integer, nullable=False),
 )
 
+# Recording "sent" is conditional on the lease: a sender that lost a row to another sender (it was
+# paused past its lease) must not overwrite what the other one recorded. RETURNING tells which ids
+# were still ours, so a lost race is reported instead of silently recorded.
 _MARK_SENT = (
     update(deliveries)
-    .where(deliveries.c.id == bindparam("b_id"))
+    .where(
+        deliveries.c.id.in_(bindparam("b_ids", expanding=True)),
+        deliveries.c.owner == bindparam("b_owner"),
+        deliveries.c.status == DeliveryStatus.SENDING.value,
+    )
     .values(
         status=DeliveryStatus.SENT.value,
         owner=None,
@@ -274,6 +281,7 @@ _MARK_SENT = (
         sent_at=bindparam("b_now", type_=UTCDateTime),
         updated_at=bindparam("b_now", type_=UTCDateTime),
     )
+    .returning(deliveries.c.id)
 )
 
 
@@ -1007,7 +1015,7 @@ class Store:
         # subscriber left since the freeze are marked skipped instead (unsubscribe mid-send).
         # SQLite: BEGIN IMMEDIATE serialises claimers; PostgreSQL: FOR UPDATE SKIP LOCKED.
         with self.write() as c:
-            now = self.now()
+            now = self._lease_now(c)
             claimable = (
                 select(deliveries.c.id)
                 .where(
@@ -1074,17 +1082,48 @@ class Store:
                 )
             return [_claimed(r) for r in taken]
 
-    def renew_leases(self, owner: str, lease_seconds: float) -> int:
-        # keep `owner`'s claimed rows from being taken over while it works on them
+    def _lease_now(self, c: Connection) -> datetime:
+        """The clock leases are written and compared with.
+
+        On PostgreSQL it is the server's: senders on several machines share one database, and a
+        sender whose own clock runs a minute fast would otherwise see every other sender's lease
+        as expired and send their rows again. SQLite's senders all run on the database's host.
+        """
+        if self.engine.dialect.name == "postgresql":
+            server_now = c.execute(select(func.now())).scalar_one()
+            return server_now.astimezone(UTC)
+        return self.now()
+
+    def renew_leases(self, owner: str, lease_seconds: float) -> set[int]:
+        # extend-and-verify: push back the lease of `owner`'s claimed rows; the ids returned are
+        # the rows still its own (a row another sender took over after a stall is not among them)
         with self.write() as c:
-            now = self.now()
-            return c.execute(
+            now = self._lease_now(c)
+            rows = c.execute(
                 update(deliveries)
                 .where(
                     deliveries.c.owner == owner, deliveries.c.status == DeliveryStatus.SENDING.value
                 )
                 .values(lease_until=now + timedelta(seconds=lease_seconds))
-            ).rowcount
+                .returning(deliveries.c.id)
+            )
+            return set(rows.scalars())
+
+    def stopped_among_claimed(self, day: date, owner: str) -> set[int]:
+        # the rows `owner` holds whose subscriber is no longer active (unsubscribed since the
+        # claim): read every second during a send, so it only walks the few claimed rows
+        with self.read() as c:
+            rows = c.execute(
+                select(deliveries.c.id)
+                .join(subscribers, subscribers.c.id == deliveries.c.subscriber_id)
+                .where(
+                    deliveries.c.edition_date == day,
+                    deliveries.c.status == DeliveryStatus.SENDING.value,
+                    deliveries.c.owner == owner,
+                    subscribers.c.status != SubscriberStatus.ACTIVE.value,
+                )
+            )
+            return set(rows.scalars())
 
     def release_dead_owners(self, day: date, is_dead: Callable[[str], bool]) -> int:
         # rows claimed by a sender that no longer exists (kill -9) go back to pending at once
@@ -1119,9 +1158,14 @@ class Store:
             ).rowcount
 
     def release(
-        self, delivery_ids: Sequence[int], error: str | None, delay: float | None = None
+        self,
+        delivery_ids: Sequence[int],
+        owner: str,
+        error: str | None,
+        delay: float | None = None,
     ) -> None:
-        # put rows back to pending after a temporary failure, to be retried after `delay` seconds
+        # put `owner`'s rows back to pending after a temporary failure, to be retried after
+        # `delay` seconds; rows another sender took over are left alone
         now = self.now()
         values: dict[str, Any] = {
             "status": DeliveryStatus.PENDING.value,
@@ -1134,33 +1178,47 @@ class Store:
             values["last_error"] = error[:500]
         with self.write() as c:
             c.execute(
-                update(deliveries).where(deliveries.c.id.in_(list(delivery_ids))).values(values)
+                update(deliveries)
+                .where(deliveries.c.id.in_(list(delivery_ids)), _held_by(owner))
+                .values(values)
             )
 
     def clear_backoff(self, day: date) -> None:
-        # a new run retries at once the rows an earlier run deferred
+        # a new run retries at once the rows an earlier run deferred, and the uncertain ones (the
+        # relay never answered their end of data): at least once, with the same Message-ID
         with self.write() as c:
             c.execute(
                 update(deliveries)
                 .where(deliveries.c.edition_date == day, deliveries.c.not_before.is_not(None))
                 .values(not_before=None)
             )
-
-    def mark_sent(self, delivery_ids: Sequence[int]) -> None:
-        # the relay accepted these messages: final. One transaction for a batch (group commit),
-        # with a statement built once: this runs for every message of a send.
-        if not delivery_ids:
-            return
-        with self.write() as c:
-            now = self.now()
-            c.execute(_MARK_SENT, [{"b_id": i, "b_now": now} for i in delivery_ids])
-
-    def mark_failed(self, delivery_id: int, error: str, *, bounce: bool) -> None:
-        # a permanent failure: final, never retried; with `bounce` the subscriber is marked bounced
-        with self.write() as c:
             c.execute(
                 update(deliveries)
-                .where(deliveries.c.id == delivery_id)
+                .where(
+                    deliveries.c.edition_date == day,
+                    deliveries.c.status == DeliveryStatus.UNCERTAIN.value,
+                )
+                .values(status=DeliveryStatus.PENDING.value, updated_at=self.now())
+            )
+
+    def mark_sent(self, delivery_ids: Sequence[int], owner: str) -> set[int]:
+        # the relay accepted these messages: final. One transaction for a batch (group commit),
+        # with a statement built once: this runs for every message of a send. Only rows `owner`
+        # still holds are recorded; the ids returned are those that were not (lost leases).
+        if not delivery_ids:
+            return set()
+        with self.write() as c:
+            now = self.now()
+            params = {"b_ids": list(delivery_ids), "b_owner": owner, "b_now": now}
+            recorded = set(c.execute(_MARK_SENT, params).scalars())
+        return set(delivery_ids) - recorded
+
+    def mark_failed(self, delivery_id: int, owner: str, error: str, *, bounce: bool) -> None:
+        # a permanent failure: final, never retried; with `bounce` the subscriber is marked bounced
+        with self.write() as c:
+            changed = c.execute(
+                update(deliveries)
+                .where(deliveries.c.id == delivery_id, _held_by(owner))
                 .values(
                     status=DeliveryStatus.FAILED.value,
                     owner=None,
@@ -1168,24 +1226,33 @@ class Store:
                     last_error=error[:500],
                     updated_at=self.now(),
                 )
-            )
-            if bounce:
+            ).rowcount
+            if bounce and changed:
                 subscriber_id = c.execute(
                     select(deliveries.c.subscriber_id).where(deliveries.c.id == delivery_id)
                 ).scalar_one()
                 self._move(subscriber_id, SubscriberStatus.BOUNCED, c)
 
-    def mark_skipped(self, delivery_id: int, reason: str) -> None:
-        # nothing for this subscriber in this edition (none of their sections has an article)
+    def mark_skipped(self, delivery_id: int, owner: str, reason: str) -> None:
+        # not sent, by design: none of the subscriber's sections has an article in this edition,
+        # or the subscriber left after the claim
+        self._finish(delivery_id, owner, DeliveryStatus.SKIPPED, reason)
+
+    def mark_uncertain(self, delivery_id: int, owner: str, reason: str) -> None:
+        # the relay took the whole message and never answered: not retried in this run (it may
+        # have queued it); the next run sends it again, with the same Message-ID
+        self._finish(delivery_id, owner, DeliveryStatus.UNCERTAIN, reason)
+
+    def _finish(self, delivery_id: int, owner: str, status: DeliveryStatus, reason: str) -> None:
         with self.write() as c:
             c.execute(
                 update(deliveries)
-                .where(deliveries.c.id == delivery_id)
+                .where(deliveries.c.id == delivery_id, _held_by(owner))
                 .values(
-                    status=DeliveryStatus.SKIPPED.value,
+                    status=status.value,
                     owner=None,
                     lease_until=None,
-                    last_error=reason,
+                    last_error=reason[:500],
                     updated_at=self.now(),
                 )
             )
@@ -1346,6 +1413,11 @@ _MAY_MOVE_TO: dict[SubscriberStatus, frozenset[SubscriberStatus]] = {
         }
     ),
 }
+
+
+def _held_by(owner: str) -> Any:
+    """Rows `owner` still holds: every outcome a sender records is conditional on it."""
+    return and_(deliveries.c.owner == owner, deliveries.c.status == DeliveryStatus.SENDING.value)
 
 
 def join_categories(categories: Iterable[str]) -> str:

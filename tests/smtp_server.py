@@ -5,7 +5,8 @@
         [--tls-cert CERT --tls-key KEY]
 
 Every accepted message is written as DIR/NNNNNN.eml (the bytes as received) and one JSON line in
-DIR/log.jsonl with the envelope. Faults, for the delivery tests:
+DIR/log.jsonl with the envelope and two wall-clock times: ``mail_at`` (its MAIL command arrived,
+the message started) and ``data_at`` (its content was kept). Faults, for the delivery tests:
 - ``--reject-rcpt S``: 550 at RCPT for addresses containing S (a hard bounce);
 - ``--defer-fraction F``: 451 at RCPT the first time for about F of the addresses (chosen by a hash
   of the address, so the choice is repeatable), accepted when retried;
@@ -27,6 +28,7 @@ import os
 import signal
 import ssl
 import threading
+import time
 from pathlib import Path
 
 from aiosmtpd.controller import Controller
@@ -77,6 +79,7 @@ class RecordingHandler:
             return "421 4.3.2 Service busy, closing transmission channel"
         envelope.mail_from = address
         envelope.mail_options.extend(mail_options)
+        envelope.mail_at = time.time()  # type: ignore[attr-defined]
         return "250 OK"
 
     async def handle_RCPT(
@@ -115,7 +118,13 @@ class RecordingHandler:
         os.replace(tmp, self.out / name)
         self.log.write(
             json.dumps(
-                {"file": name, "mail_from": envelope.mail_from, "rcpt_tos": envelope.rcpt_tos}
+                {
+                    "file": name,
+                    "mail_from": envelope.mail_from,
+                    "rcpt_tos": envelope.rcpt_tos,
+                    "mail_at": getattr(envelope, "mail_at", None),
+                    "data_at": time.time(),
+                }
             )
             + "\n"
         )

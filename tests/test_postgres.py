@@ -14,13 +14,15 @@ import sys
 import tempfile
 from collections import Counter
 from collections.abc import Iterator
-from datetime import date
+from datetime import date, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
+from newsletter.config import load_settings
+from newsletter.deliver import send_edition
 from newsletter.domain import DeliveryStatus, SubscriberStatus
-from newsletter.store import open_store
+from newsletter.store import open_store, utc_now
 from tests.conftest import SAMPLE_DATE, free_port, run_cli, send_env, wait_for_port
 
 DAY = date.fromisoformat(SAMPLE_DATE)
@@ -136,6 +138,43 @@ def test_two_senders_at_once_share_the_edition_without_a_duplicate(
     assert len(counts) == 150 and set(counts.values()) == {1}
     with open_store(database) as store:
         assert store.delivery_counts(DAY) == {DeliveryStatus.SENT: 150}
+
+
+def test_a_sender_whose_clock_runs_a_minute_fast_takes_no_row_another_holds(
+    tmp_path, database, smtp_factory
+):
+    """Leases are written and compared in the server's time, not each sender's own clock."""
+    server = smtp_factory("--delay", "0.02")
+    env = send_env(
+        tmp_path, server.port, NEWSLETTER_DATABASE_URL=database, NEWSLETTER_SMTP_CONNECTIONS="2"
+    )
+    csv = tmp_path / "s.csv"
+    csv.write_text("email\n" + "\n".join(f"lecteur{i}@exemple.ma" for i in range(300)) + "\n")
+    assert run_cli("subscribers", "import", str(csv), env=env, cwd=tmp_path).returncode == 0
+    honest = subprocess.Popen(
+        [sys.executable, "-m", "newsletter", "send", "--date", SAMPLE_DATE],
+        env=env,
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    server.wait_for(30, timeout=60)
+    settings = load_settings(env_file=tmp_path / "absent", environ=env)
+
+    def a_minute_fast() -> datetime:
+        return utc_now() + timedelta(seconds=60)
+
+    with open_store(database, clock=a_minute_fast) as store:
+        report = send_edition(store, settings, DAY)
+    _out, err = honest.communicate(timeout=120)
+    assert honest.returncode == 0, err
+    assert report.complete
+    counts = Counter(server.recipients())
+    print(f"\nclock 60 s fast beside an honest sender: {sum(counts.values()) - 300} duplicate(s)")
+    assert len(counts) == 300 and set(counts.values()) == {1}
+    with open_store(database) as store:
+        assert store.delivery_counts(DAY) == {DeliveryStatus.SENT: 300}
 
 
 def test_forget_erases_the_delivery_history_and_blocks_reimport(tmp_path, database, smtp_server):

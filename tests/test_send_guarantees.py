@@ -1,0 +1,300 @@
+"""The second attack round on delivery (issue 17, breaks 1, 3, 4 and 5), through real processes.
+
+- a sender paused (SIGSTOP) past its lease while another finishes the edition;
+- a relay whose reply never ends, and one that never answers the final ".";
+- SIGTERM of `newsletter run` while the relay holds a message;
+- unsubscribes that land while the edition is going out.
+Every figure printed here is quoted in RELIABILITY.md.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Iterator
+from datetime import date
+from pathlib import Path
+
+import pytest
+
+from newsletter.config import load_settings
+from newsletter.deliver import send_edition
+from newsletter.domain import DeliveryStatus
+from newsletter.store import open_store
+from tests.conftest import SAMPLE_DATE, TESTS, free_port, run_cli, send_env, wait_for_port
+
+DAY = date.fromisoformat(SAMPLE_DATE)
+
+
+def readers(n: int) -> list[str]:
+    return [f"lecteur{i}@exemple.ma" for i in range(n)]
+
+
+def import_addresses(tmp_path: Path, env: dict[str, str], addresses: list[str]) -> None:
+    csv = tmp_path / "subs.csv"
+    csv.write_text("email;name\n" + "\n".join(f"{a};Lecteur" for a in addresses) + "\n")
+    proc = run_cli("subscribers", "import", str(csv), env=env, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+
+
+def ledger(env: dict[str, str]) -> dict[str, int]:
+    with open_store(env["NEWSLETTER_DATABASE_URL"]) as store:
+        return store.delivery_counts(DAY)
+
+
+def start_send(tmp_path: Path, env: dict[str, str], name: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "newsletter", "send", "--date", SAMPLE_DATE],
+        env=env,
+        cwd=tmp_path,
+        stdout=(tmp_path / f"{name}.out").open("w"),
+        stderr=(tmp_path / f"{name}.err").open("w"),
+        text=True,
+    )
+
+
+class MisbehavingRelay:
+    """tests/misbehaving_relay.py in its own process."""
+
+    def __init__(self, tmp_path: Path, mode: str) -> None:
+        self.port = free_port()
+        self.out = tmp_path / f"relay-{mode}"
+        self.process = subprocess.Popen(
+            [
+                sys.executable,
+                str(TESTS / "misbehaving_relay.py"),
+                "--port",
+                str(self.port),
+                "--out",
+                str(self.out),
+                "--mode",
+                mode,
+            ]
+        )
+        wait_for_port(self.port)
+
+    def complete(self) -> list[str]:
+        """The recipients of every message whose content arrived whole, in order."""
+        path = self.out / "complete.txt"
+        return path.read_text().split() if path.exists() else []
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(10)
+
+
+@pytest.fixture
+def misbehaving(tmp_path: Path) -> Iterator[list[MisbehavingRelay]]:
+    relays: list[MisbehavingRelay] = []
+    yield relays
+    for relay in relays:
+        relay.stop()
+
+
+# ---------------------------------------------------------------------------------------------
+# 1. A sender paused past its lease sends nothing that another sender already sent
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.slow  # about 45 s: the paused sender's 30 s lease has to run out
+def test_a_sender_paused_past_its_lease_does_not_resend_what_another_sent(tmp_path, smtp_factory):
+    server = smtp_factory("--delay", "0.02")
+    env = send_env(tmp_path, server.port, NEWSLETTER_SMTP_CONNECTIONS="4")
+    import_addresses(tmp_path, env, readers(600))
+    paused = start_send(tmp_path, env, "paused")
+    server.wait_for(100, timeout=60)
+    os.kill(paused.pid, signal.SIGSTOP)
+    try:
+        at_pause = len(server.log())
+        other = run_cli("send", "--date", SAMPLE_DATE, env=env, cwd=tmp_path, timeout=150)
+        assert other.returncode == 0, other.stderr
+        assert "(complete)" in other.stdout
+    finally:
+        os.kill(paused.pid, signal.SIGCONT)
+    assert paused.wait(60) == 0, (tmp_path / "paused.err").read_text()
+    counts = Counter(server.recipients())
+    duplicates = sum(c - 1 for c in counts.values())
+    print(f"\npaused past its lease at {at_pause} messages: {duplicates} duplicate(s)")
+    assert set(counts) == set(readers(600))
+    # At most the message each of the 4 connections had on the wire when the pause came.
+    assert duplicates <= 4
+    assert ledger(env) == {DeliveryStatus.SENT: 600}
+    resumed = (tmp_path / "paused.out").read_text()
+    assert "Traceback" not in resumed + (tmp_path / "paused.err").read_text()
+
+
+# ---------------------------------------------------------------------------------------------
+# 3 and 4. Relays that do not answer: bounded in time, nothing retransmitted in the run
+# ---------------------------------------------------------------------------------------------
+
+
+def test_a_reply_that_never_ends_fails_within_the_timeout_and_ends_the_run(
+    tmp_path, misbehaving
+):
+    relay = MisbehavingRelay(tmp_path, "endless-reply")
+    misbehaving.append(relay)
+    env = send_env(
+        tmp_path, relay.port, NEWSLETTER_SMTP_TIMEOUT="2", NEWSLETTER_SMTP_CONNECTIONS="2"
+    )
+    import_addresses(tmp_path, env, readers(20))
+    started = time.monotonic()
+    proc = run_cli("send", "--date", SAMPLE_DATE, env=env, cwd=tmp_path, timeout=60)
+    took = time.monotonic() - started
+    print(f"\nendless reply: the run ended after {took:.1f}s")
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "stopped answering" in errors[0], proc.stderr
+    assert took < 20
+    assert relay.complete() == []  # no message content ever went out
+    assert ledger(env) == {DeliveryStatus.PENDING: 20}  # nothing lost, nothing left claimed
+
+
+def test_no_answer_to_the_final_dot_is_uncertain_never_retransmitted_and_shown(
+    tmp_path, misbehaving, smtp_factory
+):
+    relay = MisbehavingRelay(tmp_path, "silent-after-data")
+    misbehaving.append(relay)
+    env = send_env(
+        tmp_path, relay.port, NEWSLETTER_SMTP_TIMEOUT="2", NEWSLETTER_SMTP_CONNECTIONS="2"
+    )
+    import_addresses(tmp_path, env, readers(40))
+    started = time.monotonic()
+    proc = run_cli("send", "--date", SAMPLE_DATE, env=env, cwd=tmp_path, timeout=120)
+    took = time.monotonic() - started
+    print(f"\nsilent after data: the run ended after {took:.1f}s")
+    assert proc.returncode == 1
+    assert "Traceback" not in proc.stderr
+    assert "stopped answering" in proc.stderr
+    assert took < 20  # before: 5 x the timeout per recipient, and each message sent 5 times
+    complete = Counter(relay.complete())
+    assert complete and set(complete.values()) == {1}  # never retransmitted in the run
+    counts = ledger(env)
+    assert counts[DeliveryStatus.UNCERTAIN] == len(complete)
+    assert counts[DeliveryStatus.PENDING] == 40 - len(complete)
+    status = run_cli("status", "--date", SAMPLE_DATE, env=env, cwd=tmp_path)
+    assert f"{len(complete)} uncertain" in status.stdout
+
+    # The next run, against a relay that answers, completes the edition; the uncertain ones go
+    # again (at least once), with the same Message-ID so the receiver can fold them.
+    good = smtp_factory()
+    env["NEWSLETTER_SMTP_PORT"] = str(good.port)
+    rerun = run_cli("send", "--date", SAMPLE_DATE, env=env, cwd=tmp_path)
+    assert rerun.returncode == 0, rerun.stderr
+    assert Counter(good.recipients()) == Counter(readers(40))
+    assert ledger(env) == {DeliveryStatus.SENT: 40}
+
+
+@pytest.mark.slow  # about 15 s
+def test_sigterm_stops_run_within_15_s_while_the_relay_holds_a_message(tmp_path, misbehaving):
+    relay = MisbehavingRelay(tmp_path, "silent-after-data")
+    misbehaving.append(relay)
+    # A generous timeout: without the cut at stop, the daemon would wait 120 s for the reply.
+    env = send_env(tmp_path, relay.port, NEWSLETTER_SMTP_TIMEOUT="120")
+    import_addresses(tmp_path, env, readers(10))
+    log = (tmp_path / "daemon.log").open("wb")
+    daemon = subprocess.Popen(
+        [sys.executable, "-m", "newsletter", "run", "--now", "2026-01-27T07:05:00+01:00"],
+        cwd=tmp_path,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while not relay.complete() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert relay.complete(), (tmp_path / "daemon.log").read_text()
+        started = time.monotonic()
+        daemon.send_signal(signal.SIGTERM)
+        code = daemon.wait(40)
+        took = time.monotonic() - started
+    finally:
+        if daemon.poll() is None:
+            daemon.kill()
+            daemon.wait()
+        log.close()
+    output = (tmp_path / "daemon.log").read_text()
+    print(f"\nSIGTERM with the relay holding a message: stopped in {took:.1f}s")
+    assert code == 0, output
+    assert took < 15, output
+    assert "Traceback" not in output
+    counts = ledger(env)
+    assert DeliveryStatus.SENDING not in counts  # nothing left claimed
+    assert counts.get(DeliveryStatus.UNCERTAIN, 0) == len(relay.complete())
+
+
+# ---------------------------------------------------------------------------------------------
+# 5. An unsubscribe is honoured until the last moment
+# ---------------------------------------------------------------------------------------------
+
+
+def test_no_message_starts_more_than_about_a_second_after_its_unsubscribe(
+    tmp_path, smtp_factory
+):
+    server = smtp_factory("--delay", "0.05")
+    env = send_env(tmp_path, server.port, NEWSLETTER_SMTP_CONNECTIONS="2")
+    everyone = readers(400)
+    import_addresses(tmp_path, env, everyone)
+    sender = start_send(tmp_path, env, "sender")
+    server.wait_for(20, timeout=60)
+    left: dict[str, float] = {}
+    with open_store(env["NEWSLETTER_DATABASE_URL"]) as store:
+        # From the end of the list backwards, one every 20 ms, while the edition goes out:
+        # each unsubscribe is committed (what the web app's 200 stands for) before its time.
+        for address in reversed(everyone[100:]):
+            if sender.poll() is not None:
+                break
+            subscriber = store.find_by_email(address)
+            assert subscriber is not None
+            store.unsubscribe(subscriber.id)
+            left[address] = time.time()
+            time.sleep(0.02)
+    assert sender.wait(120) == 0, (tmp_path / "sender.err").read_text()
+    late = {
+        entry["rcpt_tos"][0]: entry["mail_at"] - left[entry["rcpt_tos"][0]]
+        for entry in server.log()
+        if entry["rcpt_tos"][0] in left and entry["mail_at"] > left[entry["rcpt_tos"][0]]
+    }
+    worst = max(late.values(), default=0.0)
+    print(
+        f"\n{len(left)} unsubscribed mid-send; {len(late)} message(s) started after the "
+        f"unsubscribe, the latest {worst:.2f}s after"
+    )
+    assert len(left) > 50  # the unsubscribes really overlapped the send
+    assert worst <= 1.5  # the watcher refreshes every second
+    counts = ledger(env)
+    assert counts[DeliveryStatus.SENT] + counts[DeliveryStatus.SKIPPED] == 400
+
+
+def test_the_recipient_count_announced_includes_rows_a_killed_sender_left(
+    tmp_path, smtp_server
+):
+    env = send_env(tmp_path, smtp_server.port)
+    import_addresses(tmp_path, env, readers(30))
+    settings = load_settings(env_file=tmp_path / "absent", environ=env)
+    announced: list[int] = []
+    with open_store(settings.database_url) as store:
+        from newsletter.deliver import frozen_edition
+
+        store.freeze_edition(DAY, frozen_edition(store, settings, DAY).articles)
+        # A sender on this host that died holding 12 rows (its pid no longer exists).
+        dead = f"{os.uname().nodename}:{2**22 + 17}:deadbeef"
+        assert len(store.claim_deliveries(DAY, dead, 12, 30.0)) == 12
+        report = send_edition(store, settings, DAY, on_frozen=announced.append)
+    assert report.complete
+    assert announced == [30] and report.sent_this_run == 30
+
+
+def test_many_connections_are_refused_in_one_line(tmp_path, smtp_server):
+    env = send_env(tmp_path, smtp_server.port, NEWSLETTER_SMTP_CONNECTIONS="100000")
+    proc = run_cli("send", "--date", SAMPLE_DATE, env=env, cwd=tmp_path)
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert any("NEWSLETTER_SMTP_CONNECTIONS" in line for line in lines), proc.stderr
+    assert len(lines) <= 2, proc.stderr
