@@ -16,8 +16,9 @@ the run with every unsent row back to pending.
 Right before each message a worker checks, without a query, that the row is still its own (its
 lease has not run out since the last extend-and-verify; when it may have, it renews and verifies
 first) and that its subscriber has not left since the claim (a set the watcher thread refreshes
-every second). So a sender paused past its lease, or an unsubscribe answered mid-send, costs at
-most the message already on the wire per connection.
+every second). So a sender paused past its lease costs at most what a crash costs (per
+connection, the message on the wire and the one not yet recorded), and an unsubscribe is honoured
+for every message that has not started within about a second of it.
 """
 
 from __future__ import annotations
@@ -279,6 +280,7 @@ class EditionSender:
         self._renew_lock = threading.Lock()
         self._gone: frozenset[int] = frozenset()
         self._strikes = 0  # replies timed out in a row, over every connection
+        self._taken_over = 0  # claimed rows another sender took over before they went out
         self._connections: list[SmtpConnection] = []
         self._finished = threading.Event()  # the run is over: the watcher stops
 
@@ -370,10 +372,8 @@ class EditionSender:
             self._renew(only_if_older_than=LEASE_TRUST_SECONDS)
             self._gone = frozenset(self.store.stopped_among_claimed(self.edition.date, self.owner))
         if row.delivery_id not in self._owned:
-            log.warning(
-                "delivery %d: another sender took it over while this one was paused; not sent",
-                row.delivery_id,
-            )
+            with self._sent_lock:
+                self._taken_over += 1  # logged once, at the end of the run
             return False
         if row.delivery_id in self._gone:
             self.store.mark_skipped(row.delivery_id, self.owner, "no longer subscribed")
@@ -532,6 +532,12 @@ class EditionSender:
             self._recorder.close()
             # Whatever this run claimed but did not send goes back for the next run, at once.
             self.store.release_owner(self.owner)
+        if self._taken_over:
+            log.warning(
+                "%d claimed message(s) not sent: another sender took them over while this one "
+                "was paused past its lease",
+                self._taken_over,
+            )
         if self._fatal is not None:
             raise self._fatal
         return self._sent

@@ -120,8 +120,9 @@ def test_a_sender_paused_past_its_lease_does_not_resend_what_another_sent(tmp_pa
     duplicates = sum(c - 1 for c in counts.values())
     print(f"\npaused past its lease at {at_pause} messages: {duplicates} duplicate(s)")
     assert set(counts) == set(readers(600))
-    # At most the message each of the 4 connections had on the wire when the pause came.
-    assert duplicates <= 4
+    # The crash bound, 2 per connection: the message each connection had on the wire and the
+    # one its recorder had not committed yet when the pause came (before: 83-84 of 1,000).
+    assert duplicates <= 2 * 4
     assert ledger(env) == {DeliveryStatus.SENT: 600}
     resumed = (tmp_path / "paused.out").read_text()
     assert "Traceback" not in resumed + (tmp_path / "paused.err").read_text()
