@@ -9,7 +9,8 @@
 - ``RelayRefusedSender``: the relay refuses our From address: a configuration problem, stop.
 Every reply is read under one deadline (``NEWSLETTER_SMTP_TIMEOUT``) however many continuation
 lines the relay sends, and ``SmtpConnection.abort()`` wakes a read from another thread, so no
-relay can hold a worker longer than the timeout. Certificates are always verified (``ssl.create_default_context()``) and AUTH is only sent over TLS.
+relay can hold a worker longer than the timeout. Certificates are always verified
+(``ssl.create_default_context()``) and AUTH is only sent over TLS.
 """
 
 from __future__ import annotations
