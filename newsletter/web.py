@@ -87,6 +87,10 @@ MAX_FORM_FIELDS = 100
 RECENT_EDITIONS = 14
 FAILURES_SHOWN = 5
 _ISO_DAY = re.compile(r"\d{4}-\d{2}-\d{2}")
+# Edition days the editors' pages accept. Outside this range there is no edition to speak of,
+# and the edition window (the day before, at the send time, in the zone) overflows datetime.
+EARLIEST_EDITION_DAY = date(1970, 1, 1)
+LATEST_EDITION_DAY = date(9998, 12, 31)
 _TOKEN_PATHS = (UNSUBSCRIBE_PATH, PREFERENCES_PATH, CONFIRM_PATH)
 
 
@@ -627,9 +631,12 @@ class WebApp:
         if not _ISO_DAY.fullmatch(text):
             raise HTTPException(404)
         try:
-            return date.fromisoformat(text)
+            day = date.fromisoformat(text)
         except ValueError:
             raise HTTPException(404) from None
+        if not EARLIEST_EDITION_DAY <= day <= LATEST_EDITION_DAY:
+            raise HTTPException(404)
+        return day
 
     def editor_rows(self) -> list[dict[str, Any]]:
         rows = []
