@@ -40,7 +40,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from itsdangerous import BadData, URLSafeTimedSerializer
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from starlette.applications import Starlette
 from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
@@ -74,7 +74,7 @@ from newsletter.signup import (
     parse_signup,
 )
 from newsletter.smtp import SmtpConfig
-from newsletter.store import Store, open_store
+from newsletter.store import DatabaseBusy, Store, open_store
 from newsletter.subscribers import InvalidValue
 from newsletter.tokens import InvalidToken, Purpose
 
@@ -86,6 +86,10 @@ FORM_TYPES = frozenset({"application/x-www-form-urlencoded", "multipart/form-dat
 MAX_FORM_FIELDS = 100
 RECENT_EDITIONS = 14
 FAILURES_SHOWN = 5
+# Seconds a client is asked to wait after a 503 for a busy database: a writer holds the lock for
+# a send batch or an import chunk, so a few seconds later the retry (a mail client's one-click
+# POST, say) goes through.
+BUSY_RETRY_AFTER = 5
 _ISO_DAY = re.compile(r"\d{4}-\d{2}-\d{2}")
 # Edition days the editors' pages accept. Outside this range there is no edition to speak of,
 # and the edition window (the day before, at the send time, in the zone) overflows datetime.
@@ -791,6 +795,24 @@ class WebApp:
         log.error("%s %s: %s", request.method, redact_path(request.url.path), exc)
         return self.message(503, "web_error_title", "web_error_text")
 
+    async def on_busy(self, request: Request, exc: Exception) -> Response:
+        # The store's bounded wait for the write lock ran out (DatabaseBusy), or the driver
+        # itself said the database is locked or unreachable: nothing was changed, so "try again
+        # shortly" is the honest answer, not a 500. Only the class is logged (details may name
+        # servers).
+        reason = (
+            type(exc.orig).__name__ if isinstance(exc, OperationalError) else type(exc).__name__
+        )
+        log.warning(
+            "%s %s: database busy (%s)", request.method, redact_path(request.url.path), reason
+        )
+        return self.message(
+            503,
+            "web_busy_title",
+            "web_busy_text",
+            headers={"Retry-After": str(BUSY_RETRY_AFTER)},
+        )
+
     async def on_crash(self, request: Request, exc: Exception) -> Response:
         log.error(
             "%s %s failed: %s", request.method, redact_path(request.url.path), type(exc).__name__
@@ -824,6 +846,8 @@ class WebApp:
             InvalidToken: self.on_bad_token,
             BodyTooLarge: self.on_too_large,
             UnsupportedForm: self.on_unsupported,
+            DatabaseBusy: self.on_busy,
+            OperationalError: self.on_busy,
             NewsletterError: self.on_service_error,
             Exception: self.on_crash,
         }
