@@ -25,6 +25,7 @@ NEWSLETTER_THANK_YOU_URL, checked at start-up; tokens never reach the log (paths
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import hmac
@@ -81,6 +82,9 @@ from newsletter.tokens import InvalidToken, Purpose
 log = logging.getLogger("newsletter.web")
 
 MAX_BODY_BYTES = 64 * 1024
+# Seconds to receive a whole request body (at most MAX_BODY_BYTES: a slow phone needs a few):
+# a client trickling a body must not hold a request open. httpserver.py bounds the headers.
+BODY_TIMEOUT = 30.0
 FORM_TOKEN_MAX_AGE = 2 * 3600  # a preferences or editor page left open longer must be reloaded
 FORM_TYPES = frozenset({"application/x-www-form-urlencoded", "multipart/form-data"})
 MAX_FORM_FIELDS = 100
@@ -106,10 +110,15 @@ class WebLimits:
     confirmations_per_address: Rule = CONFIRMATIONS_PER_HOUR
     failed_logins_per_client: Rule = field(default_factory=lambda: Rule(10, 600.0))
     max_body_bytes: int = MAX_BODY_BYTES
+    body_timeout: float = BODY_TIMEOUT
 
 
 class BodyTooLarge(NewsletterError):
     """The request body is over the cap: 413."""
+
+
+class BodyTooSlow(NewsletterError):
+    """The request body did not arrive within the deadline: 408, and the connection closed."""
 
 
 class UnsupportedForm(NewsletterError):
@@ -254,12 +263,20 @@ class SecurityHeaders:
 
 
 class BodyLimit:
-    """413 for a declared Content-Length over the cap; BodyTooLarge when a body grows past it."""
+    """413 for a declared Content-Length over the cap; BodyTooLarge when a body grows past it;
+    BodyTooSlow when it is not all there ``timeout`` seconds after the request began."""
 
-    def __init__(self, app: ASGIApp, max_bytes: int, too_large: Callable[[], Response]) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        max_bytes: int,
+        too_large: Callable[[], Response],
+        timeout: float = BODY_TIMEOUT,
+    ) -> None:
         self.app = app
         self.max_bytes = max_bytes
         self.too_large = too_large
+        self.timeout = timeout
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -270,12 +287,21 @@ class BodyLimit:
             await self.too_large()(scope, receive, send)
             return
         received = 0
+        complete = False
+        deadline = asyncio.get_running_loop().time() + self.timeout
 
         async def limited_receive() -> Message:
-            nonlocal received
-            message = await receive()
+            nonlocal received, complete
+            if complete:  # only waiting for a disconnect now: no deadline
+                return await receive()
+            try:
+                async with asyncio.timeout_at(deadline):
+                    message = await receive()
+            except TimeoutError:
+                raise BodyTooSlow(f"request body not received within {self.timeout:g} s") from None
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
+                complete = not message.get("more_body", False)
                 if received > self.max_bytes:  # chunked: no Content-Length to check up front
                     raise BodyTooLarge(f"request body over {self.max_bytes} bytes")
             return message
@@ -787,6 +813,12 @@ class WebApp:
     def too_large(self) -> Response:
         return self.message(413, "web_too_large_title", "web_bad_request_text")
 
+    async def on_too_slow(self, request: Request, exc: Exception) -> Response:
+        # Connection: close makes uvicorn drop the connection once this page is sent.
+        return self.message(
+            408, "web_bad_request_title", "web_request_timeout", headers={"Connection": "close"}
+        )
+
     async def on_unsupported(self, request: Request, exc: Exception) -> Response:
         return self.message(415, "web_bad_request_title", "web_bad_request_text")
 
@@ -845,6 +877,7 @@ class WebApp:
             HTTPException: self.on_http_error,
             InvalidToken: self.on_bad_token,
             BodyTooLarge: self.on_too_large,
+            BodyTooSlow: self.on_too_slow,
             UnsupportedForm: self.on_unsupported,
             DatabaseBusy: self.on_busy,
             OperationalError: self.on_busy,
@@ -880,7 +913,12 @@ def create_app(
         exception_handlers=web.exception_handlers(),
         middleware=[
             Middleware(SecurityHeaders, headers=web.security),
-            Middleware(BodyLimit, max_bytes=web.limits.max_body_bytes, too_large=web.too_large),
+            Middleware(
+                BodyLimit,
+                max_bytes=web.limits.max_body_bytes,
+                too_large=web.too_large,
+                timeout=web.limits.body_timeout,
+            ),
         ],
         lifespan=lifespan,
     )

@@ -25,6 +25,7 @@ from itsdangerous import TimestampSigner
 from newsletter.addresses import normalise_address
 from newsletter.config import ConfigError, Settings, load_settings
 from newsletter.domain import ConsentSource, SubscriberStatus
+from newsletter.httpserver import ServerLimits, server_config
 from newsletter.links import Links
 from newsletter.ratelimit import Rule
 from newsletter.store import NewSubscriber, Store, open_store
@@ -91,20 +92,16 @@ def running_app(
     smtp: SmtpServer | None,
     *,
     limits: WebLimits | None = ROOMY,
+    server_limits: ServerLimits | None = None,
     **env: str,
 ) -> Iterator[LiveApp]:
     """uvicorn serving create_app(settings) in a thread, on a free port, until the block ends."""
     port = free_port()
     settings = app_settings(tmp_path, port, smtp, **env)
     app = create_app(settings, limits=limits)
-    config = uvicorn.Config(
-        app,
-        host="127.0.0.1",
-        port=port,
-        log_level="warning",
-        access_log=False,
-        server_header=False,
-        lifespan="on",
+    # The configuration `newsletter serve` uses: its protocol, limits and proxy trust.
+    config = server_config(
+        app, settings, "127.0.0.1", port, limits=server_limits, log_level="warning", lifespan="on"
     )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
@@ -291,7 +288,13 @@ def test_confirmation_link_expires(tmp_path: Path, smtp_factory: Callable[..., S
 def test_rate_limits_per_address_and_per_client(
     tmp_path: Path, smtp_factory: Callable[..., SmtpServer]
 ) -> None:
-    with running_app(tmp_path, smtp_factory(), limits=None) as live, live.client() as http:
+    # Behind a proxy on the loopback (NEWSLETTER_TRUSTED_PROXIES): X-Forwarded-For names clients.
+    with (
+        running_app(
+            tmp_path, smtp_factory(), limits=None, NEWSLETTER_TRUSTED_PROXIES="127.0.0.1"
+        ) as live,
+        live.client() as http,
+    ):
         answers = [http.post("/subscribe", data={"email": "bomb@example.com"}) for _ in range(5)]
         assert [a.status_code for a in answers] == [200] * 5
         assert len({a.text for a in answers}) == 1  # over the address limit: same page, no mail
@@ -300,7 +303,7 @@ def test_rate_limits_per_address_and_per_client(
         blocked = http.post("/subscribe", data={"email": "eleventh@example.com"})
         assert blocked.status_code == 429
         assert "Trop de demandes" in blocked.text
-        # Another client (X-Forwarded-For from the loopback proxy) is not blocked.
+        # Another client (X-Forwarded-For from the trusted proxy) is not blocked.
         other = http.post(
             "/subscribe",
             data={"email": "other@example.com"},

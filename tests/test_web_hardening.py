@@ -8,7 +8,12 @@ and oversized or slow request headers.
 from __future__ import annotations
 
 import logging
+import socket
 import sqlite3
+import subprocess
+import sys
+import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -16,8 +21,17 @@ from pathlib import Path
 import pytest
 
 from newsletter.domain import SubscriberStatus
+from newsletter.httpserver import ServerLimits
 from newsletter.tokens import Purpose
-from tests.conftest import SmtpServer
+from newsletter.web import WebLimits
+from tests.conftest import (
+    TEST_SECRET,
+    SmtpServer,
+    base_env,
+    free_port,
+    run_cli,
+    wait_for_port,
+)
 from tests.test_web import ADMIN_PASSWORD, SAMPLE_DATE, LiveApp, form_token_of, running_app
 
 
@@ -134,3 +148,258 @@ def test_a_locked_database_gets_503_with_retry_after(
             assert retried.status_code == 200
         assert live.status("busy@example.com") is SubscriberStatus.UNSUBSCRIBED
         assert logs.tracebacks() == []
+
+
+# ---------------------------------------------------------------------------------------------
+# X-Forwarded-For: believed only from NEWSLETTER_TRUSTED_PROXIES
+# ---------------------------------------------------------------------------------------------
+
+
+def spoofed(i: int) -> dict[str, str]:
+    return {"X-Forwarded-For": f"203.0.113.{i}", "X-Forwarded-Proto": "https"}
+
+
+def test_forwarded_for_from_an_untrusted_peer_changes_nothing(
+    tmp_path: Path, smtp_factory: Callable[..., SmtpServer], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # uvicorn's own variable must not bring back the trust it used to give the loopback.
+    monkeypatch.setenv("FORWARDED_ALLOW_IPS", "*")
+    with (
+        running_app(
+            tmp_path, smtp_factory(), limits=None, NEWSLETTER_ADMIN_PASSWORD=ADMIN_PASSWORD
+        ) as live,
+        live.client() as http,
+    ):
+        logins = [
+            http.get("/editor", auth=("editor", f"guess{i}"), headers=spoofed(i)).status_code
+            for i in range(12)
+        ]
+        assert logins[:10] == [401] * 10 and logins[10:] == [429, 429]
+        signups = [
+            http.post(
+                "/subscribe", data={"email": f"s{i}@example.com"}, headers=spoofed(i)
+            ).status_code
+            for i in range(12)
+        ]
+        assert signups[:10] == [200] * 10 and signups[10:] == [429, 429]
+        subscriber = live.store.find_by_email("s0@example.com")
+        assert subscriber is not None and subscriber.consent_detail == "127.0.0.1"
+
+
+def test_forwarded_for_from_a_trusted_proxy_names_the_client(
+    tmp_path: Path, smtp_factory: Callable[..., SmtpServer]
+) -> None:
+    with (
+        running_app(
+            tmp_path,
+            smtp_factory(),
+            limits=None,
+            NEWSLETTER_ADMIN_PASSWORD=ADMIN_PASSWORD,
+            NEWSLETTER_TRUSTED_PROXIES="10.0.0.0/8, 127.0.0.1",
+        ) as live,
+        live.client() as http,
+    ):
+        logins = [
+            http.get("/editor", auth=("editor", "guess"), headers=spoofed(i)).status_code
+            for i in range(12)
+        ]
+        assert logins == [401] * 12  # twelve clients, one guess each
+        answer = http.post("/subscribe", data={"email": "p@example.com"}, headers=spoofed(7))
+        assert answer.status_code == 200
+        subscriber = live.store.find_by_email("p@example.com")
+        assert subscriber is not None and subscriber.consent_detail == "203.0.113.7"
+
+
+@pytest.mark.parametrize("value", ["proxy.example.com", "127.0.0.1/33", "*", "10.0.0.1;10.0.0.2"])
+def test_a_bad_trusted_proxies_value_is_a_one_line_config_error(tmp_path: Path, value: str) -> None:
+    env = base_env(
+        tmp_path,
+        NEWSLETTER_BASE_URL="http://127.0.0.1:8000",
+        NEWSLETTER_SECRET_KEY=TEST_SECRET,
+        NEWSLETTER_FROM="La Lettre <lettre@example.com>",
+        NEWSLETTER_TRUSTED_PROXIES=value,
+    )
+    result = run_cli("serve", "--port", str(free_port()), env=env, cwd=tmp_path, timeout=60)
+    assert result.returncode == 2, result.stderr
+    assert "NEWSLETTER_TRUSTED_PROXIES" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) <= 2
+
+
+# ---------------------------------------------------------------------------------------------
+# Request headers: 16 KB a line, 64 KB in all, 10 s to send them; bodies bounded in time too
+# ---------------------------------------------------------------------------------------------
+
+
+def raw_exchange(port: int, data: bytes, timeout: float = 10.0) -> bytes:
+    """Send ``data`` on a fresh connection; everything the server answers until it closes."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as conn:
+        conn.sendall(data)
+        return read_until_closed(conn)
+
+
+def read_until_closed(conn: socket.socket) -> bytes:
+    chunks = []
+    try:
+        while chunk := conn.recv(65536):
+            chunks.append(chunk)
+    except ConnectionResetError:
+        pass
+    return b"".join(chunks)
+
+
+def port_of(live: LiveApp) -> int:
+    return int(live.url.rsplit(":", 1)[1])
+
+
+def status_of(answer: bytes) -> int:
+    assert answer.startswith(b"HTTP/1.1 "), answer[:200]
+    return int(answer[9:12])
+
+
+def test_oversized_headers_get_431_and_normal_requests_still_work(live: LiveApp) -> None:
+    port = port_of(live)
+    one_line = b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 20_000 + b"\r\n\r\n"
+    many = b"".join(b"X-Part-%d: " % i + b"b" * 10_000 + b"\r\n" for i in range(7))
+    in_all = b"GET /healthz HTTP/1.1\r\nHost: x\r\n" + many + b"\r\n"
+    for request in (one_line, in_all):
+        answer = raw_exchange(port, request)
+        assert status_of(answer) == 431
+        assert b"connection: close" in answer.lower()
+    # Just under the limits: served.
+    fine = b"".join(b"X-Part-%d: " % i + b"c" * 15_000 + b"\r\n" for i in range(4))
+    answer = raw_exchange(
+        port, b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n" + fine + b"\r\n"
+    )
+    assert status_of(answer) == 200 and answer.endswith(b"ok")
+    with live.client() as http:
+        assert http.get("/healthz").status_code == 200
+        assert http.post("/subscribe", data={"email": "fine@example.com"}).status_code == 200
+
+
+def rss_kib(pid: int, field: str = "VmRSS") -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise AssertionError(f"no {field} for {pid}")
+
+
+def test_a_50_mb_header_stream_gets_431_at_once_without_growing_the_server(
+    tmp_path: Path,
+) -> None:
+    port = free_port()
+    env = base_env(
+        tmp_path,
+        NEWSLETTER_BASE_URL=f"http://127.0.0.1:{port}",
+        NEWSLETTER_SECRET_KEY=TEST_SECRET,
+        NEWSLETTER_FROM="La Lettre <lettre@example.com>",
+    )
+    server = subprocess.Popen(
+        [sys.executable, "-m", "newsletter", "serve", "--port", str(port)],
+        env=env,
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_for_port(port, timeout=30)
+        assert (
+            status_of(raw_exchange(port, b"GET /healthz HTTP/1.1\r\nConnection: close\r\n\r\n"))
+            == 200
+        )
+        before = rss_kib(server.pid)
+        started = time.monotonic()
+        answer, sent = header_flood(port, 50 * 1024 * 1024)
+        elapsed = time.monotonic() - started
+        assert status_of(answer) == 431
+        assert elapsed < 10, elapsed
+        assert sent < 50 * 1024 * 1024  # cut off well before the end
+        peak = rss_kib(server.pid, "VmHWM")
+        assert peak - before < 20 * 1024, (before, peak)  # KiB: no 50 MB buffer, not even once
+        assert (
+            status_of(raw_exchange(port, b"GET /healthz HTTP/1.1\r\nConnection: close\r\n\r\n"))
+            == 200
+        )
+    finally:
+        server.terminate()
+        server.wait(15)
+
+
+def header_flood(port: int, size: int) -> tuple[bytes, int]:
+    """One header of ``size`` bytes, streamed; (what the server answered, bytes we got out)."""
+    conn = socket.create_connection(("127.0.0.1", port), timeout=30)
+    sent = 0
+    answer: list[bytes] = []
+
+    def read() -> None:
+        answer.append(read_until_closed(conn))
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    try:
+        conn.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Flood: ")
+        chunk = b"a" * 65536
+        while sent < size:
+            conn.sendall(chunk)
+            sent += len(chunk)
+    except OSError:
+        pass  # the server closed: what we wanted
+    reader.join(30)
+    conn.close()
+    return answer[0] if answer else b"", sent
+
+
+def trickle(port: int, opening: bytes, drip: bytes, seconds: float = 8.0) -> tuple[bytes, float]:
+    """Send ``opening``, then ``drip`` every 0.2 s; (the answer, seconds until the server closed)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as conn:
+        started = time.monotonic()
+        conn.sendall(opening)
+        conn.settimeout(0.2)
+        answer = b""
+        while time.monotonic() - started < seconds:
+            try:
+                if drip:
+                    conn.sendall(drip)
+                chunk = conn.recv(65536)
+            except TimeoutError:
+                continue
+            except OSError:
+                break
+            if not chunk:
+                break
+            answer += chunk
+        return answer, time.monotonic() - started
+
+
+def test_a_slow_header_client_is_cut_off(tmp_path: Path) -> None:
+    limits = ServerLimits(header_timeout=1.0)
+    with running_app(tmp_path, None, server_limits=limits) as live:
+        port = port_of(live)
+        # Silent after connecting, or trickling a header: cut off after the deadline.
+        for opening, drip in ((b"", b""), (b"GET /healthz HTTP/1.1\r\nX-Slow: ", b"a")):
+            answer, elapsed = trickle(port, opening, drip)
+            assert status_of(answer) == 408
+            assert elapsed < 1.0 + 2.0 + 1.5, elapsed  # the deadline, the linger, some slack
+        with live.client() as http:
+            assert http.get("/healthz").status_code == 200
+
+
+def test_a_slow_body_is_cut_off(tmp_path: Path) -> None:
+    with running_app(
+        tmp_path,
+        None,
+        limits=WebLimits(body_timeout=1.0),
+        server_limits=ServerLimits(body_timeout=1.0),
+    ) as live:
+        port = port_of(live)
+        head = (
+            "POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded"
+            "\r\nContent-Length: 1000\r\n\r\nemail=slow"
+        )
+        # A body the app reads (sign-up): a 408 page. One it does not read (healthz is GET
+        # only: 405 at once): the connection is closed all the same while the client trickles.
+        for path, status in (("/subscribe", 408), ("/healthz", 405)):
+            answer, elapsed = trickle(port, head.format(path=path).encode(), b"x")
+            assert status_of(answer) == status, answer[:300]
+            assert elapsed < 1.0 + 1.5, (path, elapsed)
+        assert live.status("slow@example.com") is None
