@@ -8,7 +8,8 @@ never a stack trace.
 Routes (under NEWSLETTER_BASE_URL):
   GET  /  and  /subscribe          the sign-up form
   POST /subscribe                  pending subscriber + confirmation email (same answer for all)
-  GET  /confirm/{token}            double opt-in: the subscriber becomes active
+  GET  /confirm/{token}            double opt-in: a page with one button; changes nothing
+  POST /confirm/{token}            the button (same-site, form token): the subscriber becomes active
   GET  /unsubscribe/{token}        a page with one button; never unsubscribes by itself
   POST /unsubscribe/{token}        RFC 8058 one-click (and the button): unsubscribes, 200
   GET/POST /preferences/{token}    sections and language, saved at once
@@ -18,8 +19,9 @@ Routes (under NEWSLETTER_BASE_URL):
   GET  /healthz                    "ok" when the database answers
 
 Security: every response carries a strict Content-Security-Policy and friends; bodies are capped
-at 64 KB; state-changing editor and preferences forms need a same-site Origin/Referer (when sent)
-and a signed, short-lived form token; the only redirect target besides our own fixed paths is
+at 64 KB and 30 s (headers: httpserver.py); state-changing editor, confirmation and preferences
+forms need a same-site Origin/Referer (when sent) and a signed, short-lived form token; a busy
+database is a 503 with Retry-After; the only redirect target besides our own fixed paths is
 NEWSLETTER_THANK_YOU_URL, checked at start-up; tokens never reach the log (paths are redacted).
 """
 
@@ -522,15 +524,57 @@ class WebApp:
         except NewsletterError as err:
             log.warning("confirmation for subscriber %s not sent: %s", mail.subscriber_id, err)
 
-    async def confirm(self, request: Request) -> Response:
-        token = request.path_params["token"]
-        subscriber = await run_in_threadpool(self.subscriptions.confirm, token, client_of(request))
-        preferences = self.subscriptions.links.preferences_url(subscriber.id, subscriber.email_key)
+    def confirm_page(
+        self, token: str, subscriber: Subscriber, *, status: int = 200, error: str = ""
+    ) -> HTMLResponse:
+        """The page a confirmation link opens: one button, which posts the confirmation."""
+        return self.page(
+            "pages/confirm.html",
+            status=status,
+            locale=subscriber.locale or None,
+            address=mask_address(subscriber.email),
+            action=f"{self.base}{CONFIRM_PATH}{token}",
+            form_token=self.forms.issue("confirm", str(subscriber.id)),
+            error=error,
+        )
+
+    def confirmed_page(self, subscriber: Subscriber, *, already: bool) -> HTMLResponse:
+        locale = subscriber.locale or None
+        prefix = "web_already_confirmed" if already else "web_confirmed"
         return self.page(
             "pages/confirmed.html",
-            locale=subscriber.locale or None,
-            preferences_url=preferences,
+            locale=locale,
+            heading=self.t(locale, f"{prefix}_title"),
+            text=self.t(locale, f"{prefix}_text", title=self.settings.title),
+            preferences_url=self.subscriptions.links.preferences_url(
+                subscriber.id, subscriber.email_key
+            ),
         )
+
+    async def confirm_form(self, request: Request) -> Response:
+        # GET changes nothing: mail scanners fetch every link of a message, and a fetched link
+        # must not subscribe anyone (nor re-subscribe someone who left).
+        token = request.path_params["token"]
+        subscriber, _nonce = await run_in_threadpool(self.subscriptions.confirmation_for, token)
+        if subscriber.status is SubscriberStatus.ACTIVE:
+            return self.confirmed_page(subscriber, already=True)
+        return self.confirm_page(token, subscriber)
+
+    async def confirm(self, request: Request) -> Response:
+        form = await self.read_form(request, allow_empty=True)
+        token = request.path_params["token"]
+        subscriber, _nonce = await run_in_threadpool(self.subscriptions.confirmation_for, token)
+        form_token = text_field(form, "form_token")
+        if not (
+            self.same_origin(request)
+            and self.forms.valid(form_token, "confirm", str(subscriber.id))
+        ):
+            error = self.t(subscriber.locale or None, "web_form_expired_text")
+            return self.confirm_page(token, subscriber, status=403, error=error)
+        confirmed, activated = await run_in_threadpool(
+            self.subscriptions.confirm, token, client_of(request)
+        )
+        return self.confirmed_page(confirmed, already=not activated)
 
     # -- unsubscribe -----------------------------------------------------------------------------
 
@@ -860,7 +904,8 @@ class WebApp:
             Route("/healthz", self.healthz, methods=["GET"]),
             Route("/subscribe", self.subscribe_form, methods=["GET"]),
             Route("/subscribe", self.subscribe, methods=["POST"]),
-            Route(f"{CONFIRM_PATH}{token}", self.confirm, methods=["GET"]),
+            Route(f"{CONFIRM_PATH}{token}", self.confirm_form, methods=["GET"]),
+            Route(f"{CONFIRM_PATH}{token}", self.confirm, methods=["POST"]),
             Route(f"{UNSUBSCRIBE_PATH}{token}", self.unsubscribe_form, methods=["GET"]),
             Route(f"{UNSUBSCRIBE_PATH}{token}", self.unsubscribe, methods=["POST"]),
             Route(f"{PREFERENCES_PATH}{token}", self.preferences_form, methods=["GET"]),

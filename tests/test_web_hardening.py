@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import httpx
 import pytest
 
 from newsletter.domain import SubscriberStatus
@@ -32,7 +33,16 @@ from tests.conftest import (
     run_cli,
     wait_for_port,
 )
-from tests.test_web import ADMIN_PASSWORD, SAMPLE_DATE, LiveApp, form_token_of, running_app
+from tests.test_web import (
+    ADMIN_PASSWORD,
+    SAMPLE_DATE,
+    LiveApp,
+    confirm_with_button,
+    confirmation_link,
+    form_token_of,
+    running_app,
+    wait_mails,
+)
 
 
 class Records(logging.Handler):
@@ -403,3 +413,94 @@ def test_a_slow_body_is_cut_off(tmp_path: Path) -> None:
             assert status_of(answer) == status, answer[:300]
             assert elapsed < 1.0 + 1.5, (path, elapsed)
         assert live.status("slow@example.com") is None
+
+
+# ---------------------------------------------------------------------------------------------
+# Confirmation: a page with a button; an old link never brings back an address that left
+# ---------------------------------------------------------------------------------------------
+
+
+def sign_up(live: LiveApp, http: httpx.Client, address: str, mails_before: int) -> str:
+    """Sign ``address`` up through the form; the confirmation link of the mail it got."""
+    assert http.post("/subscribe", data={"email": address}).status_code == 200
+    return confirmation_link(wait_mails(live, mails_before + 1)[-1])
+
+
+def stop(live: LiveApp, http: httpx.Client, address: str, how: str) -> None:
+    subscriber = live.store.find_by_email(address)
+    assert subscriber is not None
+    if how == "unsubscribed":  # the RFC 8058 one-click POST, as a mail client sends it
+        token = live.token(Purpose.UNSUBSCRIBE, address)
+        answer = http.post(f"/unsubscribe/{token}", data={"List-Unsubscribe": "One-Click"})
+        assert answer.status_code == 200
+    elif how == "complained":
+        assert live.store.mark_complained(subscriber.id)
+    else:
+        assert live.store.mark_bounced(subscriber.id)
+    assert live.status(address) is SubscriberStatus(how)
+
+
+@pytest.mark.parametrize("how", ["unsubscribed", "complained", "bounced"])
+def test_an_old_confirmation_link_never_brings_back_an_address_that_left(
+    live: LiveApp, how: str
+) -> None:
+    address = "leaver@example.com"
+    with live.client() as http:
+        link = sign_up(live, http, address, 0)
+        path = link.removeprefix(live.url)
+        page = http.get(path)
+        old_form_token = form_token_of(page.text)
+        assert confirm_with_button(http, live, link).status_code == 200
+        assert live.status(address) is SubscriberStatus.ACTIVE
+        stop(live, http, address, how)
+
+        # A link scanner re-reading the old mail, or its owner: nothing changes.
+        replay = http.get(path)
+        assert replay.status_code == 404, replay.status_code
+        assert "/subscribe" in replay.text  # how to get a new link
+        posted = http.post(path, data={"form_token": old_form_token}, headers={"Origin": live.url})
+        assert posted.status_code == 404
+        assert live.status(address) is SubscriberStatus(how)
+
+        # Only a new sign-up, confirmed with its own new link, brings the address back.
+        new_link = sign_up(live, http, address, 1)
+        assert new_link != link
+        assert http.get(path).status_code == 404  # the old link stays dead
+        assert live.status(address) is SubscriberStatus(how)
+        confirmed = confirm_with_button(http, live, new_link)
+        assert confirmed.status_code == 200 and "Abonnement confirmé" in confirmed.text
+    assert live.status(address) is SubscriberStatus.ACTIVE
+
+
+def test_confirming_takes_the_button_and_a_good_link_later_says_already_confirmed(
+    live: LiveApp,
+) -> None:
+    address = "button@example.com"
+    with live.client() as http:
+        link = sign_up(live, http, address, 0)
+        path = link.removeprefix(live.url)
+        for _ in range(3):  # scanners fetch links, sometimes more than once
+            page = http.get(path)
+            assert page.status_code == 200 and "Confirmer l’abonnement" in page.text
+        assert live.status(address) is SubscriberStatus.PENDING
+        token = form_token_of(page.text)
+        for data, headers in (
+            ({}, {}),  # a scanner that also posts: no form token
+            ({"form_token": "forged"}, {}),
+            ({"form_token": token}, {"Origin": "https://evil.example"}),  # cross-site
+        ):
+            refused = http.post(path, data=data, headers=headers)
+            assert refused.status_code == 403, refused.status_code
+        assert live.status(address) is SubscriberStatus.PENDING
+
+        assert confirm_with_button(http, live, link).status_code == 200
+        subscriber = live.store.find_by_email(address)
+        assert subscriber is not None and subscriber.status is SubscriberStatus.ACTIVE
+        assert subscriber.consent_detail == "127.0.0.1"
+        # The same link once more (the owner clicks again): a friendly answer, not an error.
+        again = http.get(path)
+        assert again.status_code == 200 and "Abonnement déjà confirmé" in again.text
+        pressed_again = http.post(path, data={"form_token": token}, headers={"Origin": live.url})
+        assert pressed_again.status_code == 200 and "déjà confirmé" in pressed_again.text
+    after = live.store.find_by_email(address)
+    assert after is not None and after.consent_at == subscriber.consent_at  # not re-recorded
