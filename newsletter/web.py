@@ -50,7 +50,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData, Headers, MutableHeaders
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -889,6 +889,12 @@ class WebApp:
             headers={"Retry-After": str(BUSY_RETRY_AFTER)},
         )
 
+    async def on_client_gone(self, request: Request, exc: Exception) -> Response:
+        # The client hung up in the middle of its body: nobody will read an answer, and it is
+        # not our failure (no error, no traceback in the log).
+        log.info("%s %s: client disconnected", request.method, redact_path(request.url.path))
+        return Response(status_code=400)
+
     async def on_crash(self, request: Request, exc: Exception) -> Response:
         log.error(
             "%s %s failed: %s", request.method, redact_path(request.url.path), type(exc).__name__
@@ -924,6 +930,7 @@ class WebApp:
             BodyTooLarge: self.on_too_large,
             BodyTooSlow: self.on_too_slow,
             UnsupportedForm: self.on_unsupported,
+            ClientDisconnect: self.on_client_gone,
             DatabaseBusy: self.on_busy,
             OperationalError: self.on_busy,
             NewsletterError: self.on_service_error,

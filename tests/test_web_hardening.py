@@ -504,3 +504,19 @@ def test_confirming_takes_the_button_and_a_good_link_later_says_already_confirme
         assert pressed_again.status_code == 200 and "déjà confirmé" in pressed_again.text
     after = live.store.find_by_email(address)
     assert after is not None and after.consent_at == subscriber.consent_at  # not re-recorded
+
+
+def test_a_client_hanging_up_mid_body_is_not_an_error(live: LiveApp) -> None:
+    with log_records() as logs:
+        with socket.create_connection(("127.0.0.1", port_of(live)), timeout=10) as conn:
+            conn.sendall(
+                b"POST /subscribe HTTP/1.1\r\nHost: x\r\n"
+                b"Content-Type: application/x-www-form-urlencoded\r\n"
+                b"Content-Length: 1000\r\n\r\nemail=gone%40example.com"
+            )
+            time.sleep(0.3)
+        time.sleep(0.5)
+        with live.client() as http:
+            assert http.get("/healthz").status_code == 200
+    assert logs.tracebacks() == [] and logs.errors() == []
+    assert live.status("gone@example.com") is None
