@@ -12,7 +12,7 @@ small subclass of uvicorn's ``HttpToolsProtocol`` (the fast parser stays) that
 * gives a client ``header_timeout`` seconds (10) from connecting, or from the first byte of a
   following request on a kept-alive connection, to finish its headers, then answers 408;
 * closes a connection whose request body is still arriving ``body_timeout`` seconds (30) after
-  its headers once the response is sent, so a client trickling a body nobody reads cannot
+  its headers and whose response is sent (checked again every 30 seconds while it is not), so a client trickling a body nobody reads cannot
   keep it open (the web app bounds the time to read a body it does read: ``BodyLimit`` in
   web.py, 408, same 30 seconds).
 
@@ -101,6 +101,8 @@ class LimitedHttpTools(HttpToolsProtocol):
             if not self._feed(piece):
                 return
         if data:
+            # The headers ended inside the last piece: the rest is body (or, pipelined, a next
+            # request, whose bytes in this one read go uncounted: at most one read's worth).
             self._feed(data)
 
     def _feed(self, data: bytes) -> bool:
