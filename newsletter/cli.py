@@ -252,11 +252,14 @@ def serve(ctx: click.Context, host: str, port: int) -> None:
     """Run the web app: sign-up, unsubscribe, preferences and the editors' pages."""
     import uvicorn
 
+    from newsletter.httpserver import server_config
     from newsletter.web import create_app
 
-    app = create_app(settings_from(ctx))
-    # No access log: paths carry link tokens; the app logs its own redacted line per request.
-    uvicorn.run(app, host=host, port=port, access_log=False, server_header=False)
+    settings = settings_from(ctx)
+    app = create_app(settings)
+    # Header limits and deadlines, proxy trust from NEWSLETTER_TRUSTED_PROXIES only, no access
+    # log (paths carry link tokens): see httpserver.py.
+    uvicorn.Server(server_config(app, settings, host, port)).run()
 
 
 @cli.command("unsubscribe-mail")

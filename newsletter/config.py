@@ -7,6 +7,7 @@ checked against it by the tests. ``load_settings()`` returns one frozen ``Settin
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from collections.abc import Mapping
@@ -130,6 +131,12 @@ SETTINGS: tuple[SettingDoc, ...] = (
         "where a sign-up form posted from the site is redirected (303); must be on BASE_URL's site",
     ),
     SettingDoc(
+        "NEWSLETTER_TRUSTED_PROXIES",
+        "",
+        "comma-separated IPs or networks (CIDR) of the reverse proxies whose X-Forwarded-For and"
+        " X-Forwarded-Proto are believed; empty = none, the connecting address is the client",
+    ),
+    SettingDoc(
         "NEWSLETTER_EDITORS",
         "",
         "comma-separated addresses that get each edition as a test send before it goes out",
@@ -177,6 +184,7 @@ class Settings:
     thank_you_url: str
     editors: tuple[str, ...]
     preview_lead_minutes: int
+    trusted_proxies: tuple[str, ...] = ()
 
     def __repr__(self) -> str:
         # Secrets must never reach a log line, even through a debug print of the settings.
@@ -289,11 +297,28 @@ def load_settings(
         preview_lead_minutes=_number(
             "NEWSLETTER_PREVIEW_LEAD", get("NEWSLETTER_PREVIEW_LEAD"), int, 0
         ),
+        trusted_proxies=_networks("NEWSLETTER_TRUSTED_PROXIES", get("NEWSLETTER_TRUSTED_PROXIES")),
     )
 
 
 def _split(text: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in text.split(",") if part.strip())
+
+
+def _networks(name: str, text: str) -> tuple[str, ...]:
+    """IP addresses and CIDR networks, normalised ("10.0.0.0/8", "::1"); anything else refused."""
+    networks = []
+    for part in _split(text):
+        try:
+            network = ipaddress.ip_network(part, strict=False)
+        except ValueError:
+            raise ConfigError(
+                f"{name} has {part!r}, which is not an IP address or network",
+                "expected comma-separated addresses or CIDR networks, e.g. 127.0.0.1,10.0.0.0/8",
+            ) from None
+        single = network.num_addresses == 1
+        networks.append(str(network.network_address) if single else str(network))
+    return tuple(networks)
 
 
 def _zone(name: str) -> ZoneInfo:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from newsletter.config import Settings
-from newsletter.tokens import Purpose, TokenSigner
+from newsletter.tokens import Purpose, TokenSigner, confirm_binding
 
 # Route paths of the web app; web.py mounts its handlers on the same constants.
 UNSUBSCRIBE_PATH = "/unsubscribe/"
@@ -32,8 +32,10 @@ class Links:
     def preferences_url(self, subscriber_id: int, email_key: str) -> str:
         return self._url(PREFERENCES_PATH, Purpose.PREFERENCES, subscriber_id, email_key)
 
-    def confirm_url(self, subscriber_id: int, email_key: str) -> str:
-        return self._url(CONFIRM_PATH, Purpose.CONFIRM, subscriber_id, email_key)
+    def confirm_url(self, subscriber_id: int, email_key: str, nonce: str | None = None) -> str:
+        """The link of one sign-up: bound to its nonce as well as the address (tokens.py)."""
+        binding = confirm_binding(email_key, nonce)
+        return self._url(CONFIRM_PATH, Purpose.CONFIRM, subscriber_id, binding)
 
     def unsubscribe_mailto(self, subscriber_id: int, email_key: str) -> str:
         """A mailto: URL whose subject carries the unsubscribe token (see the README's mailto section)."""

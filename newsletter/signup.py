@@ -5,7 +5,9 @@ No Starlette here, so that the CLI (mailto: unsubscribes, see inbound.py) uses t
 * A sign-up stores a pending subscriber (``Store.create_pending``) and builds one confirmation
   email; the caller sends it (the web app does so after answering, so the answer takes the same
   time whatever the address). An address that is active, unsubscribed or bounced keeps its status:
-  only its owner, by following the confirmation link, changes it.
+  only its owner, by confirming through the link of that sign-up, changes it. A link is bound to
+  its sign-up's nonce: once the address unsubscribes, bounces or complains, links mailed before
+  are dead, and only a new sign-up's link can bring it back.
 * At most ``CONFIRMATIONS_PER_HOUR`` confirmation emails per address per hour (no mail bombing);
   over that the sign-up is stored but no mail goes out, and the caller cannot tell the difference.
 * Every token is checked for its purpose, its signature and its address binding: a token for a
@@ -26,7 +28,7 @@ from babel import Locale
 
 from newsletter.addresses import Address, normalise_address
 from newsletter.config import Settings
-from newsletter.domain import ConsentSource, Subscriber, category_key
+from newsletter.domain import ConsentSource, Subscriber, SubscriberStatus, category_key
 from newsletter.i18n import gettext, is_rtl_locale, language_tag
 from newsletter.links import Links
 from newsletter.message import Sender
@@ -35,7 +37,7 @@ from newsletter.render import make_environment
 from newsletter.smtp import SmtpConfig, SmtpConnection
 from newsletter.store import Store
 from newsletter.subscribers import InvalidValue, parse_name
-from newsletter.tokens import InvalidToken, Purpose
+from newsletter.tokens import InvalidToken, Purpose, confirm_binding
 
 CONFIRMATIONS_PER_HOUR = Rule(limit=3, window=3600.0)
 # itsdangerous tokens of [id, digest] are about 40 characters; anything far longer is not ours,
@@ -43,6 +45,9 @@ CONFIRMATIONS_PER_HOUR = Rule(limit=3, window=3600.0)
 MAX_TOKEN_CHARS = 256
 #: languages the pages and the confirmation email are written in (the i18n catalogue's)
 PAGE_LOCALES: tuple[str, ...] = ("fr", "en", "ar")
+# Links mailed before confirm nonces existed carry none: good for a pending address only (the
+# store then activates it) or an active one ("already confirmed"), never a stopped one.
+_LEGACY_CONFIRMABLE = frozenset({SubscriberStatus.PENDING, SubscriberStatus.ACTIVE})
 
 
 class UnknownLink(InvalidToken):
@@ -172,12 +177,13 @@ class Subscriptions:
         """The double opt-in email: one link, valid ``confirm_days`` days, in the reader's language."""
         locale = subscriber.locale or self.settings.locale
         lang, direction = page_direction(locale)
+        nonce = self.store.confirm_nonce(subscriber.id)
         context = {
             "locale": locale,
             "lang": lang,
             "dir": direction,
             "title": self.settings.title,
-            "confirm_url": self.links.confirm_url(subscriber.id, subscriber.email_key),
+            "confirm_url": self.links.confirm_url(subscriber.id, subscriber.email_key, nonce),
             "days": self.settings.confirm_days,
         }
         message = EmailMessage(policy=email.policy.SMTP)
@@ -217,14 +223,38 @@ class Subscriptions:
             raise UnknownLink("this link is no longer valid", "the address is not on the list")
         return subscriber
 
-    def confirm(self, token: str, detail: str) -> Subscriber:
-        """Double opt-in: the owner followed the link; active from now, consent recorded."""
-        subscriber = self.subscriber_for(Purpose.CONFIRM, token)
+    def confirmation_for(self, token: str) -> tuple[Subscriber, str | None]:
+        """The subscriber a confirmation link names and the nonce it is bound to.
+
+        UnknownLink when the link belongs to no current sign-up: forged for another address, or
+        mailed before the address stopped or signed up again. An active subscriber's good link
+        passes (its page says "already confirmed").
+        """
+        if len(token) > MAX_TOKEN_CHARS:
+            raise InvalidToken("this link is not valid", "it is longer than any link we send")
+        claim = self.signer.read(Purpose.CONFIRM, token)
+        subscriber = self.store.get(claim.subscriber_id)
+        if subscriber is not None:
+            nonce = self.store.confirm_nonce(subscriber.id)
+            binding = confirm_binding(subscriber.email_key, nonce)
+            legacy_ok = nonce is not None or subscriber.status in _LEGACY_CONFIRMABLE
+            if legacy_ok and self.signer.matches(claim, binding):
+                return subscriber, nonce
+        raise UnknownLink("this link is no longer valid", "sign up again for a new one")
+
+    def confirm(self, token: str, detail: str) -> tuple[Subscriber, bool]:
+        """Double opt-in: the owner confirmed; (subscriber, whether it was activated just now).
+
+        Activated with consent recorded, unless already active (then nothing changes).
+        """
+        subscriber, nonce = self.confirmation_for(token)
         with self._writing:
-            confirmed = self.store.confirm(subscriber.id, ConsentSource.WEB, detail[:512])
-        if confirmed is None:  # forgotten between the two queries
-            raise UnknownLink("this link is no longer valid", "the address is not on the list")
-        return confirmed
+            result = self.store.confirm_signup(
+                subscriber.id, nonce, ConsentSource.WEB, detail[:512]
+            )
+        if result is None:  # forgotten or stopped between the two queries
+            raise UnknownLink("this link is no longer valid", "sign up again for a new one")
+        return result
 
     def unsubscribe(self, token: str) -> Subscriber:
         """Stop sending to the token's subscriber at once; idempotent.

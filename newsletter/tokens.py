@@ -4,7 +4,9 @@ A token carries the subscriber's id and a short keyed digest of their address, n
 itself. The digest binds the token to that address: if the row is forgotten and the id is ever
 reused, old links stop working. Each purpose has its own salt, so a preferences token cannot
 unsubscribe and an unsubscribe token cannot confirm. Unsubscribe and preferences tokens never
-expire (people read old emails); confirmation tokens expire after NEWSLETTER_CONFIRM_DAYS.
+expire (people read old emails); confirmation tokens expire after NEWSLETTER_CONFIRM_DAYS, and
+their digest also covers the sign-up's nonce (``confirm_binding``), so that one sign-up's link
+cannot confirm after the address unsubscribed, bounced or complained.
 """
 
 from __future__ import annotations
@@ -34,6 +36,16 @@ class InvalidToken(NewsletterError):
 class TokenClaim:
     subscriber_id: int
     address_digest: str
+
+
+def confirm_binding(email_key: str, nonce: str | None) -> str:
+    """What a confirmation token is bound to: the address and the sign-up's nonce.
+
+    The nonce changes with each sign-up of a stopped address and is cleared when an address
+    stops, so a link mailed before either no longer matches (store.confirm_signup). No nonce
+    gives the address alone: the links mailed before nonces existed.
+    """
+    return f"{email_key}\n{nonce}" if nonce else email_key
 
 
 def address_digest(secret_key: str, email_key: str) -> str:

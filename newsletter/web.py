@@ -8,7 +8,8 @@ never a stack trace.
 Routes (under NEWSLETTER_BASE_URL):
   GET  /  and  /subscribe          the sign-up form
   POST /subscribe                  pending subscriber + confirmation email (same answer for all)
-  GET  /confirm/{token}            double opt-in: the subscriber becomes active
+  GET  /confirm/{token}            double opt-in: a page with one button; changes nothing
+  POST /confirm/{token}            the button (same-site, form token): the subscriber becomes active
   GET  /unsubscribe/{token}        a page with one button; never unsubscribes by itself
   POST /unsubscribe/{token}        RFC 8058 one-click (and the button): unsubscribes, 200
   GET/POST /preferences/{token}    sections and language, saved at once
@@ -18,13 +19,15 @@ Routes (under NEWSLETTER_BASE_URL):
   GET  /healthz                    "ok" when the database answers
 
 Security: every response carries a strict Content-Security-Policy and friends; bodies are capped
-at 64 KB; state-changing editor and preferences forms need a same-site Origin/Referer (when sent)
-and a signed, short-lived form token; the only redirect target besides our own fixed paths is
+at 64 KB and 30 s (headers: httpserver.py); state-changing editor, confirmation and preferences
+forms need a same-site Origin/Referer (when sent) and a signed, short-lived form token; a busy
+database is a 503 with Retry-After; the only redirect target besides our own fixed paths is
 NEWSLETTER_THANK_YOU_URL, checked at start-up; tokens never reach the log (paths are redacted).
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import hmac
@@ -40,14 +43,14 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from itsdangerous import BadData, URLSafeTimedSerializer
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from starlette.applications import Starlette
 from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData, Headers, MutableHeaders
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -74,19 +77,30 @@ from newsletter.signup import (
     parse_signup,
 )
 from newsletter.smtp import SmtpConfig
-from newsletter.store import Store, open_store
+from newsletter.store import DatabaseBusy, Store, open_store
 from newsletter.subscribers import InvalidValue
 from newsletter.tokens import InvalidToken, Purpose
 
 log = logging.getLogger("newsletter.web")
 
 MAX_BODY_BYTES = 64 * 1024
+# Seconds to receive a whole request body (at most MAX_BODY_BYTES: a slow phone needs a few):
+# a client trickling a body must not hold a request open. httpserver.py bounds the headers.
+BODY_TIMEOUT = 30.0
 FORM_TOKEN_MAX_AGE = 2 * 3600  # a preferences or editor page left open longer must be reloaded
 FORM_TYPES = frozenset({"application/x-www-form-urlencoded", "multipart/form-data"})
 MAX_FORM_FIELDS = 100
 RECENT_EDITIONS = 14
 FAILURES_SHOWN = 5
+# Seconds a client is asked to wait after a 503 for a busy database: a writer holds the lock for
+# a send batch or an import chunk, so a few seconds later the retry (a mail client's one-click
+# POST, say) goes through.
+BUSY_RETRY_AFTER = 5
 _ISO_DAY = re.compile(r"\d{4}-\d{2}-\d{2}")
+# Edition days the editors' pages accept. Outside this range there is no edition to speak of,
+# and the edition window (the day before, at the send time, in the zone) overflows datetime.
+EARLIEST_EDITION_DAY = date(1970, 1, 1)
+LATEST_EDITION_DAY = date(9998, 12, 31)
 _TOKEN_PATHS = (UNSUBSCRIBE_PATH, PREFERENCES_PATH, CONFIRM_PATH)
 
 
@@ -98,10 +112,15 @@ class WebLimits:
     confirmations_per_address: Rule = CONFIRMATIONS_PER_HOUR
     failed_logins_per_client: Rule = field(default_factory=lambda: Rule(10, 600.0))
     max_body_bytes: int = MAX_BODY_BYTES
+    body_timeout: float = BODY_TIMEOUT
 
 
 class BodyTooLarge(NewsletterError):
     """The request body is over the cap: 413."""
+
+
+class BodyTooSlow(NewsletterError):
+    """The request body did not arrive within the deadline: 408, and the connection closed."""
 
 
 class UnsupportedForm(NewsletterError):
@@ -246,12 +265,20 @@ class SecurityHeaders:
 
 
 class BodyLimit:
-    """413 for a declared Content-Length over the cap; BodyTooLarge when a body grows past it."""
+    """413 for a declared Content-Length over the cap; BodyTooLarge when a body grows past it;
+    BodyTooSlow when it is not all there ``timeout`` seconds after the request began."""
 
-    def __init__(self, app: ASGIApp, max_bytes: int, too_large: Callable[[], Response]) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        max_bytes: int,
+        too_large: Callable[[], Response],
+        timeout: float = BODY_TIMEOUT,
+    ) -> None:
         self.app = app
         self.max_bytes = max_bytes
         self.too_large = too_large
+        self.timeout = timeout
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -262,12 +289,21 @@ class BodyLimit:
             await self.too_large()(scope, receive, send)
             return
         received = 0
+        complete = False
+        deadline = asyncio.get_running_loop().time() + self.timeout
 
         async def limited_receive() -> Message:
-            nonlocal received
-            message = await receive()
+            nonlocal received, complete
+            if complete:  # only waiting for a disconnect now: no deadline
+                return await receive()
+            try:
+                async with asyncio.timeout_at(deadline):
+                    message = await receive()
+            except TimeoutError:
+                raise BodyTooSlow(f"request body not received within {self.timeout:g} s") from None
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
+                complete = not message.get("more_body", False)
                 if received > self.max_bytes:  # chunked: no Content-Length to check up front
                     raise BodyTooLarge(f"request body over {self.max_bytes} bytes")
             return message
@@ -488,15 +524,57 @@ class WebApp:
         except NewsletterError as err:
             log.warning("confirmation for subscriber %s not sent: %s", mail.subscriber_id, err)
 
-    async def confirm(self, request: Request) -> Response:
-        token = request.path_params["token"]
-        subscriber = await run_in_threadpool(self.subscriptions.confirm, token, client_of(request))
-        preferences = self.subscriptions.links.preferences_url(subscriber.id, subscriber.email_key)
+    def confirm_page(
+        self, token: str, subscriber: Subscriber, *, status: int = 200, error: str = ""
+    ) -> HTMLResponse:
+        """The page a confirmation link opens: one button, which posts the confirmation."""
+        return self.page(
+            "pages/confirm.html",
+            status=status,
+            locale=subscriber.locale or None,
+            address=mask_address(subscriber.email),
+            action=f"{self.base}{CONFIRM_PATH}{token}",
+            form_token=self.forms.issue("confirm", str(subscriber.id)),
+            error=error,
+        )
+
+    def confirmed_page(self, subscriber: Subscriber, *, already: bool) -> HTMLResponse:
+        locale = subscriber.locale or None
+        prefix = "web_already_confirmed" if already else "web_confirmed"
         return self.page(
             "pages/confirmed.html",
-            locale=subscriber.locale or None,
-            preferences_url=preferences,
+            locale=locale,
+            heading=self.t(locale, f"{prefix}_title"),
+            text=self.t(locale, f"{prefix}_text", title=self.settings.title),
+            preferences_url=self.subscriptions.links.preferences_url(
+                subscriber.id, subscriber.email_key
+            ),
         )
+
+    async def confirm_form(self, request: Request) -> Response:
+        # GET changes nothing: mail scanners fetch every link of a message, and a fetched link
+        # must not subscribe anyone (nor re-subscribe someone who left).
+        token = request.path_params["token"]
+        subscriber, _nonce = await run_in_threadpool(self.subscriptions.confirmation_for, token)
+        if subscriber.status is SubscriberStatus.ACTIVE:
+            return self.confirmed_page(subscriber, already=True)
+        return self.confirm_page(token, subscriber)
+
+    async def confirm(self, request: Request) -> Response:
+        form = await self.read_form(request, allow_empty=True)
+        token = request.path_params["token"]
+        subscriber, _nonce = await run_in_threadpool(self.subscriptions.confirmation_for, token)
+        form_token = text_field(form, "form_token")
+        if not (
+            self.same_origin(request)
+            and self.forms.valid(form_token, "confirm", str(subscriber.id))
+        ):
+            error = self.t(subscriber.locale or None, "web_form_expired_text")
+            return self.confirm_page(token, subscriber, status=403, error=error)
+        confirmed, activated = await run_in_threadpool(
+            self.subscriptions.confirm, token, client_of(request)
+        )
+        return self.confirmed_page(confirmed, already=not activated)
 
     # -- unsubscribe -----------------------------------------------------------------------------
 
@@ -627,9 +705,12 @@ class WebApp:
         if not _ISO_DAY.fullmatch(text):
             raise HTTPException(404)
         try:
-            return date.fromisoformat(text)
+            day = date.fromisoformat(text)
         except ValueError:
             raise HTTPException(404) from None
+        if not EARLIEST_EDITION_DAY <= day <= LATEST_EDITION_DAY:
+            raise HTTPException(404)
+        return day
 
     def editor_rows(self) -> list[dict[str, Any]]:
         rows = []
@@ -776,6 +857,12 @@ class WebApp:
     def too_large(self) -> Response:
         return self.message(413, "web_too_large_title", "web_bad_request_text")
 
+    async def on_too_slow(self, request: Request, exc: Exception) -> Response:
+        # Connection: close makes uvicorn drop the connection once this page is sent.
+        return self.message(
+            408, "web_bad_request_title", "web_request_timeout", headers={"Connection": "close"}
+        )
+
     async def on_unsupported(self, request: Request, exc: Exception) -> Response:
         return self.message(415, "web_bad_request_title", "web_bad_request_text")
 
@@ -783,6 +870,30 @@ class WebApp:
         # The database is down or similar: say so without details (they may name servers).
         log.error("%s %s: %s", request.method, redact_path(request.url.path), exc)
         return self.message(503, "web_error_title", "web_error_text")
+
+    async def on_busy(self, request: Request, exc: Exception) -> Response:
+        # The store's bounded wait for the write lock ran out (DatabaseBusy), or the driver
+        # itself said the database is locked or unreachable: nothing was changed, so "try again
+        # shortly" is the honest answer, not a 500. Only the class is logged (details may name
+        # servers).
+        reason = (
+            type(exc.orig).__name__ if isinstance(exc, OperationalError) else type(exc).__name__
+        )
+        log.warning(
+            "%s %s: database busy (%s)", request.method, redact_path(request.url.path), reason
+        )
+        return self.message(
+            503,
+            "web_busy_title",
+            "web_busy_text",
+            headers={"Retry-After": str(BUSY_RETRY_AFTER)},
+        )
+
+    async def on_client_gone(self, request: Request, exc: Exception) -> Response:
+        # The client hung up in the middle of its body: nobody will read an answer, and it is
+        # not our failure (no error, no traceback in the log).
+        log.info("%s %s: client disconnected", request.method, redact_path(request.url.path))
+        return Response(status_code=400)
 
     async def on_crash(self, request: Request, exc: Exception) -> Response:
         log.error(
@@ -799,7 +910,8 @@ class WebApp:
             Route("/healthz", self.healthz, methods=["GET"]),
             Route("/subscribe", self.subscribe_form, methods=["GET"]),
             Route("/subscribe", self.subscribe, methods=["POST"]),
-            Route(f"{CONFIRM_PATH}{token}", self.confirm, methods=["GET"]),
+            Route(f"{CONFIRM_PATH}{token}", self.confirm_form, methods=["GET"]),
+            Route(f"{CONFIRM_PATH}{token}", self.confirm, methods=["POST"]),
             Route(f"{UNSUBSCRIBE_PATH}{token}", self.unsubscribe_form, methods=["GET"]),
             Route(f"{UNSUBSCRIBE_PATH}{token}", self.unsubscribe, methods=["POST"]),
             Route(f"{PREFERENCES_PATH}{token}", self.preferences_form, methods=["GET"]),
@@ -816,7 +928,11 @@ class WebApp:
             HTTPException: self.on_http_error,
             InvalidToken: self.on_bad_token,
             BodyTooLarge: self.on_too_large,
+            BodyTooSlow: self.on_too_slow,
             UnsupportedForm: self.on_unsupported,
+            ClientDisconnect: self.on_client_gone,
+            DatabaseBusy: self.on_busy,
+            OperationalError: self.on_busy,
             NewsletterError: self.on_service_error,
             Exception: self.on_crash,
         }
@@ -849,7 +965,12 @@ def create_app(
         exception_handlers=web.exception_handlers(),
         middleware=[
             Middleware(SecurityHeaders, headers=web.security),
-            Middleware(BodyLimit, max_bytes=web.limits.max_body_bytes, too_large=web.too_large),
+            Middleware(
+                BodyLimit,
+                max_bytes=web.limits.max_body_bytes,
+                too_large=web.too_large,
+                timeout=web.limits.body_timeout,
+            ),
         ],
         lifespan=lifespan,
     )

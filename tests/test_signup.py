@@ -145,12 +145,18 @@ def test_confirmations_per_address_are_capped(service: Subscriptions) -> None:
 def test_confirm_unsubscribe_and_bindings(service: Subscriptions, store: Store) -> None:
     subscriber = store.add(new_subscriber("c@example.com", status=SubscriberStatus.UNSUBSCRIBED))
     links = service.links
-    confirm = links.confirm_url(subscriber.id, subscriber.email_key).rsplit("/", 1)[1]
     unsubscribe = links.unsubscribe_url(subscriber.id, subscriber.email_key).rsplit("/", 1)[1]
     with pytest.raises(InvalidToken):
         service.confirm(unsubscribe, "x")  # wrong purpose
-    confirmed = service.confirm(confirm, "198.51.100.7")
-    assert confirmed.status is SubscriberStatus.ACTIVE
+    # No sign-up since it left: no confirmation link can bring the address back.
+    without_signup = links.confirm_url(subscriber.id, subscriber.email_key).rsplit("/", 1)[1]
+    with pytest.raises(UnknownLink):
+        service.confirm(without_signup, "x")
+    service.sign_up(parse_signup(service.settings, "c@example.com", "", []), "x")
+    nonce = store.confirm_nonce(subscriber.id)
+    confirm = links.confirm_url(subscriber.id, subscriber.email_key, nonce).rsplit("/", 1)[1]
+    confirmed, activated = service.confirm(confirm, "198.51.100.7")
+    assert activated and confirmed.status is SubscriberStatus.ACTIVE
     assert confirmed.consent_source is ConsentSource.WEB
     assert confirmed.consent_detail == "198.51.100.7"
     for _ in range(2):  # idempotent

@@ -25,6 +25,7 @@ from itsdangerous import TimestampSigner
 from newsletter.addresses import normalise_address
 from newsletter.config import ConfigError, Settings, load_settings
 from newsletter.domain import ConsentSource, SubscriberStatus
+from newsletter.httpserver import ServerLimits, server_config
 from newsletter.links import Links
 from newsletter.ratelimit import Rule
 from newsletter.store import NewSubscriber, Store, open_store
@@ -91,20 +92,16 @@ def running_app(
     smtp: SmtpServer | None,
     *,
     limits: WebLimits | None = ROOMY,
+    server_limits: ServerLimits | None = None,
     **env: str,
 ) -> Iterator[LiveApp]:
     """uvicorn serving create_app(settings) in a thread, on a free port, until the block ends."""
     port = free_port()
     settings = app_settings(tmp_path, port, smtp, **env)
     app = create_app(settings, limits=limits)
-    config = uvicorn.Config(
-        app,
-        host="127.0.0.1",
-        port=port,
-        log_level="warning",
-        access_log=False,
-        server_header=False,
-        lifespan="on",
+    # The configuration `newsletter serve` uses: its protocol, limits and proxy trust.
+    config = server_config(
+        app, settings, "127.0.0.1", port, limits=server_limits, log_level="warning", lifespan="on"
     )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
@@ -150,6 +147,15 @@ def confirmation_link(message: EmailMessage) -> str:
     return match.group(0)
 
 
+def confirm_with_button(http: httpx.Client, live: LiveApp, link: str) -> httpx.Response:
+    """Open a confirmation link and press its button, as a person in a browser does."""
+    path = link.removeprefix(live.url)
+    page = http.get(path)
+    assert page.status_code == 200, page.text[:300]
+    token = form_token_of(page.text)
+    return http.post(path, data={"form_token": token}, headers={"Origin": live.url})
+
+
 def mails(live: LiveApp) -> list[EmailMessage]:
     assert live.smtp is not None
     return live.smtp.messages()
@@ -190,7 +196,10 @@ def test_signup_sends_one_confirmation_and_activates_only_via_link(live: LiveApp
 
         link = confirmation_link(message)
         assert link.startswith(live.url)
-        confirmed = http.get(link.removeprefix(live.url))
+        page = http.get(link.removeprefix(live.url))  # what a link scanner does: nothing
+        assert page.status_code == 200 and "Confirmer l’abonnement" in page.text
+        assert live.status("aicha@example.com") is SubscriberStatus.PENDING
+        confirmed = confirm_with_button(http, live, link)
         assert confirmed.status_code == 200
         assert "Abonnement confirmé" in confirmed.text
     subscriber = live.store.find_by_email("aicha@example.com")
@@ -230,7 +239,7 @@ def test_unsubscribed_address_stays_unsubscribed_until_it_confirms(live: LiveApp
         assert http.post("/subscribe", data={"email": "back@example.com"}).status_code == 200
         [message] = wait_mails(live, 1)
         assert live.status("back@example.com") is SubscriberStatus.UNSUBSCRIBED
-        assert http.get(confirmation_link(message).removeprefix(live.url)).status_code == 200
+        assert confirm_with_button(http, live, confirmation_link(message)).status_code == 200
     assert live.status("back@example.com") is SubscriberStatus.ACTIVE
 
 
@@ -291,7 +300,13 @@ def test_confirmation_link_expires(tmp_path: Path, smtp_factory: Callable[..., S
 def test_rate_limits_per_address_and_per_client(
     tmp_path: Path, smtp_factory: Callable[..., SmtpServer]
 ) -> None:
-    with running_app(tmp_path, smtp_factory(), limits=None) as live, live.client() as http:
+    # Behind a proxy on the loopback (NEWSLETTER_TRUSTED_PROXIES): X-Forwarded-For names clients.
+    with (
+        running_app(
+            tmp_path, smtp_factory(), limits=None, NEWSLETTER_TRUSTED_PROXIES="127.0.0.1"
+        ) as live,
+        live.client() as http,
+    ):
         answers = [http.post("/subscribe", data={"email": "bomb@example.com"}) for _ in range(5)]
         assert [a.status_code for a in answers] == [200] * 5
         assert len({a.text for a in answers}) == 1  # over the address limit: same page, no mail
@@ -300,7 +315,7 @@ def test_rate_limits_per_address_and_per_client(
         blocked = http.post("/subscribe", data={"email": "eleventh@example.com"})
         assert blocked.status_code == 429
         assert "Trop de demandes" in blocked.text
-        # Another client (X-Forwarded-For from the loopback proxy) is not blocked.
+        # Another client (X-Forwarded-For from the trusted proxy) is not blocked.
         other = http.post(
             "/subscribe",
             data={"email": "other@example.com"},
