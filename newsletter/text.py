@@ -5,16 +5,22 @@ with every tag stripped and the content of script-like elements dropped, then en
 Because decoding can turn ``&lt;script&gt;`` back into markup, the reduction runs again until the
 text stops changing: what comes out holds no tag at all, only text.
 
-html5ever (inside nh3) scans its stack of open elements at many start tags, so deeply nested
-markup costs depth x tags: 64k nested ``<div>`` took seconds per call. To keep the cost linear in
-the size of the markup, whatever a feed sends, markup that could nest deeper than ``MAX_NESTING``
-is flattened before each nh3 call (see ``cap_nesting``).
+Two guards keep the cost linear in the size of the markup, whatever a feed sends:
+
+- html5ever (inside nh3) scans its stack of open elements at many start tags, so deeply nested
+  markup costs depth x tags: 64k nested ``<div>`` took seconds per call. Before each nh3 call,
+  markup that could nest deeper than ``MAX_NESTING`` is flattened (see ``cap_nesting``).
+- One edition renders an article's fields several times (every variant, every size-budget
+  attempt), so ``html_to_text`` remembers its recent results: each markup is reduced once.
 """
 
 from __future__ import annotations
 
+import hashlib
 import html
 import re
+import threading
+from collections import OrderedDict
 
 import nh3
 
@@ -98,6 +104,10 @@ ELLIPSIS = "…"
 #: Markup whose elements may nest deeper than this is flattened before nh3 sees it. Real articles
 #: nest a few dozen levels at most; libxml2 refuses documents past 256 by default.
 MAX_NESTING = 256
+#: Results kept by ``html_to_text``, counted in characters (plus a per-entry overhead): far more
+#: than one edition needs, small enough to live in a long-running server.
+TEXT_CACHE_CHARS = 16_000_000
+_ENTRY_OVERHEAD = 64
 
 # The nesting guard reads tags with one regular expression: linear by construction (possessive
 # and atomic, and it always matches once it has seen "<" + letter, so no position is rescanned).
@@ -269,8 +279,17 @@ def html_to_text(markup: str) -> str:
 
     Paragraphs are separated by one blank line ("\\n\\n"); whitespace inside a paragraph is
     collapsed to single spaces (no-break spaces are kept). Never raises on any str input.
-    Linear in the size of ``markup``.
+    Linear in the size of ``markup``; a markup already reduced recently is not reduced again.
     """
+    key = _TEXT_CACHE.key(markup)
+    text = _TEXT_CACHE.get(key)
+    if text is None:
+        text = _reduce(markup)
+        _TEXT_CACHE.put(key, text)
+    return text
+
+
+def _reduce(markup: str) -> str:
     text = _CONTROLS_RE.sub("", markup)
     for _ in range(_MAX_PASSES):
         reduced = _reduce_once(text)
@@ -390,3 +409,48 @@ def excerpt(text: str, limit: int) -> str:
 def one_line(text: str) -> str:
     """``text`` made safe for a header: no CR/LF or other control or line-separator char."""
     return collapse(_LINE_BREAKERS_RE.sub(" ", text))
+
+
+class _TextCache:
+    """Recent ``html_to_text`` results by a digest of the markup, least recently used out first.
+
+    Keyed by digest rather than by the markup itself so that the cache never keeps megabytes of
+    feed HTML alive; bounded by the characters of the results it holds. Thread-safe: the web app
+    renders from several threads.
+    """
+
+    def __init__(self, budget_chars: int) -> None:
+        self._budget = budget_chars
+        self._size = 0
+        self._items: OrderedDict[bytes, str] = OrderedDict()
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def key(markup: str) -> bytes:
+        # surrogatepass: a lone surrogate in feed text must hash, not raise.
+        data = markup.encode("utf-8", "surrogatepass")
+        return hashlib.blake2b(data, digest_size=20).digest()
+
+    def get(self, key: bytes) -> str | None:
+        with self._lock:
+            text = self._items.get(key)
+            if text is not None:
+                self._items.move_to_end(key)
+            return text
+
+    def put(self, key: bytes, text: str) -> None:
+        cost = len(text) + _ENTRY_OVERHEAD
+        if cost > self._budget:
+            return
+        with self._lock:
+            previous = self._items.pop(key, None)
+            if previous is not None:
+                self._size -= len(previous) + _ENTRY_OVERHEAD
+            self._items[key] = text
+            self._size += cost
+            while self._size > self._budget:
+                _, evicted = self._items.popitem(last=False)
+                self._size -= len(evicted) + _ENTRY_OVERHEAD
+
+
+_TEXT_CACHE = _TextCache(TEXT_CACHE_CHARS)
