@@ -155,7 +155,7 @@ def test_an_item_of_64k_nested_divs_previews_in_seconds_with_its_text(tmp_path: 
     )
     elapsed = time.monotonic() - started
     assert proc.returncode == 0, proc.stderr
-    # About 2 s here, start-up included; loose enough for a loaded 2-core machine.
+    # About 1 s here, start-up included; loose enough for a loaded 2-core machine.
     assert elapsed < 10, f"preview took {elapsed:.1f} s"
     digest = (tmp_path / "out" / "digest.txt").read_text(encoding="utf-8")
     assert "Le texte enfoui de l’article." in digest
