@@ -15,7 +15,8 @@ An empty list of specs means the bundled sample feed.
 Feeds are parsed with feedparser from bytes we downloaded ourselves, so a feed can never make us
 fetch another URL or read a local file. A feed that declares XML entities in its DOCTYPE is refused
 (entity expansion, "billion laughs", can exhaust memory). Feed HTML (summary, content) is passed on
-raw: the renderer sanitises it.
+raw: the renderer sanitises it (newsletter.text, which also flattens markup nested past 256 levels
+so that a hostile item costs linear time).
 
 JSON article folder
 -------------------

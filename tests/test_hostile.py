@@ -128,6 +128,40 @@ def test_entities_in_exotic_encodings_never_expand(encoding: str) -> None:
     assert all(len(a.title) < 100 for a in articles)  # 10**8 "lol"s never materialise
 
 
+def test_an_item_of_64k_nested_divs_previews_in_seconds_with_its_text(tmp_path: Path) -> None:
+    """700 KB of nested <div> in one item, through the real CLI: was 40 s and more (quadratic)."""
+    deep = "<div>" * 64_000 + "Le texte enfoui de l’article." + "</div>" * 64_000
+    items = RSS_ITEM.format(
+        title="Article profond",
+        link="https://exemple.ma/profond",
+        guid="profond",
+        category="Société",
+        author="A",
+        summary=f"<![CDATA[{deep}]]>",
+    ) + RSS_ITEM.format(
+        title="Article ordinaire",
+        link="https://exemple.ma/ordinaire",
+        guid="ordinaire",
+        category="Sport",
+        author="B",
+        summary="<p>Un résumé ordinaire.</p>",
+    )
+    feed = tmp_path / "deep.xml"
+    feed.write_text(RSS.format(items=items), encoding="utf-8")
+    env = base_env(tmp_path, NEWSLETTER_SOURCES=str(feed))
+    started = time.monotonic()
+    proc = run_cli(
+        "preview", "--date", SAMPLE_DATE, "--out", str(tmp_path / "out"), env=env, cwd=tmp_path
+    )
+    elapsed = time.monotonic() - started
+    assert proc.returncode == 0, proc.stderr
+    # About 1 s here, start-up included; loose enough for a loaded 2-core machine.
+    assert elapsed < 10, f"preview took {elapsed:.1f} s"
+    digest = (tmp_path / "out" / "digest.txt").read_text(encoding="utf-8")
+    assert "Le texte enfoui de l’article." in digest
+    assert "Un résumé ordinaire." in digest
+
+
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=40),
     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner),

@@ -8,14 +8,19 @@ from __future__ import annotations
 
 import os
 import re
+import uuid
+from collections import Counter
+from dataclasses import replace
 from datetime import UTC, date, datetime
 from pathlib import Path
+from typing import Any
 
 import lxml.html
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from newsletter import text
 from newsletter.domain import GENERAL_SECTION_KEY, Article, Edition, Section
 from newsletter.render import (
     BUDGET_BYTES,
@@ -395,6 +400,37 @@ def test_a_60_kb_article_with_huge_excerpts_is_shortened_with_a_warning() -> Non
     )
     tree = lxml.html.document_fromstring(variant.html)
     assert len(tree.find_class("article-title")) == 21  # shortened, nothing dropped
+
+
+class CountingCleaner:
+    """The real nh3 cleaner, counting how often it is handed each exact markup."""
+
+    def __init__(self, cleaner: Any) -> None:
+        self._cleaner = cleaner
+        self.seen: Counter[str] = Counter()
+
+    def clean(self, markup: str) -> str:
+        self.seen[markup] += 1
+        return self._cleaner.clean(markup)
+
+
+def test_each_article_is_sanitised_once_however_often_the_edition_is_rendered(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    cleaner = CountingCleaner(text._CLEANER)
+    monkeypatch.setattr(text, "_CLEANER", cleaner)
+    # A marker unique to this run: nothing cached by an earlier test can answer for it.
+    run = uuid.uuid4().hex
+    articles = [big_article("big", "economie", 60_000)]
+    articles += [big_article(f"n{i}", "economie", 3_000) for i in range(20)]
+    articles = [replace(a, content_html=f"<p>{run} {a.uid}</p>{a.content_html}") for a in articles]
+    edition = one_section(*articles)
+    # Over budget: the French renderer renders several times to fit; then Arabic, then again.
+    greedy = Renderer(title="La Lettre", locale="fr", excerpt_chars=100_000)
+    assert greedy.render(edition).warnings
+    Renderer(title="La Lettre", locale="ar").render(edition)
+    greedy.render(edition.restricted_to(frozenset({"economie"})))
+    assert {a.uid: cleaner.seen[a.content_html] for a in articles} == {a.uid: 1 for a in articles}
 
 
 def test_two_hundred_articles_fit_with_a_warning(renderer: Renderer) -> None:

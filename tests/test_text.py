@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import html
 import re
+import time
 
+import nh3
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from newsletter.text import excerpt, html_to_text, one_line
+from newsletter.text import MAX_NESTING, cap_nesting, excerpt, html_to_text, one_line
 
 TAG_RE = re.compile(r"</?[A-Za-z]|<[!?]")  # what an HTML parser would read as markup
 
@@ -157,3 +161,121 @@ def test_one_line_has_no_line_break(text: str) -> None:
     line = one_line(text)
     assert not re.search(r"[\r\n\x00-\x1f\x7f-\x9f\u2028\u2029]", line)
     assert line.splitlines() in ([], [line])
+
+
+# -- nesting: the sanitiser's parser is quadratic in depth, the reduction must not be -------------
+
+DEEP_TEXT = "Le texte tout au fond."
+
+
+def nested(open_tag: str, close_tag: str, depth: int) -> str:
+    return open_tag * depth + DEEP_TEXT + close_tag * depth
+
+
+# Ways to pile up open elements in an HTML5 parser; each took seconds at 64k before the cap.
+DEEP_MARKUP = {
+    "closed divs": nested("<div>", "</div>", 64_000),
+    "unclosed divs": nested("<div>", "", 64_000),
+    "self-closing divs": nested("<div/>", "", 64_000),  # the slash means nothing on a <div>
+    "stray end tags": nested("<div></span>", "", 64_000),
+    "misnested formatting": nested("<b><div></b>", "", 64_000),
+    "escaped divs": nested("&lt;div&gt;", "", 64_000),  # markup again once decoded
+}
+
+
+def test_200k_nested_divs_reduce_to_their_text_in_linear_time() -> None:
+    markup = nested('<div class="x">', "</div>", 200_000)  # 3.6 MB, under the 20 MB source cap
+    started = time.monotonic()
+    text = html_to_text(markup)
+    # About 1 s here, was minutes (quadratic); loose enough for a loaded 2-core machine.
+    assert time.monotonic() - started < 10
+    assert text == DEEP_TEXT
+
+
+@pytest.mark.parametrize("markup", DEEP_MARKUP.values(), ids=DEEP_MARKUP.keys())
+def test_every_way_of_nesting_deep_is_reduced_fast(markup: str) -> None:
+    started = time.monotonic()
+    text = html_to_text(markup)
+    assert time.monotonic() - started < 5  # a few tenths of a second; was 10 s and more
+    assert text == DEEP_TEXT
+
+
+@pytest.mark.parametrize(
+    "piece",
+    [
+        "<div>",
+        "<div/>",
+        "<div></x>",
+        "<b><div></b>",
+        "<li><table><td><div></li>",  # </li> cannot reach the <li> past the table cell
+        "<svg><div/>",
+        "<p><b>",
+    ],
+)
+def test_cap_nesting_flattens_deep_markup(piece: str) -> None:
+    markup = piece * (MAX_NESTING + 1) + DEEP_TEXT
+    # Only the tags whose content nh3 drops are left, for nh3 to drop that content.
+    assert cap_nesting(markup).count("<") == markup.count("<svg")
+
+
+def test_cap_nesting_flattens_formatting_elements_the_parser_would_reopen() -> None:
+    # Closing <div> leaves each distinct <b> open in the parser's list of formatting elements:
+    # every later <b> re-opens all of them, so nodes grow quadratically (16k ran out of memory).
+    markup = "".join(f"<div><b id={i}></div>" for i in range(MAX_NESTING + 1)) + DEEP_TEXT
+    assert cap_nesting(markup).count("<") == 0
+
+
+@pytest.mark.parametrize(
+    "markup",
+    [
+        "<p>un</p><p>deux</p>" * 2_000,
+        "<p>paragraphe sans fin de balise" * 2_000,  # each <p> closes the one before
+        "<ul>" + "<li>point" * 2_000 + "</ul>",
+        "<div><p>texte</div>" * 2_000,  # </div> closes the <p> left open
+        "<table>" + "<tr><td>a</td><td>b</td></tr>" * 2_000 + "</table>",
+        nested("<div>", "</div>", MAX_NESTING),
+    ],
+)
+def test_cap_nesting_leaves_ordinary_markup_alone(markup: str) -> None:
+    assert cap_nesting(markup) is markup
+
+
+def test_flattened_markup_reads_the_same() -> None:
+    markup = (
+        "<h2>Titre</h2><p>Le <b>président</b> a parlé&nbsp;: « bonjour ».<br>Suite</p>"
+        "<ul><li>un</li><li>deux</li></ul><table><tr><td>a</td><td>b</td></tr></table>"
+        "<script>alert(1)</script><svg><text>dessin</text></svg><p>R&amp;D &lt;b&gt;fin</p>"
+    )
+    assert html_to_text(cap_nesting(markup, limit=0)) == html_to_text(markup)
+
+
+@settings(max_examples=300)
+@given(HOSTILE_MARKUP)
+def test_flattened_hostile_markup_still_gives_no_tags(markup: str) -> None:
+    text = html_to_text(cap_nesting(markup, limit=0))
+    assert not TAG_RE.search(text)
+    assert "<script" not in text.lower()
+
+
+def test_four_megabytes_of_french_prose_reduce_in_linear_time() -> None:
+    # Once its tags are gone an article is one long text node, and html5ever is quadratic in
+    # that length when it holds « or no-break spaces: 4.7 s for 2 MB of this, 19 s for 4 MB.
+    paragraph = "<p>« Le budget est adopté »&nbsp;: l’Assemblée a voté à 21&nbsp;h.</p>"
+    markup = paragraph * (4_000_000 // len(paragraph))
+    started = time.monotonic()
+    text = html_to_text(markup)
+    assert time.monotonic() - started < 5  # about half a second
+    assert text.startswith("« Le budget est adopté »\u00a0: l’Assemblée a voté à 21\u00a0h.\n\n«")
+
+
+# What is left of any text once html_to_text has removed controls, minus "<", "&" and CR.
+PLAIN_TEXT = st.text(
+    st.characters(blacklist_categories=("Cs", "Cc"), blacklist_characters="<&")
+    | st.sampled_from(["\n", "\t", "\x0c", " ", "\u00a0", "«", ">"])
+)
+
+
+@given(PLAIN_TEXT)
+def test_nh3_gives_plain_text_back_unchanged(plain: str) -> None:
+    """What html_to_text relies on to skip nh3 for text with no "<", "&" or CR."""
+    assert html.unescape(nh3.clean(plain)) == plain
