@@ -19,6 +19,10 @@ with "database is locked" half-way, which is what makes claim-style queries safe
 from __future__ import annotations
 
 import json
+import logging
+import os
+import sqlite3
+import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -56,7 +60,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.engine import Row, make_url
+from sqlalchemy.engine import RootTransaction, Row, make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError
 from sqlalchemy.types import TypeDecorator
 
@@ -76,13 +80,22 @@ Clock = Callable[[], datetime]
 # Categories are stored in one text column, joined with this; the service never lets a category
 # name contain it (it is also the separator of the CSV ``categories`` field).
 CATEGORY_SEPARATOR = "|"
+# SQLite's own wait for the write lock, per attempt (the busy handler inside BEGIN IMMEDIATE).
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+# Attempts at the write lock before a writer gives up with DatabaseBusy: about two minutes in all,
+# so that a long batch writer (an import, a send's freeze) delays others instead of failing them.
+BUSY_ATTEMPTS = 4
+# Private and undocumented: lets the tests shorten SQLITE_BUSY_TIMEOUT_MS (and so the whole wait).
+_TEST_BUSY_TIMEOUT_ENV = "NEWSLETTER_TEST_BUSY_TIMEOUT_MS"
 # Keys per IN (...) lookup: well under SQLite's bound-parameter limit (32,766).
 LOOKUP_CHUNK = 900
 # Execution option that marks a transaction as a writer (see _begin_sqlite).
 _WRITE_OPTION = "newsletter_write"
 # Arbitrary constant naming our PostgreSQL advisory lock for migrations.
 _PG_MIGRATION_LOCK = 0x6E6C5F6D6967
+_URL_HINT = "expected sqlite:///path/to/file.db or postgresql+psycopg://user@host/db"
+
+log = logging.getLogger(__name__)
 
 
 class StoreError(NewsletterError):
@@ -97,6 +110,14 @@ class DatabaseBusy(StoreError):
     """
 
     exit_code = 75
+
+
+def _database_busy(started: float) -> DatabaseBusy:
+    waited = time.monotonic() - started
+    return DatabaseBusy(
+        f"the database is busy: another process held its write lock for {waited:.0f} s",
+        "try again once the other command (an import, a send) has finished",
+    )
 
 
 def utc_now() -> datetime:
@@ -303,7 +324,8 @@ def open_store(url: str, clock: Clock = utc_now) -> Store:
     except OperationalError as err:
         engine.dispose()
         raise StoreError(
-            f"cannot open the database: {err.orig}", "check NEWSLETTER_DATABASE_URL"
+            f"cannot open the database {redact_url(url)}: {_one_line(err.orig, url)}",
+            "check NEWSLETTER_DATABASE_URL",
         ) from None
     except BaseException:
         engine.dispose()
@@ -313,22 +335,80 @@ def open_store(url: str, clock: Clock = utc_now) -> Store:
 
 def create_store_engine(url: str) -> Engine:
     """An engine for a SQLite or PostgreSQL URL, without touching the schema."""
+    if "@" in (_credentials(url)[1] or ""):
+        raise UsageError(
+            "the password in NEWSLETTER_DATABASE_URL contains '@', which ends the user part of "
+            "a URL",
+            "write each @ of the password as %40",
+        )
     try:
         parsed = make_url(url)
         engine = create_engine(parsed)
     except (ArgumentError, NoSuchModuleError, ImportError) as err:
         raise UsageError(
-            f"NEWSLETTER_DATABASE_URL={url!r} is not usable: {err}",
-            "expected sqlite:///path/to/file.db or postgresql+psycopg://user@host/db",
+            f"NEWSLETTER_DATABASE_URL={redact_url(url)!r} is not usable: {_one_line(err, url)}",
+            _URL_HINT,
         ) from None
     if engine.dialect.name == "sqlite":
         _create_parent_folder(parsed.database)
-        _configure_sqlite(engine)
+        _configure_sqlite(engine, _busy_timeout_ms())
     elif engine.dialect.name != "postgresql":
+        engine.dispose()
         raise UsageError(
             f"database {engine.dialect.name!r} is not supported", "use SQLite or PostgreSQL"
         )
     return engine
+
+
+def redact_url(url: str) -> str:
+    """``url`` with its password (if any) replaced by ***: fit for any message or log line."""
+    return _credentials(url)[0]
+
+
+def mask_password(message: str, url: str) -> str:
+    """``message`` with the password of database ``url`` masked wherever it appears.
+
+    The drivers and SQLAlchemy sometimes quote the URL or DSN they were given, so the password is
+    masked as plain text (as written and as decoded), not only in URL form.
+    """
+    _, written = _credentials(url)
+    secrets = {written} if written else set()
+    try:
+        decoded = make_url(url).password
+    except (ArgumentError, ValueError, TypeError):
+        decoded = None
+    if decoded:
+        secrets.add(str(decoded))
+    for secret in sorted(secrets, key=len, reverse=True):
+        message = message.replace(secret, "***")
+    return message
+
+
+def _credentials(url: str) -> tuple[str, str | None]:
+    """(``url`` with its password masked, the password as written or None).
+
+    Done on the text, not with make_url, because it must also work for what make_url cannot
+    parse, and because the user info ends at the *last* @ (a password with an unencoded @ is
+    split differently by SQLAlchemy, which would show its tail as the host name).
+    """
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return (f"***@{url.rpartition('@')[2]}" if "@" in url else url), None
+    userinfo, at, location = rest.rpartition("@")
+    if not at or ":" not in userinfo:
+        return url, None
+    user, _, password = userinfo.partition(":")
+    return f"{scheme}://{user}:***@{location}", password
+
+
+def _one_line(err: object, url: str) -> str:
+    """A driver's or SQLAlchemy's message as one line, with no password of ``url`` in it."""
+    return mask_password(" ".join(str(err).split()), url)
+
+
+def _busy_timeout_ms() -> int:
+    raw = os.environ.get(_TEST_BUSY_TIMEOUT_ENV, "")
+    return int(raw) if raw.isdigit() else SQLITE_BUSY_TIMEOUT_MS
 
 
 def _create_parent_folder(database: str | None) -> None:
@@ -342,7 +422,7 @@ def _create_parent_folder(database: str | None) -> None:
             ) from None
 
 
-def _configure_sqlite(engine: Engine) -> None:
+def _configure_sqlite(engine: Engine, busy_timeout_ms: int) -> None:
     """WAL, foreign keys and a busy timeout on every connection; we issue BEGIN ourselves."""
 
     @event.listens_for(engine, "connect")
@@ -350,12 +430,13 @@ def _configure_sqlite(engine: Engine) -> None:
         # Stop pysqlite from issuing its own (deferred, late) BEGIN; _begin_sqlite does it.
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
+        # First, so that the journal-mode switch of a new file waits like everything else.
+        cursor.execute(f"PRAGMA busy_timeout={busy_timeout_ms}")
         cursor.execute("PRAGMA journal_mode=WAL")
         # In WAL mode NORMAL syncs at checkpoints, not at every commit: a killed process loses
         # nothing, a power cut may lose the last few commits (at worst a re-sent message).
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
         cursor.close()
 
     @event.listens_for(engine, "begin")
@@ -368,8 +449,53 @@ def _configure_sqlite(engine: Engine) -> None:
 def _transaction(engine: Engine, *, write: bool) -> Iterator[Connection]:
     with engine.connect() as conn:
         conn.execution_options(**{_WRITE_OPTION: write})
-        with conn.begin():
-            yield conn
+        started = time.monotonic()
+        try:
+            with _begin(conn, started):
+                yield conn
+        except OperationalError as err:
+            # Busy after BEGIN (rare in WAL mode): the work was rolled back whole, but the body
+            # cannot be re-run from here, so the caller gets the one-line error to retry on.
+            if _is_busy(err):
+                raise _database_busy(started) from err
+            raise
+
+
+def _begin(conn: Connection, started: float) -> RootTransaction:
+    """Begin, retrying while the database is busy; DatabaseBusy after BUSY_ATTEMPTS.
+
+    Only the BEGIN is retried: on SQLite a writer's BEGIN IMMEDIATE is where the write lock is
+    taken (and where SQLite's busy_timeout waits), and nothing has run yet when it fails, so a
+    retry cannot repeat any work.
+    """
+    attempt = 1
+    while True:
+        try:
+            return conn.begin()
+        except OperationalError as err:
+            if not _is_busy(err):
+                raise
+            if attempt == BUSY_ATTEMPTS:
+                raise _database_busy(started) from None
+            if attempt == 1:
+                log.warning(
+                    "database busy: another process holds the write lock; waiting for it "
+                    "(up to %d attempts)",
+                    BUSY_ATTEMPTS,
+                )
+        time.sleep(0.1 * 2**attempt)  # a short pause, then SQLite's busy wait again
+        attempt += 1
+
+
+def _is_busy(err: OperationalError) -> bool:
+    """SQLite's "database is locked" (SQLITE_BUSY, any extended code)."""
+    orig = err.orig
+    if not isinstance(orig, sqlite3.OperationalError):
+        return False
+    code = getattr(orig, "sqlite_errorcode", None)
+    if code is not None:
+        return code & 0xFF == sqlite3.SQLITE_BUSY
+    return "database is locked" in str(orig)
 
 
 # ---------------------------------------------------------------------------------------------
