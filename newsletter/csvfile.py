@@ -38,6 +38,7 @@ FIELD_SIZE_LIMIT = 64 * 1024 * 1024
 # A cell a spreadsheet would evaluate: it starts with a formula trigger. Leading quotes count too,
 # so that a value that really starts with ' and a trigger survives the escape-unescape round trip.
 _FORMULA_TRIGGERS = "=+-@\t\r"
+_ESCAPE_STARTS = frozenset("'" + _FORMULA_TRIGGERS)
 _NEEDS_ESCAPE = re.compile(f"'*[{re.escape(_FORMULA_TRIGGERS)}]")
 _ESCAPED = re.compile(f"'+[{re.escape(_FORMULA_TRIGGERS)}]")
 
@@ -211,7 +212,10 @@ def escape_formula(cell: str) -> str:
     A cell that already starts with ' followed by a trigger gets one more, so that
     unescape_formula gives back exactly the original.
     """
-    return f"'{cell}" if _NEEDS_ESCAPE.match(cell) else cell
+    # The first-character test spares the regex for almost every cell (this runs per exported cell).
+    if cell and cell[0] in _ESCAPE_STARTS and _NEEDS_ESCAPE.match(cell):
+        return f"'{cell}"
+    return cell
 
 
 def unescape_formula(cell: str) -> str:

@@ -10,10 +10,13 @@ suppressions. Later features (the send ledger, editions, the scheduler lock) add
 migration 2, 3 ... and their queries as new sections; a migration never changes once released.
 
 Transactions: every public method opens its own transaction unless given ``conn``, a connection
-from ``Store.write()`` / ``Store.read()``, to take part in a larger one (a whole import, say).
+from ``Store.write()`` / ``Store.read()``, to take part in a larger one (a batch of an import, say).
 On SQLite a write transaction starts with ``BEGIN IMMEDIATE`` so that it takes the database's
 write lock up front: two writers then queue on ``busy_timeout`` instead of one of them failing
-with "database is locked" half-way, which is what makes claim-style queries safe.
+with "database is locked" half-way, which is what makes claim-style queries safe. A writer that
+still finds the lock taken retries its BEGIN (see ``_begin``) and gives up with DatabaseBusy after
+about two minutes; long writers (an import) commit in batches so that this never happens to
+the others.
 """
 
 from __future__ import annotations
