@@ -102,6 +102,11 @@ class CsvReader:
             if not _is_blank(fields):
                 yield CsvRow(line, self._values(fields))
 
+    def check_rest(self) -> None:
+        """Read the rest of the stream without building rows; CsvError where it is unusable."""
+        while self._next_fields() is not None:
+            pass
+
     def _read_header(self) -> list[str]:
         while (fields := self._next_fields()) is not None:
             if not _is_blank(fields):

@@ -306,19 +306,22 @@ def import_csv(
     """Import a CSV text stream, one transaction per IMPORT_BATCH rows; see the module's rules.
 
     ``source`` (the file name) is recorded as the consent detail and heads the report.
-    Raises CsvError (before writing anything) when the file is not usable at all. With
-    ``strict`` the stream is read twice: once to find rejected rows (writing nothing if there is
-    one), then to import.
+    Raises CsvError (before writing anything) when the file is not usable at all. The stream is
+    read twice: first to find where it is unusable as CSV (and, with ``strict``, every rejected
+    row), so that a bad file writes nothing; then to import.
     """
-    if not strict:
-        return _import(store, stream, source)
     read_again = _rereadable(stream)
-    check = ImportReport(source, written=False)
-    batch = _ImportBatch(store, check, source)
-    for rows in _chunked(CsvReader(read_again()), IMPORT_BATCH):
-        batch.check(rows)
-    if check.rejected:
-        return check
+    if strict:
+        check = ImportReport(source, written=False)
+        batch = _ImportBatch(store, check, source)
+        for rows in _chunked(CsvReader(read_again()), IMPORT_BATCH):
+            batch.check(rows)
+        if check.rejected:
+            return check
+    else:
+        # Cheap (no row is built, nothing validated): a file that is not UTF-8 or not CSV at
+        # line 300,000 must not leave the batches before it written.
+        CsvReader(read_again()).check_rest()
     return _import(store, read_again(), source)
 
 

@@ -26,6 +26,10 @@ SPREADSHEET = (
 )
 
 
+# More rows than one import batch.
+LONG_LIST = "".join(f"r{n}@exemple.ma\r\n" for n in range(25_000))
+
+
 class Cli:
     def __init__(self, tmp_path: Path) -> None:
         self.cwd = tmp_path
@@ -89,11 +93,10 @@ def test_strict_import_writes_nothing(cli: Cli, tmp_path: Path) -> None:
 
     # Longer than one import batch, the bad row last: still nothing written. Then the clean file
     # imports whole (--strict reads it twice; the BOM must be skipped both times).
-    good = "".join(f"r{n}@exemple.ma\r\n" for n in range(25_000))
-    write_file(tmp_path / "long.csv", "email\r\n" + good + "broken\r\n", bom=True)
+    write_file(tmp_path / "long.csv", "email\r\n" + LONG_LIST + "broken\r\n", bom=True)
     assert cli("import", "--strict", "long.csv").returncode == 1
     assert cli("export").stdout.splitlines() == ["email,name,categories,locale,status"]
-    write_file(tmp_path / "long.csv", "email\r\n" + good, bom=True)
+    write_file(tmp_path / "long.csv", "email\r\n" + LONG_LIST, bom=True)
     result = cli("import", "--strict", "long.csv")
     assert result.stdout.strip() == "long.csv: 25000 added, 0 updated, 0 unchanged, 0 rejected"
 
@@ -104,6 +107,12 @@ def test_strict_import_writes_nothing(cli: Cli, tmp_path: Path) -> None:
         ("missing.csv", None, "no such file"),
         ("no_email.csv", "nom;prenom\nA;B\n", "no 'email' column"),
         ("latin1.csv", "email\nzoé@example.com\n".encode("latin-1"), "not UTF-8"),
+        # Unusable only far after the first import batch: still nothing written.
+        (
+            "late_latin1.csv",
+            ("email\n" + LONG_LIST + "zoé@example.com\n").encode("latin-1"),
+            "not UTF-8 text (near line",
+        ),
     ],
 )
 def test_unreadable_files_exit_2(
@@ -116,6 +125,8 @@ def test_unreadable_files_exit_2(
     result = cli("import", name)
     assert result.returncode == 2
     assert result.stderr.startswith("error: ") and message in result.stderr
+    assert result.stderr.count("\n") == 1
+    assert cli("export").stdout.splitlines() == ["email,name,categories,locale,status"]
 
 
 def test_export_then_import_into_an_empty_database_round_trips(cli: Cli, tmp_path: Path) -> None:
