@@ -293,8 +293,9 @@ def export_csv(store: Store, out: TextIO, status: SubscriberStatus | None = None
     count = 0
     for sub in store.iter_subscribers(status):
         categories = CATEGORY_SEPARATOR.join(sub.categories)
-        # clean_name again: rows written before names were cleaned on input may hold controls.
-        name = clean_name(sub.name)
+        # Rows written before names were cleaned on input may hold controls (isprintable is the
+        # fast test: it is False for every character clean_name would change in a stored name).
+        name = sub.name if sub.name.isprintable() else clean_name(sub.name)
         writer.writerow((sub.email, name, categories, sub.locale, sub.status.value))
         count += 1
     return count
