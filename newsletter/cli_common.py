@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import sys
 from datetime import date
@@ -13,14 +14,55 @@ from newsletter.errors import NewsletterError
 
 
 class NewsletterGroup(click.Group):
-    """Turns every NewsletterError raised by a command into ``error: ...`` and its exit code."""
+    """Turns every NewsletterError raised by a command into ``error: ...`` and its exit code.
+
+    A database failure the store did not translate (SQLAlchemy's OperationalError: disk full,
+    connection lost) gets the same one line instead of a traceback and SQLAlchemy's three lines.
+    """
 
     def invoke(self, ctx: click.Context) -> object:
         try:
             return super().invoke(ctx)
         except NewsletterError as err:
-            click.echo(f"error: {err}", err=True)
+            click.echo(f"error: {_without_password(str(err), ctx)}", err=True)
             sys.exit(err.exit_code)
+        except Exception as err:
+            if not _is_database_error(err):
+                raise
+            click.echo(f"error: {_without_password(_database_message(err), ctx)}", err=True)
+            sys.exit(DATABASE_ERROR_EXIT)
+
+
+# EX_TEMPFAIL, like DatabaseBusy: a database that failed mid-command is usually worth a retry.
+DATABASE_ERROR_EXIT = 75
+
+
+def _is_database_error(err: Exception) -> bool:
+    # Only look if SQLAlchemy was loaded: importing it here would slow every command's start-up.
+    exc = sys.modules.get("sqlalchemy.exc")
+    return exc is not None and isinstance(err, exc.OperationalError)
+
+
+def _database_message(err: Exception) -> str:
+    # The driver's own message, without SQLAlchemy's [SQL: ...] and background-link lines.
+    orig = getattr(err, "orig", None) or err
+    problem = " ".join(str(orig).split()) or type(orig).__name__
+    return (
+        f"the database failed: {problem} (check NEWSLETTER_DATABASE_URL and the database server, "
+        "then run the command again)"
+    )
+
+
+def _without_password(message: str, ctx: click.Context) -> str:
+    """``message`` with the database password masked, wherever a library quoted it."""
+    root = ctx.find_root()
+    settings = root.obj.get("settings") if isinstance(root.obj, dict) else None
+    url = settings.database_url if settings else os.environ.get("NEWSLETTER_DATABASE_URL", "")
+    if "@" not in url:  # no user info, so no password to hide
+        return message
+    from newsletter.store import mask_password
+
+    return mask_password(message, url)
 
 
 def settings_from(ctx: click.Context) -> Settings:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -98,11 +98,12 @@ def list_(ctx: click.Context, status: str | None) -> None:
     """Show the list as a table."""
     from newsletter import subscribers as service
 
-    click.echo(_table_line(("EMAIL", "NAME", "STATUS", "CATEGORIES")))
     count = 0
     with _store(ctx) as store:
+        # The header only once the store opened: a bad database URL prints its error alone.
+        click.echo(_table_line(("EMAIL", "NAME", "STATUS", "CATEGORIES")))
         for sub in service.iter_subscribers(store, _status(status)):
-            click.echo(_table_line(_cells(sub)))
+            click.echo(_table_line(_cells(sub, service.clean_name)))
             count += 1
     click.echo(f"{count} subscriber{'s' if count != 1 else ''}")
 
@@ -140,8 +141,10 @@ def _status(value: str | None) -> SubscriberStatus | None:
     return SubscriberStatus(value.lower()) if value else None
 
 
-def _cells(sub: Subscriber) -> tuple[str, str, str, str]:
-    return (sub.email, sub.name, sub.status.value, ", ".join(sub.categories) or "(all)")
+def _cells(sub: Subscriber, clean_name: Callable[[str], str]) -> tuple[str, str, str, str]:
+    # clean_name again: a row stored before names were cleaned on input may hold an ESC.
+    name = clean_name(sub.name)
+    return (sub.email, name, sub.status.value, ", ".join(sub.categories) or "(all)")
 
 
 def _table_line(cells: tuple[str, str, str, str]) -> str:

@@ -5,6 +5,10 @@ semicolon (French Excel) or tab delimiters, CRLF or LF line ends, quoted fields 
 quotes and line breaks inside, blank lines, and a header row naming the columns in any order and
 case. Every row carries the physical line of the file where it starts, so a report can point the
 operator at the right line even when an earlier field spans several lines.
+
+Writing guards against formula injection: a spreadsheet runs a cell that starts with = + - @ (or
+a tab or CR before them) as a formula, so ``csv_writer`` prefixes such a cell with ' (which the
+spreadsheet shows as text) and ``unescape_formula`` removes exactly that ' again on import.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from __future__ import annotations
 import csv
 import io
 import itertools
+import re
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -30,6 +35,12 @@ _SAMPLE_CHARS = 64 * 1024
 # Python's default (128 KiB) refuses a long notes column; keep a bound so a file with a stray
 # quote (one "field" swallowing the rest of the file) still fails instead of eating memory.
 FIELD_SIZE_LIMIT = 64 * 1024 * 1024
+# A cell a spreadsheet would evaluate: it starts with a formula trigger. Leading quotes count too,
+# so that a value that really starts with ' and a trigger survives the escape-unescape round trip.
+_FORMULA_TRIGGERS = "=+-@\t\r"
+_ESCAPE_STARTS = frozenset("'" + _FORMULA_TRIGGERS)
+_NEEDS_ESCAPE = re.compile(f"'*[{re.escape(_FORMULA_TRIGGERS)}]")
+_ESCAPED = re.compile(f"'+[{re.escape(_FORMULA_TRIGGERS)}]")
 
 
 class CsvError(UsageError):
@@ -90,6 +101,11 @@ class CsvReader:
                 return
             if not _is_blank(fields):
                 yield CsvRow(line, self._values(fields))
+
+    def check_rest(self) -> None:
+        """Read the rest of the stream without building rows; CsvError where it is unusable."""
+        while self._next_fields() is not None:
+            pass
 
     def _read_header(self) -> list[str]:
         while (fields := self._next_fields()) is not None:
@@ -180,5 +196,33 @@ class RowWriter(Protocol):
 
 
 def csv_writer(out: TextIO) -> RowWriter:
-    """A writer in the export dialect: comma, minimal quoting, CRLF (RFC 4180, what Excel reads)."""
-    return csv.writer(out, lineterminator="\r\n")
+    """A writer in the export dialect: comma, minimal quoting, CRLF (RFC 4180, what Excel reads).
+
+    Every cell goes through escape_formula.
+    """
+    return _FormulaSafeWriter(csv.writer(out, lineterminator="\r\n"))
+
+
+class _FormulaSafeWriter:
+    def __init__(self, writer: RowWriter) -> None:
+        self._writer = writer
+
+    def writerow(self, row: Iterable[str], /) -> object:
+        return self._writer.writerow([escape_formula(cell) for cell in row])
+
+
+def escape_formula(cell: str) -> str:
+    """``cell`` with a leading ' if a spreadsheet would run it as a formula (=, +, -, @, tab, CR).
+
+    A cell that already starts with ' followed by a trigger gets one more, so that
+    unescape_formula gives back exactly the original.
+    """
+    # The first-character test spares the regex for almost every cell (this runs per exported cell).
+    if cell and cell[0] in _ESCAPE_STARTS and _NEEDS_ESCAPE.match(cell):
+        return f"'{cell}"
+    return cell
+
+
+def unescape_formula(cell: str) -> str:
+    """Undo escape_formula: drop one leading ' when a formula trigger follows the quotes."""
+    return cell[1:] if cell.startswith("'") and _ESCAPED.match(cell) else cell

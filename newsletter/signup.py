@@ -35,7 +35,7 @@ from newsletter.message import Sender
 from newsletter.ratelimit import Rule, SlidingWindowLimiter
 from newsletter.render import make_environment
 from newsletter.smtp import SmtpConfig, SmtpConnection
-from newsletter.store import Store
+from newsletter.store import WEB_BUSY_TIMEOUT_MS, DatabaseBusy, Store
 from newsletter.subscribers import InvalidValue, parse_name
 from newsletter.tokens import InvalidToken, Purpose, confirm_binding
 
@@ -131,6 +131,29 @@ def page_direction(locale: str) -> tuple[str, str]:
     return language_tag(locale), "rtl" if is_rtl_locale(locale) else "ltr"
 
 
+class WriterQueue:
+    """This process's SQLite writers, one at a time, each waiting a bounded time for its turn.
+
+    When another process holds the write lock (a long import), the requests queued here would
+    otherwise wait one after the other, the Nth about N busy timeouts; a request that cannot
+    start within one busy timeout gets DatabaseBusy (the web app's 503) instead.
+    """
+
+    def __init__(self, patience: float = WEB_BUSY_TIMEOUT_MS / 1000) -> None:
+        self._lock = threading.Lock()
+        self._patience = patience
+
+    def __enter__(self) -> None:
+        if not self._lock.acquire(timeout=self._patience):
+            raise DatabaseBusy(
+                "the database is busy: other requests are waiting for its write lock",
+                "try again in a few seconds",
+            )
+
+    def __exit__(self, *_exc: object) -> None:
+        self._lock.release()
+
+
 class Subscriptions:
     """Sign-up, confirmation, unsubscribe and preferences for one newsletter."""
 
@@ -153,7 +176,7 @@ class Subscriptions:
         # with 50 in flight). Queueing this process's writers on a lock instead keeps them
         # back to back. PostgreSQL needs no such thing.
         self._writing: contextlib.AbstractContextManager[object] = (
-            threading.Lock() if store.engine.dialect.name == "sqlite" else contextlib.nullcontext()
+            WriterQueue() if store.engine.dialect.name == "sqlite" else contextlib.nullcontext()
         )
 
     # -- sign-up ---------------------------------------------------------------------------------

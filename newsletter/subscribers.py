@@ -14,17 +14,24 @@ Rules that protect the people on the list (they are why this module exists):
   only in case or spaces) is reported as rejected, "duplicate of line N", so that the operator
   sees it and ``--strict`` refuses the file.
 
+* An import commits every IMPORT_BATCH rows, so that a send or an unsubscribe gets the database
+  between batches. A killed import leaves whole batches written; running it again finishes the
+  job (the rows already written are listed, so they are skipped). ``--strict`` validates the whole
+  file before writing anything: a file with a bad row writes nothing.
+
 CSV fields: ``categories`` holds the category names separated by ``|`` (a comma is accepted too
 on input, so a hand-typed "Économie, Sport" works); export writes ``|``. A category name therefore
-cannot contain ``|`` or ``,``. Names have their whitespace runs collapsed to one space: they end
-up in email headers, where line breaks have no place.
+cannot contain ``|`` or ``,``. Names have their whitespace runs collapsed to one space and their
+control characters dropped (``clean_name``): they end up in email headers and terminals. Export
+protects spreadsheets from formula injection and import undoes it (see csvfile.escape_formula).
 """
 
 from __future__ import annotations
 
+import io
 import itertools
 import re
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TextIO
 
@@ -32,7 +39,7 @@ from babel import Locale, UnknownLocaleError
 from sqlalchemy import Connection
 
 from newsletter.addresses import Address, AddressParser, InvalidAddress, normalise_address
-from newsletter.csvfile import COLUMNS, CsvReader, CsvRow, csv_writer
+from newsletter.csvfile import COLUMNS, CsvReader, CsvRow, csv_writer, unescape_formula
 from newsletter.domain import ConsentSource, Subscriber, SubscriberStatus, category_key
 from newsletter.errors import NewsletterError, UsageError
 from newsletter.store import CATEGORY_SEPARATOR, NewSubscriber, Store
@@ -40,10 +47,16 @@ from newsletter.store import CATEGORY_SEPARATOR, NewSubscriber, Store
 MAX_NAME_CHARS = 256
 MAX_CATEGORIES_CHARS = 1000
 MAX_LOCALE_CHARS = 35
-# Rows validated, looked up and inserted together: big enough for executemany to pay off,
-# small enough for the IN (...) lookups.
-IMPORT_CHUNK = 2000
+# Rows per import transaction: big enough for executemany and the commit to pay off, small
+# enough that a batch holds SQLite's write lock for well under a second, so that other writers
+# (a send, a one-click unsubscribe) wait a moment at most instead of failing.
+IMPORT_BATCH = 10_000
+# A rejected value is echoed to the operator up to this many characters.
+ECHO_CHARS = 80
 _CATEGORY_SPLIT = re.compile(r"[|,]")
+# Control characters that are not whitespace (NUL, BEL, ESC, DEL, C1) and lone surrogates:
+# dropped from names. Whitespace controls (tab, line breaks) become a space through str.split.
+_NAME_CONTROLS = re.compile(r"[\x00-\x08\x0e-\x1b\x7f-\x84\x86-\x9f\ud800-\udfff]")
 
 
 class InvalidValue(UsageError):
@@ -103,7 +116,7 @@ class ImportReport:
         return self.added + self.updated + self.unchanged
 
     def reject(self, line: int, value: str, reason: str) -> None:
-        self.rejected.append(RejectedRow(line, value, reason))
+        self.rejected.append(RejectedRow(line, shorten(value), reason))
 
     def summary(self) -> str:
         counts = (
@@ -158,15 +171,32 @@ class InputParser:
             self._locales[key] = _known_locale(key)
         found = self._locales[key]
         if found is None:
-            raise InvalidValue(f"unknown locale {key!r} (expected a code such as fr, en or ar_MA)")
+            raise InvalidValue(
+                f"unknown locale {shorten(key)!r} (expected a code such as fr, en or ar_MA)"
+            )
         return found
 
 
 def parse_name(text: str) -> str:
-    name = " ".join(text.split())
+    """A display name from any input path (import, ``add``, the web form): see clean_name."""
+    name = clean_name(text)
     if len(name) > MAX_NAME_CHARS:
         raise InvalidValue(f"name longer than {MAX_NAME_CHARS} characters")
     return name
+
+
+def clean_name(text: str) -> str:
+    """``text`` on one line without control characters: it reaches headers and terminals.
+
+    Tabs and line breaks become one space (they separate words); NUL, BEL, ESC, DEL and the C1
+    controls are dropped; whitespace runs collapse to one space.
+    """
+    return " ".join(_NAME_CONTROLS.sub("", text).split())
+
+
+def shorten(text: str, limit: int = ECHO_CHARS) -> str:
+    """``text`` cut to ``limit`` characters (ellipsis included) for echoing it in a message."""
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def parse_categories(text: str) -> tuple[str, ...]:
@@ -190,7 +220,9 @@ def parse_status(text: str) -> SubscriberStatus:
         return SubscriberStatus(value)
     except ValueError:
         expected = ", ".join(s.value for s in SubscriberStatus)
-        raise InvalidValue(f"unknown status {text.strip()!r} (expected {expected})") from None
+        raise InvalidValue(
+            f"unknown status {shorten(text.strip())!r} (expected {expected})"
+        ) from None
 
 
 def _known_locale(text: str) -> str | None:
@@ -261,40 +293,64 @@ def export_csv(store: Store, out: TextIO, status: SubscriberStatus | None = None
     count = 0
     for sub in store.iter_subscribers(status):
         categories = CATEGORY_SEPARATOR.join(sub.categories)
-        writer.writerow((sub.email, sub.name, categories, sub.locale, sub.status.value))
+        # Rows written before names were cleaned on input may hold controls (isprintable is the
+        # fast test: it is False for every character clean_name would change in a stored name).
+        name = sub.name if sub.name.isprintable() else clean_name(sub.name)
+        writer.writerow((sub.email, name, categories, sub.locale, sub.status.value))
         count += 1
     return count
-
-
-class _StrictRefusal(Exception):
-    """Raised inside the import transaction to roll it back (--strict with rejected rows)."""
 
 
 def import_csv(
     store: Store, stream: Iterable[str], source: str, strict: bool = False
 ) -> ImportReport:
-    """Import a CSV text stream in one transaction; see the module's rules.
+    """Import a CSV text stream, one transaction per IMPORT_BATCH rows; see the module's rules.
 
     ``source`` (the file name) is recorded as the consent detail and heads the report.
-    Raises CsvError (before writing anything) when the file is not usable at all.
+    Raises CsvError (before writing anything) when the file is not usable at all. The stream is
+    read twice: first to find where it is unusable as CSV (and, with ``strict``, every rejected
+    row), so that a bad file writes nothing; then to import.
     """
+    read_again = _rereadable(stream)
+    if strict:
+        check = ImportReport(source, written=False)
+        batch = _ImportBatch(store, check, source)
+        for rows in _chunked(CsvReader(read_again()), IMPORT_BATCH):
+            batch.check(rows)
+        if check.rejected:
+            return check
+    else:
+        # Cheap (no row is built, nothing validated): a file that is not UTF-8 or not CSV at
+        # line 300,000 must not leave the batches before it written.
+        CsvReader(read_again()).check_rest()
+    return _import(store, read_again(), source)
+
+
+def _import(store: Store, stream: Iterable[str], source: str) -> ImportReport:
     reader = CsvReader(stream)
     report = ImportReport(source)
     batch = _ImportBatch(store, report, source)
-    try:
-        with store.write() as conn:
-            for rows in _chunked(reader, IMPORT_CHUNK):
-                batch.run(rows, conn)
-            if strict and report.rejected:
-                raise _StrictRefusal
-    except _StrictRefusal:
-        report.added = report.updated = report.unchanged = 0
-        report.written = False
+    for rows in _chunked(reader, IMPORT_BATCH):
+        batch.run(rows)
     return report
 
 
+def _rereadable(stream: Iterable[str]) -> Callable[[], Iterable[str]]:
+    """A function giving the stream's lines from its start again at each call."""
+    if isinstance(stream, io.IOBase) and stream.seekable():
+        start = stream.tell()
+
+        def rewind() -> Iterable[str]:
+            stream.seek(start)  # type: ignore[attr-defined]
+            return stream
+
+        return rewind
+    lines = list(stream)  # not seekable (a pipe): keep the lines for the second pass
+    return lambda: lines
+
+
 class _ImportBatch:
-    """The per-chunk work of an import: validate, de-duplicate, look up, insert."""
+    """The per-batch work of an import: validate, de-duplicate, then look up and write."""
 
     def __init__(self, store: Store, report: ImportReport, source: str) -> None:
         self.store = store
@@ -303,25 +359,44 @@ class _ImportBatch:
         self.parser = InputParser()
         self.first_line: dict[str, int] = {}  # email key -> line that brought it (duplicates)
 
-    def run(self, rows: Sequence[CsvRow], conn: Connection) -> None:
-        items = [item for item in (self._validate(row) for row in rows) if item is not None]
+    def run(self, rows: Sequence[CsvRow]) -> None:
+        # Validation (the slow part) runs before the write lock is taken, so the lock is held
+        # only for the lookups and the inserts of one batch.
+        items = self._valid(rows)
+        with self.store.write() as conn:
+            items = self._not_forgotten(items, conn)
+            listed = self.store.statuses_by_key((i.address.key for _, i in items), conn)
+            new: list[NewSubscriber] = []
+            stops: dict[str, SubscriberStatus] = {}
+            for _, item in items:
+                if item.address.key not in listed:
+                    new.append(item.new(ConsentSource.IMPORT, self.source))
+                elif item.status.is_suppressed:
+                    stops[item.address.key] = item.status
+                else:
+                    self.report.unchanged += 1
+            self._write(new, stops, conn)
+
+    def check(self, rows: Sequence[CsvRow]) -> None:
+        # --strict's first pass: the rejections run() would report, writing nothing
+        self._not_forgotten(self._valid(rows), None)
+
+    def _valid(self, rows: Sequence[CsvRow]) -> list[tuple[int, SubscriberInput]]:
+        return [item for item in (self._validate(row) for row in rows) if item is not None]
+
+    def _not_forgotten(
+        self, items: list[tuple[int, SubscriberInput]], conn: Connection | None
+    ) -> list[tuple[int, SubscriberInput]]:
         forgotten = self.store.suppressed_among(
-            (i.address.suppression_hash for _, i in items),
-            conn,
+            (i.address.suppression_hash for _, i in items), conn
         )
-        listed = self.store.statuses_by_key((i.address.key for _, i in items), conn)
-        new: list[NewSubscriber] = []
-        stops: dict[str, SubscriberStatus] = {}
+        kept = []
         for line, item in items:
             if item.address.suppression_hash in forgotten:
                 self.report.reject(line, item.address.normalized, _FORGOTTEN_REASON)
-            elif item.address.key not in listed:
-                new.append(item.new(ConsentSource.IMPORT, self.source))
-            elif item.status.is_suppressed:
-                stops[item.address.key] = item.status
             else:
-                self.report.unchanged += 1
-        self._write(new, stops, conn)
+                kept.append((line, item))
+        return kept
 
     def _write(
         self, new: list[NewSubscriber], stops: dict[str, SubscriberStatus], conn: Connection
@@ -333,9 +408,11 @@ class _ImportBatch:
         self.report.unchanged += len(stops) - changed
 
     def _validate(self, row: CsvRow) -> tuple[int, SubscriberInput] | None:
-        value = row.values["email"].strip()
+        # Undo export's formula escaping first: the leading ' is not part of the value.
+        values = {name: unescape_formula(value) for name, value in row.values.items()}
+        value = values["email"].strip()
         try:
-            item = self.parser.parse(**row.values)
+            item = self.parser.parse(**values)
         except InvalidValue as err:
             self.report.reject(row.line, value, err.reason)
             return None

@@ -949,7 +949,7 @@ def create_app(
     settings.require_sending()  # secret for tokens, base URL for links, From for confirmations
     check_thank_you_url(settings)
     owned = store is None
-    store = store if store is not None else open_store(settings.database_url)
+    store = store if store is not None else open_store(settings.database_url, for_web=True)
     web = WebApp(settings, store, limits or WebLimits(), smtp)
 
     @asynccontextmanager

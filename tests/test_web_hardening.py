@@ -160,6 +160,43 @@ def test_a_locked_database_gets_503_with_retry_after(
         assert logs.tracebacks() == []
 
 
+@pytest.mark.slow  # about 6 s: the web app's real bounded wait, no test knob
+def test_queued_one_click_posts_all_get_503_within_the_web_wait(
+    tmp_path: Path, smtp_factory: Callable[..., SmtpServer]
+) -> None:
+    """A long import holds the lock: each of 6 one-click POSTs at once answers 503 in ~5 s.
+
+    Commands wait up to two minutes for the lock; the web app waits one 5 s busy timeout, and
+    requests queued behind each other in this process do not add their waits up.
+    """
+    with running_app(tmp_path, smtp_factory()) as live:
+        addresses = [f"busy{i}@example.com" for i in range(6)]
+        tokens = []
+        for address in addresses:
+            live.add(address)
+            tokens.append(live.token(Purpose.UNSUBSCRIBE, address))
+        answers: list[tuple[int, float]] = []
+
+        def one_click(token: str) -> None:
+            started = time.monotonic()
+            with live.client() as http:
+                answer = http.post(
+                    f"/unsubscribe/{token}", data={"List-Unsubscribe": "One-Click"}, timeout=60
+                )
+            answers.append((answer.status_code, time.monotonic() - started))
+
+        with write_lock_held(live):
+            posts = [threading.Thread(target=one_click, args=(t,)) for t in tokens]
+            for post in posts:
+                post.start()
+            for post in posts:
+                post.join(60)
+        print(f"\none-click POSTs under a held write lock: {sorted(answers)}")
+        assert [code for code, _ in answers] == [503] * 6
+        assert max(took for _, took in answers) < 12  # before: the 6th waited 6 busy timeouts
+        assert all(live.status(a) is SubscriberStatus.ACTIVE for a in addresses)
+
+
 # ---------------------------------------------------------------------------------------------
 # X-Forwarded-For: believed only from NEWSLETTER_TRUSTED_PROXIES
 # ---------------------------------------------------------------------------------------------
