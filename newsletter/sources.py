@@ -705,7 +705,10 @@ def clean_categories(names: Iterable[str]) -> tuple[str, ...]:
 
 
 def _is_http_url(text: str) -> bool:
-    parts = urlsplit(text)
+    try:
+        parts = urlsplit(text)
+    except ValueError:  # "https://[exemple.ma/a": an invalid IPv6 literal is no link
+        return False
     return parts.scheme.lower() in ("http", "https") and bool(parts.netloc)
 
 
@@ -739,5 +742,8 @@ def merge_articles(articles: Iterable[Article]) -> list[Article]:
 
 def _link_key(link: str) -> str:
     """A link compared case-insensitively in scheme and host, without its #fragment."""
-    parts = urlsplit(link.strip())
+    try:
+        parts = urlsplit(link.strip())
+    except ValueError:  # unparseable: compared as written
+        return link.strip()
     return urlunsplit((parts.scheme.lower(), parts.netloc.lower(), parts.path, parts.query, ""))

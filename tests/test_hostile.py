@@ -106,6 +106,15 @@ def test_a_valid_feed_cut_or_spliced_with_garbage_never_crashes(junk: bytes, cut
     assert_feed_safe(valid[:cut] + junk + valid[cut:])
 
 
+@pytest.mark.parametrize("link", ["https://[exemple.ma/a", "https://exemple.ma]/a", "http://[::1"])
+def test_a_link_with_a_broken_ipv6_literal_is_refused_not_raised(link: str) -> None:
+    """Found by the fuzzer above: urllib raises ValueError on an unclosed '[' in a host."""
+    item = RSS_ITEM.format(
+        title="Titre", link=link, guid="g1", category="Sport", author="A", summary="<p>x</p>"
+    )
+    assert_feed_safe(RSS.format(items=item).encode())
+
+
 @pytest.mark.parametrize("encoding", ["utf-7", "cp500"])
 def test_entities_in_exotic_encodings_never_expand(encoding: str) -> None:
     """Billion laughs declared in encodings the prolog check cannot read as ASCII."""
