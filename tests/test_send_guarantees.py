@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -95,6 +96,28 @@ def misbehaving(tmp_path: Path) -> Iterator[list[MisbehavingRelay]]:
         relay.stop()
 
 
+def pause_outside_a_write(process: subprocess.Popen[str], database: Path) -> None:
+    """SIGSTOP ``process`` at a moment it holds no SQLite write transaction.
+
+    A sender stopped inside one of its write transactions (a few milliseconds each) holds the
+    database's write lock: then nobody else can write, claim or send until it resumes, which is
+    safe. The case to prove is the other one, where the rest of the world goes on without it.
+    """
+    for _ in range(100):
+        os.kill(process.pid, signal.SIGSTOP)
+        probe = sqlite3.connect(database, timeout=0.2, isolation_level=None)
+        try:
+            probe.execute("BEGIN IMMEDIATE")
+            probe.execute("ROLLBACK")
+            return
+        except sqlite3.OperationalError:
+            os.kill(process.pid, signal.SIGCONT)
+            time.sleep(0.01)
+        finally:
+            probe.close()
+    raise AssertionError("the sender never left its write transactions")
+
+
 # ---------------------------------------------------------------------------------------------
 # 1. A sender paused past its lease sends nothing that another sender already sent
 # ---------------------------------------------------------------------------------------------
@@ -107,7 +130,7 @@ def test_a_sender_paused_past_its_lease_does_not_resend_what_another_sent(tmp_pa
     import_addresses(tmp_path, env, readers(600))
     paused = start_send(tmp_path, env, "paused")
     server.wait_for(100, timeout=60)
-    os.kill(paused.pid, signal.SIGSTOP)
+    pause_outside_a_write(paused, tmp_path / "newsletter.db")
     try:
         at_pause = len(server.log())
         other = run_cli("send", "--date", SAMPLE_DATE, env=env, cwd=tmp_path, timeout=150)
