@@ -312,7 +312,7 @@ class EditionSender:
                 )
                 if not self._owned:
                     self._trusted_since = began  # the first claim starts the lease
-                self._owned = self._owned | {row.delivery_id for row in rows}
+                self._owned.update(row.delivery_id for row in rows)
             if not rows:
                 if not self.store.has_unfinished(self.edition.date, RETRY_HORIZON):
                     return

@@ -107,12 +107,15 @@ class _DeadlineReplies:
             raise smtplib.SMTPServerDisconnected("please run connect() first")
         if self._buffer_sock is not sock:
             self._buffer, self._buffer_sock = b"", sock
+        timeout_changed = False
         try:
             while b"\n" not in self._buffer and len(self._buffer) <= smtplib._MAXLINE:  # type: ignore[attr-defined]
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     raise ReplyTimeout(f"no complete reply within {self.timeout:g} s")
-                sock.settimeout(remaining)
+                if remaining < self.timeout * 0.99:  # the hot path (a prompt reply) skips this
+                    sock.settimeout(remaining)
+                    timeout_changed = True
                 chunk = sock.recv(8192)
                 if not chunk:
                     self.close()  # type: ignore[attr-defined]
@@ -126,8 +129,9 @@ class _DeadlineReplies:
             self.close()  # type: ignore[attr-defined]
             raise smtplib.SMTPServerDisconnected(f"Connection unexpectedly closed: {err}") from None
         finally:
-            with contextlib.suppress(OSError):
-                sock.settimeout(self.timeout)  # sends keep the plain per-operation timeout
+            if timeout_changed:
+                with contextlib.suppress(OSError):
+                    sock.settimeout(self.timeout)  # sends keep the plain per-operation timeout
         line, newline, self._buffer = self._buffer.partition(b"\n")
         return line + newline
 
