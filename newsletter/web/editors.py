@@ -1,0 +1,236 @@
+"""The editors' console: recent editions, the preview, hold / release and a test send.
+
+Its login (HTTP Basic against NEWSLETTER_ADMIN_USER / NEWSLETTER_ADMIN_PASSWORD, with a limit on
+failed attempts) is ``EditorLogin.required``, which app.py applies to every editors' route when it
+builds the route table: no handler here checks the password itself, and a new editors' route
+gets the login by being listed with the others.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import functools
+import hmac
+import re
+from collections.abc import Awaitable, Callable
+from datetime import date
+from typing import Any
+
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import FormData
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import RedirectResponse, Response
+
+from newsletter.addresses import InvalidAddress, normalise_address
+from newsletter.compose import VariantRenderer
+from newsletter.deliver import NothingToSend, frozen_edition, send_test
+from newsletter.errors import NewsletterError
+from newsletter.i18n import format_long_date
+from newsletter.preview import PLACEHOLDER, fill_slots, identity_for, links_for, recipient_for
+from newsletter.ratelimit import SlidingWindowLimiter
+from newsletter.web.pages import Site, client_of, text_field
+
+Endpoint = Callable[[Request], Awaitable[Response]]
+
+RECENT_EDITIONS = 14
+FAILURES_SHOWN = 5
+_ISO_DAY = re.compile(r"\d{4}-\d{2}-\d{2}")
+# Edition days the editors' pages accept. Outside this range there is no edition to speak of,
+# and the edition window (the day before, at the send time, in the zone) overflows datetime.
+EARLIEST_EDITION_DAY = date(1970, 1, 1)
+LATEST_EDITION_DAY = date(9998, 12, 31)
+
+
+class EditorLogin:
+    """The editors' HTTP Basic login, applied at routing to every editors' handler."""
+
+    def __init__(self, site: Site) -> None:
+        self.site = site
+        self.failed_logins = SlidingWindowLimiter(site.limits.failed_logins_per_client)
+
+    def required(self, handler: Endpoint) -> Endpoint:
+        """``handler`` behind the login: it runs only for a request with the editors' login."""
+
+        @functools.wraps(handler)
+        async def with_login(request: Request) -> Response:
+            if denied := self.denied(request):
+                return denied
+            return await handler(request)
+
+        return with_login
+
+    def denied(self, request: Request) -> Response | None:
+        """None when the request carries the editors' login; else the 404/401/429 answer."""
+        if not self.site.settings.admin_password:
+            raise HTTPException(404)  # editors' pages are off: nothing here, not even a login
+        client = client_of(request)
+        if self.failed_logins.exceeded(client):
+            return self.site.message(429, "web_rate_limited_title", "web_rate_limited_text")
+        header = request.headers.get("authorization")
+        if header is not None and self.authorised(header):
+            return None
+        if header is not None:  # a first visit without credentials is not a failed login
+            self.failed_logins.record(client)
+        challenge = {"WWW-Authenticate": 'Basic realm="newsletter editors", charset="UTF-8"'}
+        return self.site.message(401, "web_login_title", "web_login_text", headers=challenge)
+
+    def authorised(self, header: str) -> bool:
+        scheme, _, encoded = header.partition(" ")
+        if scheme.lower() != "basic":
+            return False
+        try:
+            decoded = base64.b64decode(encoded.strip(), validate=True).decode("utf-8")
+        except (binascii.Error, UnicodeDecodeError):
+            return False
+        user, colon, password = decoded.partition(":")
+        settings = self.site.settings
+        # Both comparisons always run, in constant time, so timing says nothing about which failed.
+        user_ok = hmac.compare_digest(user.encode(), settings.admin_user.encode())
+        password_ok = hmac.compare_digest(password.encode(), settings.admin_password.encode())
+        return bool(colon) and user_ok and password_ok
+
+
+def edition_day(request: Request) -> date:
+    """The {day} of the path as a date; 404 for anything but a plausible YYYY-MM-DD."""
+    text = request.path_params["day"]
+    if not _ISO_DAY.fullmatch(text):
+        raise HTTPException(404)
+    try:
+        day = date.fromisoformat(text)
+    except ValueError:
+        raise HTTPException(404) from None
+    if not EARLIEST_EDITION_DAY <= day <= LATEST_EDITION_DAY:
+        raise HTTPException(404)
+    return day
+
+
+class EditorConsole:
+    """The editors' handlers; each assumes the login already passed (EditorLogin.required)."""
+
+    def __init__(self, site: Site) -> None:
+        self.site = site
+        self.settings = site.settings
+        self.store = site.store
+        self.login = EditorLogin(site)
+
+    def form_ok(self, request: Request, form: FormData) -> bool:
+        """A same-site post carrying a form token from one of our editors' pages."""
+        token = text_field(form, "form_token")
+        return self.site.same_origin(request) and self.site.forms.valid(
+            token, "editor", self.settings.admin_user
+        )
+
+    def form_token(self) -> str:
+        return self.site.forms.issue("editor", self.settings.admin_user)
+
+    # -- the list of editions --------------------------------------------------------------------
+
+    def rows(self) -> list[dict[str, Any]]:
+        url = self.site.url
+        rows = []
+        for record in self.store.recent_editions(RECENT_EDITIONS):
+            day = record.edition_date.isoformat()
+            rows.append(
+                {
+                    "day": day,
+                    "status": record.status.value,
+                    "held": record.held,
+                    "note": record.note,
+                    "counts": sorted(self.store.delivery_counts(record.edition_date).items()),
+                    "failures": self.store.delivery_failures(record.edition_date, FAILURES_SHOWN),
+                    "preview_url": url("preview", day=day),
+                    "hold_url": url("editor_hold", day=day),
+                    "release_url": url("editor_release", day=day),
+                }
+            )
+        return rows
+
+    async def status(self, request: Request) -> Response:
+        rows = await run_in_threadpool(self.rows)
+        next_day = self.settings.next_edition_date().isoformat()
+        return self.site.page(
+            "pages/editor.html",
+            rows=rows,
+            next_date=next_day,
+            next_preview_url=self.site.url("preview", day=next_day),
+            form_token=self.form_token(),
+        )
+
+    # -- hold / release --------------------------------------------------------------------------
+
+    async def hold(self, request: Request) -> Response:
+        return await self.set_held(request, True)
+
+    async def release(self, request: Request) -> Response:
+        return await self.set_held(request, False)
+
+    async def set_held(self, request: Request, held: bool) -> Response:
+        day = edition_day(request)
+        form = await self.site.read_form(request)
+        if not self.form_ok(request, form):
+            return self.site.message(403, "web_bad_request_title", "web_form_expired_text")
+        await run_in_threadpool(self.store.set_held, day, held)
+        return RedirectResponse(self.site.url("editor"), status_code=303)
+
+    # -- preview and test send -------------------------------------------------------------------
+
+    def preview_context(self, day: date) -> dict[str, Any]:
+        """The edition of ``day`` rendered as subscribers get it, with placeholder links."""
+        edition = frozen_edition(self.store, self.settings, day)
+        record = self.store.edition_record(day)
+        context: dict[str, Any] = {
+            "variant": None,
+            "warnings": list(edition.warnings),
+            "held": bool(record and record.held),
+        }
+        if edition.is_empty:
+            return context
+        variant = VariantRenderer.for_settings(edition, self.settings).variant(edition.section_keys)
+        links = links_for(self.settings, identity_for(self.settings).sender)
+        recipient = recipient_for(links, PLACEHOLDER)
+        context.update(
+            variant=variant,
+            html=fill_slots(variant.html, recipient),
+            text=fill_slots(variant.text, recipient),
+            warnings=[*edition.warnings, *variant.warnings],
+        )
+        return context
+
+    async def preview(self, request: Request) -> Response:
+        day = edition_day(request)
+        try:
+            context = await run_in_threadpool(self.preview_context, day)
+        except NewsletterError as err:  # every source failed, say: the editors need the reason
+            return self.site.message(503, "editor_preview_failed", detail=str(err))
+        return self.site.page(
+            "pages/preview.html",
+            day=day.isoformat(),
+            long_day=format_long_date(day, self.settings.locale),
+            editor_url=self.site.url("editor"),
+            test_url=self.site.url("editor_test", day=day.isoformat()),
+            form_token=self.form_token(),
+            **context,
+        )
+
+    async def test_send(self, request: Request) -> Response:
+        day = edition_day(request)
+        form = await self.site.read_form(request)
+        if not self.form_ok(request, form):
+            return self.site.message(403, "web_bad_request_title", "web_form_expired_text")
+        back = (self.site.url("preview", day=day.isoformat()), "editor_back")
+        try:
+            address = normalise_address(text_field(form, "address")).normalized
+            await run_in_threadpool(send_test, self.store, self.settings, day, [address])
+        except InvalidAddress as err:
+            return self.site.message(
+                400, "web_invalid_address_title", "web_invalid_address_text", detail=err.reason
+            )
+        except NothingToSend:
+            return self.site.message(409, "editor_test_failed", "editor_empty", link=back)
+        except NewsletterError as err:  # the relay: editors need the reason to fix it
+            return self.site.message(502, "editor_test_failed", detail=str(err), link=back)
+        return self.site.message(
+            200, "editor_test_send", "editor_test_sent", link=back, date=day, address=address
+        )

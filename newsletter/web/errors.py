@@ -1,0 +1,125 @@
+"""The web app's error pages: one exception handler per kind of failure, each a page in the
+newsletter's language (never a stack trace), and the table create_app wires them with.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from sqlalchemy.exc import OperationalError
+from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import Response
+
+from newsletter.errors import NewsletterError
+from newsletter.links import CONFIRM_PATH
+from newsletter.signup import UnknownLink
+from newsletter.store import DatabaseBusy
+from newsletter.tokens import InvalidToken
+from newsletter.web.pages import BodyTooLarge, BodyTooSlow, Site, UnsupportedForm, log
+from newsletter.web.security import redact_path
+
+# Seconds a client is asked to wait after a 503 for a busy database: a writer holds the lock for
+# a send batch or an import chunk, so a few seconds later the retry (a mail client's one-click
+# POST, say) goes through.
+BUSY_RETRY_AFTER = 5
+
+
+class ErrorPages:
+    """The exception handlers: what a visitor sees when a request fails, and what is logged."""
+
+    def __init__(self, site: Site) -> None:
+        self.site = site
+
+    def handlers(self) -> dict[Any, Callable[..., Any]]:
+        """Exception class → handler, for Starlette(exception_handlers=...)."""
+        return {
+            HTTPException: self.on_http_error,
+            InvalidToken: self.on_bad_token,
+            BodyTooLarge: self.on_too_large,
+            BodyTooSlow: self.on_too_slow,
+            UnsupportedForm: self.on_unsupported,
+            ClientDisconnect: self.on_client_gone,
+            DatabaseBusy: self.on_busy,
+            OperationalError: self.on_busy,
+            NewsletterError: self.on_service_error,
+            Exception: self.on_crash,
+        }
+
+    def too_large(self) -> Response:
+        """The 413 page; BodyLimit also sends it for a declared Content-Length over the cap."""
+        return self.site.message(413, "web_too_large_title", "web_bad_request_text")
+
+    async def on_http_error(self, request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, HTTPException)
+        keys = {
+            404: ("web_not_found_title", "web_not_found_text"),
+            405: ("web_method_title", "web_bad_request_text"),
+            413: ("web_too_large_title", "web_bad_request_text"),
+        }.get(exc.status_code)
+        if keys is None and exc.status_code < 500:
+            keys = ("web_bad_request_title", "web_bad_request_text")
+        elif keys is None:
+            keys = ("web_error_title", "web_error_text")
+        return self.site.message(exc.status_code, *keys, headers=exc.headers)
+
+    async def on_bad_token(self, request: Request, exc: Exception) -> Response:
+        status = 404 if isinstance(exc, UnknownLink) else 400
+        if request.url.path.startswith(CONFIRM_PATH):
+            return self.site.message(
+                status,
+                "web_bad_link_title",
+                "web_bad_link_text",
+                "web_confirm_expired_text",
+                link=(self.site.url("subscribe_form"), "web_signup_again"),
+                days=self.site.settings.confirm_days,
+            )
+        return self.site.message(status, "web_bad_link_title", "web_bad_link_text")
+
+    async def on_too_large(self, request: Request, exc: Exception) -> Response:
+        return self.too_large()
+
+    async def on_too_slow(self, request: Request, exc: Exception) -> Response:
+        # Connection: close makes uvicorn drop the connection once this page is sent.
+        return self.site.message(
+            408, "web_bad_request_title", "web_request_timeout", headers={"Connection": "close"}
+        )
+
+    async def on_unsupported(self, request: Request, exc: Exception) -> Response:
+        return self.site.message(415, "web_bad_request_title", "web_bad_request_text")
+
+    async def on_service_error(self, request: Request, exc: Exception) -> Response:
+        # The database is down or similar: say so without details (they may name servers).
+        log.error("%s %s: %s", request.method, redact_path(request.url.path), exc)
+        return self.site.message(503, "web_error_title", "web_error_text")
+
+    async def on_busy(self, request: Request, exc: Exception) -> Response:
+        # The store's bounded wait for the write lock ran out (DatabaseBusy), or the driver
+        # itself said the database is locked or unreachable: nothing was changed, so "try again
+        # shortly" is the honest answer, not a 500. Only the class is logged (details may name
+        # servers).
+        reason = (
+            type(exc.orig).__name__ if isinstance(exc, OperationalError) else type(exc).__name__
+        )
+        log.warning(
+            "%s %s: database busy (%s)", request.method, redact_path(request.url.path), reason
+        )
+        return self.site.message(
+            503,
+            "web_busy_title",
+            "web_busy_text",
+            headers={"Retry-After": str(BUSY_RETRY_AFTER)},
+        )
+
+    async def on_client_gone(self, request: Request, exc: Exception) -> Response:
+        # The client hung up in the middle of its body: nobody will read an answer, and it is
+        # not our failure (no error, no traceback in the log).
+        log.info("%s %s: client disconnected", request.method, redact_path(request.url.path))
+        return Response(status_code=400)
+
+    async def on_crash(self, request: Request, exc: Exception) -> Response:
+        log.error(
+            "%s %s failed: %s", request.method, redact_path(request.url.path), type(exc).__name__
+        )
+        return self.site.message(500, "web_error_title", "web_error_text")

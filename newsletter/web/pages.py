@@ -1,0 +1,180 @@
+"""What every handler of the web app shares: the ``Site`` (settings, store, templates, URLs).
+
+``Site`` renders pages and short message pages in the newsletter's language, reads posted forms,
+checks that a post comes from our own site, and builds absolute URLs from route names (the route
+table is in app.py). The request limits and the exceptions the middleware and form reading raise
+live here too, so that every other module of the package can import them without a cycle.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+from starlette.datastructures import FormData
+from starlette.requests import Request
+from starlette.responses import HTMLResponse
+from starlette.routing import Router
+
+from newsletter.config import Settings
+from newsletter.errors import NewsletterError
+from newsletter.i18n import gettext
+from newsletter.ratelimit import Rule
+from newsletter.render import make_environment
+from newsletter.signup import CONFIRMATIONS_PER_HOUR, page_direction
+from newsletter.store import Store
+from newsletter.web.security import FormTokens, origin_of, security_headers
+
+# One logger for the whole package: operators (and the tests) filter on "newsletter.web".
+log = logging.getLogger("newsletter.web")
+
+MAX_BODY_BYTES = 64 * 1024
+# Seconds to receive a whole request body (at most MAX_BODY_BYTES: a slow phone needs a few):
+# a client trickling a body must not hold a request open. httpserver.py bounds the headers.
+BODY_TIMEOUT = 30.0
+FORM_TYPES = frozenset({"application/x-www-form-urlencoded", "multipart/form-data"})
+MAX_FORM_FIELDS = 100
+
+
+@dataclass(frozen=True, slots=True)
+class WebLimits:
+    """Rate limits and the body cap; per process (see ratelimit.py)."""
+
+    signups_per_client: Rule = field(default_factory=lambda: Rule(10, 600.0))
+    confirmations_per_address: Rule = CONFIRMATIONS_PER_HOUR
+    failed_logins_per_client: Rule = field(default_factory=lambda: Rule(10, 600.0))
+    max_body_bytes: int = MAX_BODY_BYTES
+    body_timeout: float = BODY_TIMEOUT
+
+
+class BodyTooLarge(NewsletterError):
+    """The request body is over the cap: 413."""
+
+
+class BodyTooSlow(NewsletterError):
+    """The request body did not arrive within the deadline: 408, and the connection closed."""
+
+
+class UnsupportedForm(NewsletterError):
+    """A POST that is not a urlencoded or multipart form: 415."""
+
+
+def client_of(request: Request) -> str:
+    # uvicorn puts the X-Forwarded-For client here when the proxy is in FORWARDED_ALLOW_IPS.
+    return request.client.host if request.client else "unknown"
+
+
+def text_field(form: FormData, name: str) -> str:
+    value = form.get(name)
+    return value if isinstance(value, str) else ""
+
+
+def text_fields(form: FormData, name: str) -> list[str]:
+    return [v for v in form.getlist(name) if isinstance(v, str)]
+
+
+class Site:
+    """Settings, store, templates and the route table, with the page helpers built on them."""
+
+    def __init__(self, settings: Settings, store: Store, limits: WebLimits) -> None:
+        self.settings = settings
+        self.store = store
+        self.limits = limits
+        self.base = settings.base_url
+        self.forms = FormTokens(settings.secret_key)
+        self.security = security_headers(settings)
+        self.templates = make_environment()
+        # The app's router, set by create_app once the routes exist (they need the handlers,
+        # which need this Site): url() looks route names up in it.
+        self.router: Router | None = None
+
+    # -- URLs ------------------------------------------------------------------------------------
+
+    def url(self, name: str, **params: str) -> str:
+        """The absolute URL of the route ``name``: NEWSLETTER_BASE_URL and the route's path.
+
+        Not request.url_for: behind a proxy the request's own host and scheme are not the
+        public ones, and the base URL may carry a path prefix the proxy strips.
+        """
+        if self.router is None:
+            raise RuntimeError("Site.url() before create_app() set the router")
+        return self.base + self.router.url_path_for(name, **params)
+
+    # -- pages -----------------------------------------------------------------------------------
+
+    def t(self, locale: str | None, key: str, **fields: Any) -> str:
+        text = gettext(locale or self.settings.locale, key)
+        return text.format(**fields) if fields else text
+
+    def page(
+        self,
+        template: str,
+        *,
+        status: int = 200,
+        locale: str | None = None,
+        headers: Mapping[str, str] | None = None,
+        **context: Any,
+    ) -> HTMLResponse:
+        page_locale = locale or self.settings.locale
+        lang, direction = page_direction(page_locale)
+        html = self.templates.get_template(template).render(
+            locale=page_locale, lang=lang, dir=direction, title=self.settings.title, **context
+        )
+        response = HTMLResponse(html, status_code=status, headers=dict(headers or {}))
+        # Set here too: the 500 page is sent from outside the middleware stack.
+        for name, value in self.security.items():
+            response.headers.setdefault(name, value)
+        return response
+
+    def message(
+        self,
+        status: int,
+        heading_key: str,
+        *line_keys: str,
+        locale: str | None = None,
+        detail: str = "",
+        link: tuple[str, str] | None = None,
+        headers: Mapping[str, str] | None = None,
+        **fields: Any,
+    ) -> HTMLResponse:
+        """A short page: a heading, a few lines, maybe one link (always one of our own URLs)."""
+        return self.page(
+            "pages/message.html",
+            status=status,
+            locale=locale,
+            headers=headers,
+            heading=self.t(locale, heading_key),
+            lines=[self.t(locale, key, **fields) for key in line_keys],
+            detail=detail,
+            link_url=link[0] if link else "",
+            link_text=self.t(locale, link[1]) if link else "",
+        )
+
+    # -- forms -----------------------------------------------------------------------------------
+
+    async def read_form(self, request: Request, *, allow_empty: bool = False) -> FormData:
+        """The posted form; UnsupportedForm for another content type (415)."""
+        content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if content_type not in FORM_TYPES:
+            if allow_empty and not content_type and not await request.body():
+                return FormData()
+            raise UnsupportedForm(f"unsupported content type {content_type or '(none)'}")
+        # No file parts at all: nothing we accept is a file (a file part is a 400).
+        return await request.form(max_files=0, max_fields=MAX_FORM_FIELDS)
+
+    def same_origin(self, request: Request) -> bool:
+        """False when Origin (else Referer) names another site; True when neither is sent.
+
+        Without either header (privacy tools strip them) the signed form token alone decides.
+        """
+        source = request.headers.get("origin") or request.headers.get("referer")
+        if not source:
+            return True
+        origin = origin_of(source)
+        if not origin:  # "null" (sandboxed or privacy-mode documents) or garbage
+            return False
+        own_host = request.headers.get("host", "").lower()
+        return origin == origin_of(self.base) or urlsplit(origin).netloc == own_host
