@@ -14,7 +14,7 @@ small subclass of uvicorn's ``HttpToolsProtocol`` (the fast parser stays) that
 * closes a connection whose request body is still arriving ``body_timeout`` seconds (30) after
   its headers and whose response is sent (checked again every 30 seconds while it is not), so a client trickling a body nobody reads cannot
   keep it open (the web app bounds the time to read a body it does read: ``BodyLimit`` in
-  web.py, 408, same 30 seconds).
+  web/middleware.py, 408, same 30 seconds).
 
 After a 431 or 408 the connection is half-closed, reading stops (the rest of a flood stays in
 the client's buffers, not ours), and ``LINGER_SECONDS`` later it is closed: closing at once
@@ -169,7 +169,7 @@ class LimitedHttpTools(HttpToolsProtocol):
             self.transport.close()
         else:
             # The app is still at work; if it reads the body, its own deadline (BodyLimit in
-            # web.py) answers 408. Look again later.
+            # web/middleware.py) answers 408. Look again later.
             self._body_timer = self.loop.call_later(self.limits.body_timeout, self._body_overdue)
 
     def _refuse(self, status: int) -> None:

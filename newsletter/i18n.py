@@ -107,7 +107,7 @@ def is_rtl_locale(locale: str) -> bool:
     return babel_locale(locale).character_order == "right-to-left"
 
 
-# The web pages, the confirmation email and the editors' pages (web.py, signup.py). Kept apart
+# The web pages, the confirmation email and the editors' pages (web/, signup.py). Kept apart
 # from the email's few strings above; merged below without ever replacing an existing key.
 _PAGES_CATALOGUE: dict[str, dict[str, str]] = {
     "fr": {
