@@ -700,10 +700,6 @@ class Store:
         self.engine = engine
         self.now = clock
 
-    @classmethod
-    def open(cls, url: str, clock: Clock = utc_now) -> Store:
-        return open_store(url, clock)
-
     def close(self) -> None:
         """Release every pooled connection."""
         self.engine.dispose()
@@ -741,7 +737,7 @@ class Store:
         return sqlite.insert(table)
 
     def schema_version(self) -> int:
-        # the version of the schema this database is at
+        """The version of the schema this database is at."""
         with self.read() as conn:
             return _current_version(conn)
 
@@ -750,13 +746,13 @@ class Store:
     # -----------------------------------------------------------------------------------------
 
     def get(self, subscriber_id: int, conn: Connection | None = None) -> Subscriber | None:
-        # one subscriber by id
+        """One subscriber by id."""
         with self._using(conn, write=False) as c:
             row = c.execute(select(subscribers).where(subscribers.c.id == subscriber_id)).first()
         return _subscriber(row) if row else None
 
     def find_by_email(self, email_key: str, conn: Connection | None = None) -> Subscriber | None:
-        # one subscriber by its comparison key (Address.key)
+        """One subscriber by its comparison key (Address.key)."""
         with self._using(conn, write=False) as c:
             row = c.execute(select(subscribers).where(subscribers.c.email_key == email_key)).first()
         return _subscriber(row) if row else None
@@ -764,7 +760,7 @@ class Store:
     def statuses_by_key(
         self, keys: Iterable[str], conn: Connection | None = None
     ) -> dict[str, SubscriberStatus]:
-        # the status of each of these keys that is on the list (bulk check for an import)
+        """The status of each of these keys that is on the list (bulk check for an import)."""
         found: dict[str, SubscriberStatus] = {}
         with self._using(conn, write=False) as c:
             for chunk in _chunks(list(keys), LOOKUP_CHUNK):
@@ -775,7 +771,7 @@ class Store:
         return found
 
     def add(self, new: NewSubscriber, conn: Connection | None = None) -> Subscriber:
-        # insert one subscriber (the caller checked it is not on the list)
+        """Insert one subscriber (the caller checked it is not on the list)."""
         with self._using(conn, write=True) as c:
             now = self.now()
             values = {**self._row(new, now), **dict.fromkeys(_CREATION_STAMPS, now)}
@@ -783,7 +779,7 @@ class Store:
             return self.get(subscriber_id, c)  # type: ignore[return-value]
 
     def add_many(self, news: Sequence[NewSubscriber], conn: Connection | None = None) -> int:
-        # bulk insert in the given order (one executemany); addresses already listed are skipped
+        """Bulk insert in the given order (one executemany); addresses already listed are skipped."""
         if not news:
             return 0
         now = self.now()
@@ -799,8 +795,9 @@ class Store:
             return c.execute(self._bulk_insert(), rows).rowcount
 
     def _bulk_insert(self) -> Any:
-        # Every row of a batch is created at one moment, handed to the driver pre-converted:
-        # SQLAlchemy's per-row datetime conversion was most of a 100,000-row import's time.
+        """Every row of a batch is created at one moment, handed to the driver pre-converted:
+        SQLAlchemy's per-row datetime conversion was most of a 100,000-row import's time.
+        """
         stamp = bindparam("bulk_now", type_=_DriverValue())
         return (
             self._insert(subscribers)
@@ -827,9 +824,10 @@ class Store:
         source: ConsentSource = ConsentSource.WEB,
         detail: str = "",
     ) -> Subscriber:
-        # a sign-up awaiting confirmation; an address already on the list keeps its status.
-        # Each sign-up gets a confirm nonce for its link (confirm_nonce): a pending address keeps
-        # the one it has, so that every mail it was sent works; any other gets a new one.
+        """A sign-up awaiting confirmation; an address already on the list keeps its status.
+        Each sign-up gets a confirm nonce for its link (confirm_nonce): a pending address keeps
+        the one it has, so that every mail it was sent works; any other gets a new one.
+        """
         with self.write() as c:
             existing = self.find_by_email(email.key, c)
             if existing is None:
@@ -856,7 +854,7 @@ class Store:
             return existing
 
     def confirm_nonce(self, subscriber_id: int, conn: Connection | None = None) -> str | None:
-        # the nonce the subscriber's current confirmation link is bound to (None: no sign-up)
+        """The nonce the subscriber's current confirmation link is bound to (None: no sign-up)."""
         with self._using(conn, write=False) as c:
             query = select(subscribers.c.confirm_nonce).where(subscribers.c.id == subscriber_id)
             return c.execute(query).scalar_one_or_none()
@@ -893,7 +891,7 @@ class Store:
         detail: str = "",
         conn: Connection | None = None,
     ) -> Subscriber | None:
-        # the owner confirmed (double opt-in): active, consent recorded, any suppression lifted
+        """The owner confirmed (double opt-in): active, consent recorded, any suppression lifted."""
         return self._activate(subscriber_id, source, detail, conn, confirmed=True)
 
     def vouch(
@@ -903,7 +901,7 @@ class Store:
         detail: str = "",
         conn: Connection | None = None,
     ) -> Subscriber | None:
-        # the operator vouches for a pending address (cli add): active, consent recorded
+        """The operator vouches for a pending address (cli add): active, consent recorded."""
         return self._activate(subscriber_id, source, detail, conn, confirmed=False)
 
     def _activate(
@@ -942,27 +940,27 @@ class Store:
         locale: str,
         conn: Connection | None = None,
     ) -> bool:
-        # the subscriber's sections and language; False if there is no such subscriber
+        """The subscriber's sections and language; False if there is no such subscriber."""
         values = {"categories": join_categories(categories), "locale": locale}
         with self._using(conn, write=True) as c:
             return c.execute(_touch(subscriber_id, self.now()).values(**values)).rowcount == 1
 
     def unsubscribe(self, subscriber_id: int, conn: Connection | None = None) -> bool:
-        # stop sending; False if already unsubscribed or complained (a complaint outranks it)
+        """Stop sending; False if already unsubscribed or complained (a complaint outranks it)."""
         return self._move(subscriber_id, SubscriberStatus.UNSUBSCRIBED, conn)
 
     def mark_bounced(self, subscriber_id: int, conn: Connection | None = None) -> bool:
-        # a permanent delivery failure; only an active or pending address becomes bounced
+        """A permanent delivery failure; only an active or pending address becomes bounced."""
         return self._move(subscriber_id, SubscriberStatus.BOUNCED, conn)
 
     def mark_complained(self, subscriber_id: int, conn: Connection | None = None) -> bool:
-        # a spam complaint: the strongest stop, from any other status
+        """A spam complaint: the strongest stop, from any other status."""
         return self._move(subscriber_id, SubscriberStatus.COMPLAINED, conn)
 
     def suppress_many(
         self, statuses: dict[str, SubscriberStatus], conn: Connection | None = None
     ) -> int:
-        # import rows that say unsubscribed/bounced/complained, applied to listed addresses
+        """Import rows that say unsubscribed/bounced/complained, applied to listed addresses."""
         changed = 0
         with self._using(conn, write=True) as c:
             for key, status in statuses.items():
@@ -991,13 +989,13 @@ class Store:
         return conn.execute(statement).rowcount
 
     def iter_active(self, batch_size: int = 1000) -> Iterator[Subscriber]:
-        # the active list for a send, streamed in id order (server-side cursor on PostgreSQL)
+        """The active list for a send, streamed in id order (server-side cursor on PostgreSQL)."""
         return self.iter_subscribers(SubscriberStatus.ACTIVE, batch_size)
 
     def iter_subscribers(
         self, status: SubscriberStatus | None = None, batch_size: int = 1000
     ) -> Iterator[Subscriber]:
-        # every subscriber (or those in one status), streamed in id order, never loaded whole
+        """Every subscriber (or those in one status), streamed in id order, never loaded whole."""
         query = select(subscribers).order_by(subscribers.c.id)
         if status is not None:
             query = query.where(subscribers.c.status == status.value)
@@ -1007,7 +1005,7 @@ class Store:
                 yield _subscriber(row)
 
     def count_by_status(self) -> dict[SubscriberStatus, int]:
-        # how many subscribers are in each status (every status present, 0 if none)
+        """How many subscribers are in each status (every status present, 0 if none)."""
         query = select(subscribers.c.status, func.count()).group_by(subscribers.c.status)
         counts = dict.fromkeys(SubscriberStatus, 0)
         with self.read() as c:
@@ -1015,7 +1013,7 @@ class Store:
         return counts
 
     def forget(self, email_key: str, reason: str = "forgotten") -> bool:
-        # erase the subscriber's row and keep only the suppression hash; True if a row existed
+        """Erase the subscriber's row and keep only the suppression hash; True if a row existed."""
         with self.write() as c:
             deleted = c.execute(
                 delete(subscribers).where(subscribers.c.email_key == email_key)
@@ -1024,7 +1022,7 @@ class Store:
         return deleted == 1
 
     def _row(self, new: NewSubscriber, now: datetime) -> dict[str, Any]:
-        # the columns of a new subscriber, apart from _CREATION_STAMPS
+        """The columns of a new subscriber, apart from _CREATION_STAMPS."""
         active = new.status is SubscriberStatus.ACTIVE
         return {
             "email": new.address.normalized,
@@ -1048,7 +1046,7 @@ class Store:
     def add_suppression(
         self, address_hash: str, reason: str, conn: Connection | None = None
     ) -> bool:
-        # remember a forgotten address's hash; False if it was already there
+        """Remember a forgotten address's hash; False if it was already there."""
         statement = self._insert(suppressions).on_conflict_do_nothing(
             index_elements=["address_hash"]
         )
@@ -1057,7 +1055,7 @@ class Store:
             return c.execute(statement.values(values)).rowcount == 1
 
     def is_suppressed(self, address_hash: str, conn: Connection | None = None) -> bool:
-        # whether this address was forgotten
+        """Whether this address was forgotten."""
         query = select(suppressions.c.address_hash).where(
             suppressions.c.address_hash == address_hash
         )
@@ -1065,7 +1063,7 @@ class Store:
             return c.execute(query).first() is not None
 
     def suppressed_among(self, hashes: Iterable[str], conn: Connection | None = None) -> set[str]:
-        # which of these hashes are suppressed (bulk check for an import)
+        """Which of these hashes are suppressed (bulk check for an import)."""
         found: set[str] = set()
         with self._using(conn, write=False) as c:
             for chunk in _chunks(list(hashes), LOOKUP_CHUNK):
@@ -1076,7 +1074,7 @@ class Store:
         return found
 
     def remove_suppression(self, address_hash: str, conn: Connection | None = None) -> bool:
-        # lift a suppression (its owner confirmed a new sign-up); False if there was none
+        """Lift a suppression (its owner confirmed a new sign-up); False if there was none."""
         statement = delete(suppressions).where(suppressions.c.address_hash == address_hash)
         with self._using(conn, write=True) as c:
             return c.execute(statement).rowcount == 1
@@ -1086,26 +1084,27 @@ class Store:
     # -----------------------------------------------------------------------------------------
 
     def edition_record(self, day: date, conn: Connection | None = None) -> EditionRecord | None:
-        # one edition's ledger entry, or None when it was never held, frozen or recorded
+        """One edition's ledger entry, or None when it was never held, frozen or recorded."""
         with self._using(conn, write=False) as c:
             row = c.execute(select(editions).where(editions.c.edition_date == day)).first()
         return _edition_record(row) if row else None
 
     def latest_edition_date(self) -> date | None:
-        # the most recent edition the ledger knows, for `status` without --date
+        """The most recent edition the ledger knows, for `status` without --date."""
         with self.read() as c:
             return c.execute(select(func.max(editions.c.edition_date))).scalar_one_or_none()
 
     def recent_editions(self, limit: int = 14) -> list[EditionRecord]:
-        # the newest editions first, for the editors' status page
+        """The newest editions first, for the editors' status page."""
         with self.read() as c:
             rows = c.execute(select(editions).order_by(editions.c.edition_date.desc()).limit(limit))
             return [_edition_record(row) for row in rows]
 
     def _upsert_edition(self, c: Connection, day: date, **values: Any) -> None:
-        # Insert-if-absent, then update: two processes recording the same new edition at once
-        # (two senders on PostgreSQL) must not both take the "absent" branch of an update-first
-        # upsert and collide on the primary key. The insert also locks the row until commit.
+        """Insert-if-absent, then update: two processes recording the same new edition at once
+        (two senders on PostgreSQL) must not both take the "absent" branch of an update-first
+        upsert and collide on the primary key. The insert also locks the row until commit.
+        """
         self._ensure_edition_row(c, day)
         c.execute(
             update(editions)
@@ -1128,12 +1127,12 @@ class Store:
         )
 
     def set_held(self, day: date, held: bool) -> None:
-        # an editor holds or releases edition `day`: the scheduler does not send a held edition
+        """An editor holds or releases edition `day`: the scheduler does not send a held edition."""
         with self.write() as c:
             self._upsert_edition(c, day, held=held)
 
     def record_edition_status(self, day: date, status: EditionStatus, note: str = "") -> None:
-        # mark an edition empty or skipped-late (with why), unless it is already frozen for sending
+        """Mark an edition empty or skipped-late (with why), unless it is already frozen for sending."""
         with self.write() as c:
             record = self.edition_record(day, c)
             if record is not None and record.frozen_at is not None:
@@ -1141,7 +1140,7 @@ class Store:
             self._upsert_edition(c, day, status=status.value, note=note)
 
     def frozen_articles(self, day: date) -> list[Article] | None:
-        # the articles edition `day` was frozen with, or None when it was never frozen
+        """The articles edition `day` was frozen with, or None when it was never frozen."""
         with self.read() as c:
             stored = c.execute(
                 select(editions.c.articles).where(editions.c.edition_date == day)
@@ -1149,15 +1148,16 @@ class Store:
         return None if stored is None else [_article_from_json(item) for item in json.loads(stored)]
 
     def sent_article_uids(self, before: date) -> frozenset[str]:
-        # the articles frozen into editions before `before`: they are never sent again
+        """The articles frozen into editions before `before`: they are never sent again."""
         with self.read() as c:
             query = select(edition_articles.c.uid).where(edition_articles.c.edition_date < before)
             return frozenset(c.execute(query).scalars())
 
     def freeze_edition(self, day: date, articles: Sequence[Article]) -> int:
-        # at the first send of `day`: fix its articles and its recipients (every active
-        # subscriber now, one pending delivery each); later calls change nothing. Returns the
-        # number of recipients.
+        """At the first send of `day`: fix its articles and its recipients (every active
+        subscriber now, one pending delivery each); later calls change nothing. Returns the
+        number of recipients.
+        """
         with self.write() as c:
             # Lock the edition's row (FOR UPDATE; SQLite's BEGIN IMMEDIATE already serialises):
             # a second sender waits here, then sees the edition frozen and changes nothing.
@@ -1212,9 +1212,10 @@ class Store:
     def claim_deliveries(
         self, day: date, owner: str, limit: int, lease_seconds: float
     ) -> list[ClaimedDelivery]:
-        # take up to `limit` pending rows (or rows whose lease expired) for `owner`; rows whose
-        # subscriber left since the freeze are marked skipped instead (unsubscribe mid-send).
-        # SQLite: BEGIN IMMEDIATE serialises claimers; PostgreSQL: FOR UPDATE SKIP LOCKED.
+        """Take up to `limit` pending rows (or rows whose lease expired) for `owner`; rows whose
+        subscriber left since the freeze are marked skipped instead (unsubscribe mid-send).
+        SQLite: BEGIN IMMEDIATE serialises claimers; PostgreSQL: FOR UPDATE SKIP LOCKED.
+        """
         with self.write() as c:
             now = self._lease_now(c)
             claimable = (
@@ -1296,8 +1297,9 @@ class Store:
         return self.now()
 
     def renew_leases(self, owner: str, lease_seconds: float) -> set[int]:
-        # extend-and-verify: push back the lease of `owner`'s claimed rows; the ids returned are
-        # the rows still its own (a row another sender took over after a stall is not among them)
+        """Extend-and-verify: push back the lease of `owner`'s claimed rows; the ids returned are
+        the rows still its own (a row another sender took over after a stall is not among them).
+        """
         with self.write() as c:
             now = self._lease_now(c)
             rows = c.execute(
@@ -1311,8 +1313,9 @@ class Store:
             return set(rows.scalars())
 
     def stopped_among_claimed(self, day: date, owner: str) -> set[int]:
-        # the rows `owner` holds whose subscriber is no longer active (unsubscribed since the
-        # claim): read every second during a send, so it only walks the few claimed rows
+        """The rows `owner` holds whose subscriber is no longer active (unsubscribed since the
+        claim): read every second during a send, so it only walks the few claimed rows.
+        """
         with self.read() as c:
             rows = c.execute(
                 select(deliveries.c.id)
@@ -1327,7 +1330,7 @@ class Store:
             return set(rows.scalars())
 
     def release_dead_owners(self, day: date, is_dead: Callable[[str], bool]) -> int:
-        # rows claimed by a sender that no longer exists (kill -9) go back to pending at once
+        """Rows claimed by a sender that no longer exists (kill -9) go back to pending at once."""
         with self.read() as c:
             owners = list(
                 c.execute(
@@ -1343,7 +1346,7 @@ class Store:
         return sum(self.release_owner(o) for o in dead)
 
     def release_owner(self, owner: str) -> int:
-        # everything `owner` claimed but did not finish goes back to pending
+        """Everything `owner` claimed but did not finish goes back to pending."""
         with self.write() as c:
             return c.execute(
                 update(deliveries)
@@ -1365,8 +1368,9 @@ class Store:
         error: str | None,
         delay: float | None = None,
     ) -> None:
-        # put `owner`'s rows back to pending after a temporary failure, to be retried after
-        # `delay` seconds; rows another sender took over are left alone
+        """Put `owner`'s rows back to pending after a temporary failure, to be retried after
+        `delay` seconds; rows another sender took over are left alone.
+        """
         now = self.now()
         values: dict[str, Any] = {
             "status": DeliveryStatus.PENDING.value,
@@ -1385,8 +1389,9 @@ class Store:
             )
 
     def clear_backoff(self, day: date) -> None:
-        # a new run retries at once the rows an earlier run deferred, and the uncertain ones (the
-        # relay never answered their end of data): at least once, with the same Message-ID
+        """A new run retries at once the rows an earlier run deferred, and the uncertain ones (the
+        relay never answered their end of data): at least once, with the same Message-ID.
+        """
         with self.write() as c:
             c.execute(
                 update(deliveries)
@@ -1403,9 +1408,10 @@ class Store:
             )
 
     def mark_sent(self, delivery_ids: Sequence[int], owner: str) -> set[int]:
-        # the relay accepted these messages: final. One transaction for a batch (group commit),
-        # with a statement built once: this runs for every message of a send. Only rows `owner`
-        # still holds are recorded; the ids returned are those that were not (lost leases).
+        """The relay accepted these messages: final. One transaction for a batch (group commit),
+        with a statement built once: this runs for every message of a send. Only rows `owner`
+        still holds are recorded; the ids returned are those that were not (lost leases).
+        """
         if not delivery_ids:
             return set()
         with self.write() as c:
@@ -1415,7 +1421,7 @@ class Store:
         return set(delivery_ids) - recorded
 
     def mark_failed(self, delivery_id: int, owner: str, error: str, *, bounce: bool) -> None:
-        # a permanent failure: final, never retried; with `bounce` the subscriber is marked bounced
+        """A permanent failure: final, never retried; with `bounce` the subscriber is marked bounced."""
         with self.write() as c:
             changed = c.execute(
                 update(deliveries)
@@ -1435,13 +1441,15 @@ class Store:
                 self._move(subscriber_id, SubscriberStatus.BOUNCED, c)
 
     def mark_skipped(self, delivery_id: int, owner: str, reason: str) -> None:
-        # not sent, by design: none of the subscriber's sections has an article in this edition,
-        # or the subscriber left after the claim
+        """Not sent, by design: none of the subscriber's sections has an article in this edition,
+        or the subscriber left after the claim.
+        """
         self._finish(delivery_id, owner, DeliveryStatus.SKIPPED, reason)
 
     def mark_uncertain(self, delivery_id: int, owner: str, reason: str) -> None:
-        # the relay took the whole message and never answered: not retried in this run (it may
-        # have queued it); the next run sends it again, with the same Message-ID
+        """The relay took the whole message and never answered: not retried in this run (it may
+        have queued it); the next run sends it again, with the same Message-ID.
+        """
         self._finish(delivery_id, owner, DeliveryStatus.UNCERTAIN, reason)
 
     def _finish(self, delivery_id: int, owner: str, status: DeliveryStatus, reason: str) -> None:
@@ -1459,7 +1467,7 @@ class Store:
             )
 
     def has_unfinished(self, day: date, horizon_seconds: float) -> bool:
-        # rows a run should still wait for: claimed by someone, or back within the horizon
+        """Rows a run should still wait for: claimed by someone, or back within the horizon."""
         horizon = self.now() + timedelta(seconds=horizon_seconds)
         with self.read() as c:
             query = (
@@ -1482,7 +1490,7 @@ class Store:
             return c.execute(query).first() is not None
 
     def delivery_counts(self, day: date) -> dict[str, int]:
-        # how many rows of edition `day` are in each DeliveryStatus
+        """How many rows of edition `day` are in each DeliveryStatus."""
         with self.read() as c:
             rows = c.execute(
                 select(deliveries.c.status, func.count())
@@ -1492,7 +1500,7 @@ class Store:
             return {status: count for status, count in rows}
 
     def delivery_failures(self, day: date, limit: int = 1000) -> list[tuple[str, str]]:
-        # (address, last error) of the failed rows of edition `day`
+        """(address, last error) of the failed rows of edition `day`."""
         with self.read() as c:
             rows = c.execute(
                 select(subscribers.c.email, deliveries.c.last_error)
@@ -1507,7 +1515,7 @@ class Store:
             return [(email, error) for email, error in rows]
 
     def mark_edition_sent(self, day: date) -> None:
-        # every delivery of `day` is final
+        """Every delivery of `day` is final."""
         with self.write() as c:
             now = self.now()
             self._upsert_edition(c, day, status=EditionStatus.SENT.value, finished_at=now)
@@ -1517,7 +1525,7 @@ class Store:
     # -----------------------------------------------------------------------------------------
 
     def acquire_lock(self, name: str, owner: str, ttl_seconds: float) -> bool:
-        # take or renew lock `name` for `owner` unless another owner holds an unexpired lease
+        """Take or renew lock `name` for `owner` unless another owner holds an unexpired lease."""
         with self.write() as c:
             now = self.now()
             expires = now + timedelta(seconds=ttl_seconds)
@@ -1543,7 +1551,7 @@ class Store:
             return True
 
     def lock_holder(self, name: str) -> tuple[str, datetime] | None:
-        # who holds lock `name` and until when (None: free)
+        """Who holds lock `name` and until when (None: free)."""
         with self.read() as c:
             row = c.execute(
                 select(locks.c.owner, locks.c.expires_at).where(locks.c.name == name)
@@ -1553,7 +1561,7 @@ class Store:
         return row.owner, row.expires_at
 
     def release_lock(self, name: str, owner: str) -> None:
-        # give lock `name` up, if `owner` holds it
+        """Give lock `name` up, if `owner` holds it."""
         with self.write() as c:
             c.execute(delete(locks).where(locks.c.name == name, locks.c.owner == owner))
 
@@ -1562,14 +1570,14 @@ class Store:
     # -----------------------------------------------------------------------------------------
 
     def preview_sent_at(self, day: date) -> datetime | None:
-        # when the editors' preview of edition `day` went out (None: not yet)
+        """When the editors' preview of edition `day` went out (None: not yet)."""
         with self.read() as c:
             return c.execute(
                 select(edition_previews.c.sent_at).where(edition_previews.c.edition_date == day)
             ).scalar_one_or_none()
 
     def record_preview_sent(self, day: date, recipients: int) -> None:
-        # the editors' preview of edition `day` went out to `recipients` addresses (first one kept)
+        """The editors' preview of edition `day` went out to `recipients` addresses (first one kept)."""
         with self.write() as c:
             c.execute(
                 self._insert(edition_previews)
@@ -1578,7 +1586,7 @@ class Store:
             )
 
     def take_over_lock(self, name: str, dead_owner: str, owner: str, ttl_seconds: float) -> bool:
-        # take lock `name` from `dead_owner` (a process known to be gone) before its lease expires
+        """Take lock `name` from `dead_owner` (a process known to be gone) before its lease expires."""
         with self.write() as c:
             now = self.now()
             return (
