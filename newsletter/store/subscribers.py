@@ -1,7 +1,8 @@
 """Subscriber and suppression queries: the list, its statuses and the forgotten addresses.
 
-A subscriber moves between statuses only through these methods (see ``_MAY_MOVE_TO``); a forgotten
-address leaves nothing but the SHA-256 of its key in ``suppressions``.
+A subscriber's status changes only through these methods, and a stop never overrides a stronger
+one (see ``_MAY_MOVE_TO``); a forgotten address leaves only the SHA-256 of its key in
+``suppressions``.
 """
 
 from __future__ import annotations
