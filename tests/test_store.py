@@ -134,7 +134,7 @@ def test_a_failing_migration_leaves_the_database_untouched(tmp_path: Path) -> No
         conn.exec_driver_sql("CREATE TABLE half_done (x INTEGER)")
         raise RuntimeError("boom")
 
-    import newsletter.store as store_module
+    import newsletter.store.migrations as store_module
 
     original = store_module.MIGRATIONS
     store_module.MIGRATIONS = (*original, broken)
