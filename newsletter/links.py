@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from newsletter.config import Settings
 from newsletter.tokens import Purpose, TokenSigner, confirm_binding
 
-# Route paths of the web app; web.py mounts its handlers on the same constants.
+# Route paths of the web app; newsletter/web/app.py mounts its handlers on the same constants.
 UNSUBSCRIBE_PATH = "/unsubscribe/"
 PREFERENCES_PATH = "/preferences/"
 CONFIRM_PATH = "/confirm/"
