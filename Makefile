@@ -19,8 +19,14 @@ demo: setup
 lint: setup
 	$(BIN)/ruff check newsletter tests bench
 
+# The suite runs on TEST_WORKERS processes (pytest-xdist): most tests wait on subprocesses,
+# sockets and timers, so two workers overlap that waiting even on a two-core machine.
+# `make test TEST_WORKERS=0` runs it in one process. --dist loadgroup keeps the tests marked
+# xdist_group(name) on one worker (a module's costly shared fixture is then started once).
+TEST_WORKERS ?= 2
+
 test: setup lint
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadgroup
 
 bench: setup
 	$(BIN)/python bench/run_all.py

@@ -103,7 +103,9 @@ def read_back(data: bytes) -> CsvReader:
     st.sets(st.integers(0, 15)),
     st.booleans(),
     st.permutations(["email", "name", "categories", "locale", "status", "notes"]),
-    st.text(max_size=3).map(lambda s: s * 70_000),  # a huge field in an ignored column
+    # A huge field in an ignored column. Without a lone CR: render() counts lines by "\n" only,
+    # the reader also counts a CR (see the test after this one).
+    st.text(max_size=3).filter(lambda s: "\r" not in s).map(lambda s: s * 70_000),
 )
 def test_any_dialect_reads_back_exactly(
     recs: list[Record],
@@ -138,6 +140,16 @@ def test_any_dialect_reads_back_exactly(
     assert [(r.values["locale"], r.values["status"]) for r in got] == [
         (r.locale, r.status) for r in recs
     ]
+
+
+def test_a_lone_cr_inside_a_quoted_field_counts_as_a_line_for_the_reader() -> None:
+    # Found by Hypothesis (huge='\r' * 70000 above): a row after a field of lone CRs is reported
+    # at the line that counts each CR as a line break, where render() counts only "\n". Pinned
+    # (not judged) here; it changes only the line numbers quoted in import messages.
+    rows = [["email", "notes"], ["a@example.com", "\r" * 3], ["b@example.com", ""]]
+    data, starts = render(rows, {"lineterminator": "\r\n"}, set(), False)
+    assert starts == [2, 3]
+    assert [r.line for r in read_back(data)] == [2, 6]
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])

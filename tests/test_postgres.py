@@ -26,6 +26,11 @@ from newsletter.store import open_store, utc_now
 from tests.conftest import SAMPLE_DATE, free_port, run_cli, send_env, wait_for_port
 
 DAY = date.fromisoformat(SAMPLE_DATE)
+# Under `make test` (pytest-xdist, --dist loadgroup) the whole module runs on one worker, so its
+# throwaway server is started once. Each worker would otherwise start its own, which is safe too:
+# its folder comes from mkdtemp, its port from free_port, and each test's database name holds the
+# worker's pid.
+pytestmark = pytest.mark.xdist_group("postgres")
 
 
 def _pg_bin(name: str) -> str | None:

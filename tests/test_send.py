@@ -134,7 +134,8 @@ def test_deferrals_and_dropped_connections_are_retried_and_delivered_once(tmp_pa
 
 def test_relay_down_gives_one_clear_line_and_the_next_run_completes(tmp_path, smtp_factory):
     port = free_port()
-    env = send_env(tmp_path, port)
+    # The reconnect backoff at a tenth: the real one runs in test_faults.py's black-hole test.
+    env = send_env(tmp_path, port, NEWSLETTER_TEST_BACKOFF_SCALE="0.1")
     import_subscribers(tmp_path, env, many(5))
     started = time.monotonic()
     proc = run_cli("send", "--date", SAMPLE_DATE, env=env, cwd=tmp_path)

@@ -275,7 +275,16 @@ PLAIN_TEXT = st.text(
 )
 
 
-@given(PLAIN_TEXT)
+# Except a leading U+FEFF, which nh3 (html5ever) drops as a byte order mark: see the next test.
+@given(PLAIN_TEXT.filter(lambda text: not text.startswith("\ufeff")))
 def test_nh3_gives_plain_text_back_unchanged(plain: str) -> None:
     """What html_to_text relies on to skip nh3 for text with no "<", "&" or CR."""
     assert html.unescape(nh3.clean(plain)) == plain
+
+
+def test_a_leading_byte_order_mark_is_the_plain_text_nh3_changes() -> None:
+    # Found by Hypothesis (plain='\ufeff'). So html_to_text keeps a leading U+FEFF on its fast
+    # path and drops it when the text has markup: an invisible difference, pinned here until
+    # html_to_text strips a leading BOM itself (then this test goes).
+    assert nh3.clean("\ufeffx") == "x" and nh3.clean("x\ufeffy") == "x\ufeffy"
+    assert html_to_text("\ufeffx") == "\ufeffx" and html_to_text("\ufeff<b>x</b>") == "x"
