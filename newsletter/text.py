@@ -290,7 +290,9 @@ def html_to_text(markup: str) -> str:
 
 
 def _reduce(markup: str) -> str:
-    text = _CONTROLS_RE.sub("", markup)
+    # A leading U+FEFF is a byte order mark that nh3 (html5ever) drops: drop it here too, so the
+    # plain-text path below (which skips nh3) gives the same text as the markup path.
+    text = _CONTROLS_RE.sub("", markup).lstrip("\ufeff")
     for _ in range(_MAX_PASSES):
         if _is_plain(text):
             break  # already a fixpoint: no need to ask nh3
