@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 import io
 from collections.abc import Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 from newsletter.addresses import normalise_address
@@ -63,3 +63,26 @@ def csv_text(
 def write_file(path: Path, text: str, *, bom: bool = False) -> Path:
     path.write_bytes((b"\xef\xbb\xbf" if bom else b"") + text.encode("utf-8"))
     return path
+
+
+# -- the delivery tests: a list of readers imported through the real CLI, the ledger's counts -----
+
+
+def readers(n: int) -> list[str]:
+    return [f"lecteur{i}@exemple.ma" for i in range(n)]
+
+
+def import_addresses(tmp_path: Path, env: dict[str, str], addresses: list[str]) -> None:
+    """Import ``addresses`` with `newsletter subscribers import`, as an operator would."""
+    from tests.conftest import run_cli
+
+    csv_file = tmp_path / "subs.csv"
+    csv_file.write_text("email;name\n" + "\n".join(f"{a};Lecteur" for a in addresses) + "\n")
+    proc = run_cli("subscribers", "import", str(csv_file), env=env, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+
+
+def ledger(env: dict[str, str], day: str = "2026-01-27") -> dict[str, int]:
+    """How many rows of edition ``day`` (default: the sample's) are in each delivery status."""
+    with open_store(env["NEWSLETTER_DATABASE_URL"]) as store:
+        return store.delivery_counts(date.fromisoformat(day))

@@ -11,7 +11,6 @@ import threading
 import time
 from collections import Counter
 from datetime import date
-from pathlib import Path
 
 import pytest
 
@@ -20,25 +19,10 @@ from newsletter.deliver import RECONNECT_BACKOFF, send_edition
 from newsletter.domain import DeliveryStatus, SubscriberStatus
 from newsletter.store import open_store
 from tests.conftest import SAMPLE_DATE, free_port, run_cli, send_env
+from tests.factories import import_addresses, ledger, readers
 
 DAY = date.fromisoformat(SAMPLE_DATE)
 REJECTED = [f"inconnu{i}@exemple.ma" for i in range(5)]
-
-
-def readers(n: int) -> list[str]:
-    return [f"lecteur{i}@exemple.ma" for i in range(n)]
-
-
-def import_addresses(tmp_path: Path, env: dict[str, str], addresses: list[str]) -> None:
-    csv = tmp_path / "subs.csv"
-    csv.write_text("email;name\n" + "\n".join(f"{a};Lecteur" for a in addresses) + "\n")
-    proc = run_cli("subscribers", "import", str(csv), env=env, cwd=tmp_path)
-    assert proc.returncode == 0, proc.stderr
-
-
-def ledger(env: dict[str, str]) -> dict[str, int]:
-    with open_store(env["NEWSLETTER_DATABASE_URL"]) as store:
-        return store.delivery_counts(DAY)
 
 
 def assert_clean(proc) -> None:

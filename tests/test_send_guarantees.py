@@ -27,24 +27,9 @@ from newsletter.deliver import send_edition
 from newsletter.domain import DeliveryStatus
 from newsletter.store import open_store
 from tests.conftest import SAMPLE_DATE, TESTS, free_port, run_cli, send_env, wait_for_port
+from tests.factories import import_addresses, ledger, readers
 
 DAY = date.fromisoformat(SAMPLE_DATE)
-
-
-def readers(n: int) -> list[str]:
-    return [f"lecteur{i}@exemple.ma" for i in range(n)]
-
-
-def import_addresses(tmp_path: Path, env: dict[str, str], addresses: list[str]) -> None:
-    csv = tmp_path / "subs.csv"
-    csv.write_text("email;name\n" + "\n".join(f"{a};Lecteur" for a in addresses) + "\n")
-    proc = run_cli("subscribers", "import", str(csv), env=env, cwd=tmp_path)
-    assert proc.returncode == 0, proc.stderr
-
-
-def ledger(env: dict[str, str]) -> dict[str, int]:
-    with open_store(env["NEWSLETTER_DATABASE_URL"]) as store:
-        return store.delivery_counts(DAY)
 
 
 def start_send(tmp_path: Path, env: dict[str, str], name: str) -> subprocess.Popen[str]:

@@ -117,10 +117,7 @@ class EditorConsole:
 
     def form_ok(self, request: Request, form: FormData) -> bool:
         """A same-site post carrying a form token from one of our editors' pages."""
-        token = text_field(form, "form_token")
-        return self.site.same_origin(request) and self.site.forms.valid(
-            token, "editor", self.settings.admin_user
-        )
+        return self.site.form_ok(request, form, "editor", self.settings.admin_user)
 
     def form_token(self) -> str:
         return self.site.forms.issue("editor", self.settings.admin_user)

@@ -165,6 +165,11 @@ class Site:
         # No file parts at all: nothing we accept is a file (a file part is a 400).
         return await request.form(max_files=0, max_fields=MAX_FORM_FIELDS)
 
+    def form_ok(self, request: Request, form: FormData, purpose: str, binding: str) -> bool:
+        """A same-site post carrying a form token we issued for ``purpose`` and ``binding``."""
+        token = text_field(form, "form_token")
+        return self.same_origin(request) and self.forms.valid(token, purpose, binding)
+
     def same_origin(self, request: Request) -> bool:
         """False when Origin (else Referer) names another site; True when neither is sent.
 

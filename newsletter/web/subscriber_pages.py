@@ -161,11 +161,7 @@ class SubscriberPages:
         form = await self.site.read_form(request, allow_empty=True)
         token = request.path_params["token"]
         subscriber, _nonce = await run_in_threadpool(self.subscriptions.confirmation_for, token)
-        form_token = text_field(form, "form_token")
-        if not (
-            self.site.same_origin(request)
-            and self.site.forms.valid(form_token, "confirm", str(subscriber.id))
-        ):
+        if not self.site.form_ok(request, form, "confirm", str(subscriber.id)):
             error = self.site.t(subscriber.locale or None, "web_form_expired_text")
             return self.confirm_page(token, subscriber, status=403, error=error)
         confirmed, activated = await run_in_threadpool(
@@ -241,11 +237,7 @@ class SubscriberPages:
         subscriber = await run_in_threadpool(
             self.subscriptions.subscriber_for, Purpose.PREFERENCES, token
         )
-        form_token = text_field(form, "form_token")
-        if not (
-            self.site.same_origin(request)
-            and self.site.forms.valid(form_token, "preferences", str(subscriber.id))
-        ):
+        if not self.site.form_ok(request, form, "preferences", str(subscriber.id)):
             error = self.site.t(subscriber.locale or None, "web_form_expired_text")
             return self.preferences_page(token, subscriber, status=403, error=error)
         try:
