@@ -22,9 +22,9 @@ from datetime import time as clock
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-from newsletter.edition import build_edition
-from newsletter.render import Renderer
-from newsletter.sources import parse_feed
+from newsletter.adapters.render import Renderer
+from newsletter.adapters.sources import parse_feed
+from newsletter.domain.edition import build_edition
 
 DAY = date(2026, 1, 27)
 PARAGRAPH = (

@@ -181,9 +181,9 @@ def smtp_source(count: int, size: int, sessions: int = 4) -> dict[str, float]:
 def naive_loop(count: int) -> dict[str, float]:
     """What a per-subscriber pipeline costs: render, inline, build, send; one connection."""
     sys.path.insert(0, str(ROOT))
-    from newsletter.compose import compose_edition
+    from newsletter.adapters.render import Renderer
     from newsletter.config import load_settings
-    from newsletter.render import Renderer
+    from newsletter.services.compose import compose_edition
 
     settings = load_settings(environ={})
     edition = compose_edition(settings, date.fromisoformat(DAY))

@@ -39,9 +39,9 @@ def peak_rss_mb() -> float:
 
 def child(rows: int, phase: str) -> dict[str, float]:
     sys.path.insert(0, str(ROOT))
-    from newsletter.csvfile import open_csv
-    from newsletter.store import open_store
-    from newsletter.subscribers import import_csv
+    from newsletter.adapters.csvfile import open_csv
+    from newsletter.adapters.store import open_store
+    from newsletter.services.subscribers import import_csv
 
     folder = Path(tempfile.mkdtemp(prefix="bench-subscribers-"))
     source = folder / "list.csv"
@@ -65,8 +65,8 @@ def child(rows: int, phase: str) -> dict[str, float]:
 
 def export_child(db: str) -> dict[str, float]:
     sys.path.insert(0, str(ROOT))
-    from newsletter.store import open_store
-    from newsletter.subscribers import export_csv
+    from newsletter.adapters.store import open_store
+    from newsletter.services.subscribers import export_csv
 
     with open_store(f"sqlite:///{db}") as store, open("/dev/null", "w", newline="") as sink:
         base = peak_rss_mb()

@@ -30,10 +30,10 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from newsletter.addresses import normalise_address  # noqa: E402
+from newsletter.adapters.store import NewSubscriber, open_store  # noqa: E402
+from newsletter.adapters.tokens import Purpose, TokenSigner  # noqa: E402
 from newsletter.domain import ConsentSource, SubscriberStatus  # noqa: E402
-from newsletter.store import NewSubscriber, open_store  # noqa: E402
-from newsletter.tokens import Purpose, TokenSigner  # noqa: E402
+from newsletter.domain.addresses import normalise_address  # noqa: E402
 
 SECRET = "bench-secret-key-0123456789abcdef"
 

@@ -12,7 +12,7 @@ import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import date, datetime, time
+from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 from typing import Literal, TypeVar
 from urllib.parse import urlsplit
@@ -22,8 +22,8 @@ from babel import Locale, UnknownLocaleError
 from dotenv import dotenv_values
 
 from newsletter.domain import DEFAULT_SECTION_ORDER
-from newsletter.edition import edition_date_for
-from newsletter.errors import UsageError
+from newsletter.domain.errors import UsageError
+from newsletter.domain.timetable import Timetable
 
 N = TypeVar("N", int, float)
 SmtpSecurity = Literal["none", "starttls", "tls"]
@@ -192,10 +192,23 @@ class Settings:
             f"Settings(database_url={_redact_url(self.database_url)!r}, sources={self.sources!r})"
         )
 
+    @property
+    def timetable(self) -> Timetable:
+        """The send time, deadline and preview lead as the domain's timetable."""
+        return Timetable(
+            send_time=self.send_time,
+            zone=self.timezone,
+            deadline=timedelta(hours=self.send_deadline_hours),
+            preview_lead=timedelta(minutes=self.preview_lead_minutes),
+        )
+
     def next_edition_date(self, now: datetime | None = None) -> date:
-        """The edition whose window holds ``now``: today's before the send time, else tomorrow's."""
-        moment = now or datetime.now(self.timezone)
-        return edition_date_for(moment, self.send_time, self.timezone)
+        """The coming edition: the first whose send time is still ahead (``Timetable.next_edition``).
+
+        At the send instant itself the edition of the day is going out, so the coming one is
+        tomorrow's, as the daemon sees it.
+        """
+        return self.timetable.next_edition(now or datetime.now(UTC))
 
     def require_sending(self) -> None:
         """Raise unless everything a real send needs is set."""

@@ -8,9 +8,9 @@ from collections.abc import Sequence
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
-from newsletter.addresses import normalise_address
+from newsletter.adapters.store import NewSubscriber, Store, open_store
 from newsletter.domain import ConsentSource, SubscriberStatus
-from newsletter.store import NewSubscriber, Store, open_store
+from newsletter.domain.addresses import normalise_address
 
 
 class FakeClock:

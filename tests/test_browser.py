@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from newsletter.adapters.tokens import Purpose
 from newsletter.domain import SubscriberStatus
-from newsletter.tokens import Purpose
 from tests.conftest import SAMPLE_DATE, SmtpServer
 from tests.test_web import ADMIN_PASSWORD, LiveApp, confirmation_link, running_app, wait_mails
 

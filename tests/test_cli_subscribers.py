@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from newsletter.config import load_settings
-from newsletter.signup import parse_signup
+from newsletter.services.signup import parse_signup
 from tests.factories import csv_text, write_file
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -20,8 +20,8 @@ from pathlib import Path
 
 import pytest
 
+from newsletter.adapters.store import open_store
 from newsletter.domain import DeliveryStatus
-from newsletter.store import open_store
 from tests.conftest import SAMPLE_DATE, SmtpServer, run_cli
 from tests.conftest import send_env as shared_send_env
 

@@ -13,10 +13,10 @@ from email_validator import EmailNotValidError, validate_email
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from newsletter.addresses import AddressParser, InvalidAddress, normalise_address
-from newsletter.csvfile import CsvError, CsvReader, MissingEmailColumn, unescape_formula
+from newsletter.adapters.csvfile import CsvError, CsvReader, MissingEmailColumn, unescape_formula
 from newsletter.domain import SubscriberStatus
-from newsletter.subscribers import export_csv, import_csv
+from newsletter.domain.addresses import AddressParser, InvalidAddress, normalise_address
+from newsletter.services.subscribers import export_csv, import_csv
 from tests.factories import make_store
 
 LOCALES = ["", "fr", "en", "ar", "fr_FR", "ar_MA"]
@@ -255,7 +255,7 @@ def test_a_file_that_is_not_utf8_is_refused() -> None:
 
 
 def test_a_field_over_the_limit_is_an_error_not_a_crash(monkeypatch: pytest.MonkeyPatch) -> None:
-    import newsletter.csvfile as csvfile
+    import newsletter.adapters.csvfile as csvfile
 
     monkeypatch.setattr(csvfile, "FIELD_SIZE_LIMIT", 1000)
     previous = csv.field_size_limit(1000)

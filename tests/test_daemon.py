@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pytest
 
+from newsletter.adapters.store import open_store
 from newsletter.domain import DeliveryStatus, EditionStatus
-from newsletter.store import open_store
 from tests.conftest import SAMPLE_DATE, SmtpServer, base_env, run_cli, send_env
 
 DAY = date.fromisoformat(SAMPLE_DATE)

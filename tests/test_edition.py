@@ -8,7 +8,12 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from newsletter.domain import Article, category_key
-from newsletter.edition import build_edition, build_sections, edition_date_for, edition_window
+from newsletter.domain.edition import (
+    build_edition,
+    build_sections,
+    edition_date_for,
+    edition_window,
+)
 
 CASA = ZoneInfo("Africa/Casablanca")
 PARIS = ZoneInfo("Europe/Paris")

@@ -14,10 +14,10 @@ from datetime import date
 
 import pytest
 
+from newsletter.adapters.store import open_store
 from newsletter.config import load_settings
-from newsletter.deliver import RECONNECT_BACKOFF, send_edition
 from newsletter.domain import DeliveryStatus, SubscriberStatus
-from newsletter.store import open_store
+from newsletter.services.delivery import RECONNECT_BACKOFF, send_edition
 from tests.conftest import SAMPLE_DATE, free_port, run_cli, send_env
 from tests.factories import import_addresses, ledger, readers
 
@@ -276,7 +276,7 @@ def test_a_ledger_error_mid_send_stops_the_run_instead_of_hanging(
 )
 def test_only_a_factor_in_0_1_shortens_the_backoffs(monkeypatch, value, scale):
     """The tests' private NEWSLETTER_TEST_BACKOFF_SCALE never lengthens or breaks a backoff."""
-    from newsletter.deliver import _TEST_BACKOFF_SCALE_ENV, _backoff_scale
+    from newsletter.services.delivery import _TEST_BACKOFF_SCALE_ENV, _backoff_scale
 
     if value is None:
         monkeypatch.delenv(_TEST_BACKOFF_SCALE_ENV, raising=False)

@@ -18,12 +18,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from newsletter import subscribers as service
-from newsletter.csvfile import CsvError
-from newsletter.errors import NewsletterError
-from newsletter.sources import _BadItem, _SourceFailure, json_article, parse_feed
-from newsletter.store import open_store
-from newsletter.tokens import InvalidToken, Purpose, TokenSigner
+from newsletter.adapters.csvfile import CsvError
+from newsletter.adapters.sources import _BadItem, _SourceFailure, json_article, parse_feed
+from newsletter.adapters.store import open_store
+from newsletter.adapters.tokens import InvalidToken, Purpose, TokenSigner
+from newsletter.domain.errors import NewsletterError
+from newsletter.services import subscribers as service
 from tests.conftest import SAMPLE_DATE, TEST_SECRET, base_env, run_cli
 
 FUZZ = settings(

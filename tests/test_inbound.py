@@ -8,10 +8,10 @@ from urllib.parse import unquote
 
 import pytest
 
+from newsletter.adapters.store import Store, open_store
 from newsletter.domain import SubscriberStatus
-from newsletter.inbound import NoUnsubscribeToken, unsubscribe_from_mail
-from newsletter.signup import Subscriptions
-from newsletter.store import Store, open_store
+from newsletter.services.inbound import NoUnsubscribeToken, unsubscribe_from_mail
+from newsletter.services.signup import Subscriptions
 from tests.conftest import TEST_SECRET, base_env, run_cli
 from tests.factories import new_subscriber
 from tests.test_signup import settings_for

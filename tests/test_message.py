@@ -11,10 +11,17 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from newsletter.compose import compose_edition
+from newsletter.adapters.message import (
+    ListIdentity,
+    MessageTemplate,
+    Recipient,
+    Sender,
+    message_id,
+    unstuff,
+)
+from newsletter.adapters.render import PREFERENCES_SLOT, UNSUBSCRIBE_SLOT, RenderedVariant, Renderer
 from newsletter.config import load_settings
-from newsletter.message import ListIdentity, MessageTemplate, Recipient, Sender, message_id, unstuff
-from newsletter.render import PREFERENCES_SLOT, UNSUBSCRIBE_SLOT, RenderedVariant, Renderer
+from newsletter.services.compose import compose_edition
 from tests.conftest import SAMPLE_DATE
 
 DAY = date.fromisoformat(SAMPLE_DATE)
@@ -138,7 +145,7 @@ def test_any_ascii_url_round_trips_through_quoted_printable(template, token):
 
 
 def test_wire_bytes_are_dot_stuffed(template, variant):
-    from newsletter.render import RenderedVariant as RV
+    from newsletter.adapters.render import RenderedVariant as RV
 
     dotted = RV(
         variant.keys,

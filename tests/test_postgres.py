@@ -19,10 +19,10 @@ from pathlib import Path
 
 import pytest
 
+from newsletter.adapters.store import open_store, utc_now
 from newsletter.config import load_settings
-from newsletter.deliver import send_edition
 from newsletter.domain import DeliveryStatus, SubscriberStatus
-from newsletter.store import open_store, utc_now
+from newsletter.services.delivery import send_edition
 from tests.conftest import SAMPLE_DATE, free_port, run_cli, send_env, wait_for_port
 
 DAY = date.fromisoformat(SAMPLE_DATE)
@@ -196,8 +196,8 @@ def test_forget_erases_the_delivery_history_and_blocks_reimport(tmp_path, databa
 
 
 def test_scheduler_lock_and_unsubscribe_on_postgres(database):
-    from newsletter.addresses import normalise_address
     from newsletter.domain import ConsentSource
+    from newsletter.domain.addresses import normalise_address
 
     with open_store(database) as store:
         assert store.acquire_lock("scheduler", "host:1:a", 30)

@@ -1,4 +1,4 @@
-"""newsletter.render: real Jinja2 and premailer on a fixed edition, checked with lxml.
+"""newsletter.adapters.render: real Jinja2 and premailer on a fixed edition, checked with lxml.
 
 Golden files live in tests/golden/; after an intended change of the templates, regenerate them with
 ``UPDATE_GOLDEN=1 .venv/bin/pytest tests/test_render.py`` and review the diff.
@@ -20,9 +20,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from newsletter import text
-from newsletter.domain import GENERAL_SECTION_KEY, Article, Edition, Section
-from newsletter.render import (
+from newsletter.adapters.render import (
     BUDGET_BYTES,
     GMAIL_CLIP_BYTES,
     PREFERENCES_SLOT,
@@ -32,7 +30,8 @@ from newsletter.render import (
     make_environment,
     safe_url,
 )
-from newsletter.resources import templates_dir
+from newsletter.adapters.resources import templates_dir
+from newsletter.domain import GENERAL_SECTION_KEY, Article, Edition, Section, text
 
 GOLDEN = Path(__file__).resolve().parent / "golden"
 NOON = datetime(2026, 1, 26, 12, 0, tzinfo=UTC)

@@ -14,12 +14,13 @@ from zoneinfo import ZoneInfo
 import pytest
 from apscheduler.triggers.cron import CronTrigger
 
+from newsletter.adapters.store import EditionRecord, Store, open_store
 from newsletter.config import Settings, load_settings
+from newsletter.daemon import Daemon, Lease, parse_now, shifted_clock
 from newsletter.domain import EditionStatus
-from newsletter.edition import edition_date_for
-from newsletter.schedule import Action, Timetable, decide_preview, decide_send
-from newsletter.scheduler import Daemon, Lease, parse_now, set_hold, shifted_clock
-from newsletter.store import EditionRecord, Store, open_store
+from newsletter.domain.edition import edition_date_for
+from newsletter.domain.timetable import Action, Timetable, decide_preview, decide_send
+from newsletter.services.editions import set_hold
 from tests.factories import FakeClock, sqlite_url
 
 PARIS = ZoneInfo("Europe/Paris")
@@ -337,7 +338,7 @@ def test_take_over_lock_only_from_the_named_owner(two_stores) -> None:
 def test_the_lease_thread_stands_by_and_takes_over_when_the_holder_stops(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.INFO, "newsletter.scheduler")
+    caplog.set_level(logging.INFO, "newsletter.daemon")
     url = sqlite_url(tmp_path)
     with open_store(url) as one, open_store(url) as two:
         taken: list[str] = []
@@ -410,7 +411,7 @@ def checked_daemon(settings: Settings, store: Store, now: datetime) -> Daemon:
 def test_the_check_records_skipped_late_with_a_warning(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.INFO, "newsletter.scheduler")
+    caplog.set_level(logging.INFO, "newsletter.daemon")
     settings = settings_for(tmp_path)
     with open_store(settings.database_url) as store:
         checked_daemon(settings, store, local("2026-01-27T13:30"))
@@ -425,7 +426,7 @@ def test_the_check_records_skipped_late_with_a_warning(
 def test_the_check_does_not_send_a_held_edition_and_says_so_once(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.INFO, "newsletter.scheduler")
+    caplog.set_level(logging.INFO, "newsletter.daemon")
     settings = settings_for(tmp_path)
     now = local("2026-01-27T07:05")
     with open_store(settings.database_url) as store:

@@ -21,8 +21,8 @@ from pathlib import Path
 import lxml.html
 import pytest
 
+from newsletter.adapters.store import open_store
 from newsletter.domain import DeliveryStatus
-from newsletter.store import open_store
 from tests.conftest import (
     SAMPLE_DATE,
     SmtpServer,

@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pytest
 
+from newsletter.adapters.store import open_store
+from newsletter.adapters.tokens import Purpose, TokenSigner
 from newsletter.config import load_settings
-from newsletter.deliver import send_edition
 from newsletter.domain import DeliveryStatus, SubscriberStatus
-from newsletter.store import open_store
-from newsletter.tokens import Purpose, TokenSigner
+from newsletter.services.delivery import send_edition
 from tests.conftest import SAMPLE_DATE, TEST_SECRET, base_env, free_port, run_cli, send_env
 
 DAY = date.fromisoformat(SAMPLE_DATE)
@@ -47,8 +47,8 @@ def test_one_message_per_active_subscriber_with_correct_headers(tmp_path, smtp_s
     )
     # a pending and an unsubscribed address must get nothing
     with open_store(env["NEWSLETTER_DATABASE_URL"]) as store:
-        from newsletter.addresses import normalise_address
         from newsletter.domain import ConsentSource
+        from newsletter.domain.addresses import normalise_address
 
         store.create_pending(
             normalise_address("pending@exemple.ma"), "", (), "", ConsentSource.WEB, ""
@@ -184,7 +184,7 @@ def test_unsubscribe_mid_send_is_honoured_for_rows_not_yet_sent(tmp_path, smtp_s
     import_subscribers(tmp_path, env, many(20))
     settings = load_settings(env_file=tmp_path / "absent", environ=env)
     with open_store(settings.database_url) as store:
-        from newsletter.deliver import frozen_edition
+        from newsletter.services.editions import frozen_edition
 
         store.freeze_edition(DAY, frozen_edition(store, settings, DAY).articles)
         leaving = store.find_by_email("lecteur7@exemple.ma")
@@ -201,7 +201,7 @@ def test_edition_is_frozen_at_first_send(tmp_path, smtp_server):
     import_subscribers(tmp_path, env, many(2))
     settings = load_settings(env_file=tmp_path / "absent", environ=env)
     with open_store(settings.database_url) as store:
-        from newsletter.deliver import frozen_edition
+        from newsletter.services.editions import frozen_edition
 
         first = frozen_edition(store, settings, DAY)
         store.freeze_edition(DAY, first.articles)
@@ -258,7 +258,7 @@ def test_empty_edition_sends_nothing(tmp_path, smtp_server):
 
 
 def test_a_failed_source_is_named_and_the_edition_goes_out_from_the_others(tmp_path, smtp_server):
-    from newsletter.resources import sample_dir
+    from newsletter.adapters.resources import sample_dir
 
     missing = tmp_path / "missing-feed.xml"
     env = send_env(

@@ -22,10 +22,10 @@ from pathlib import Path
 
 import pytest
 
+from newsletter.adapters.store import open_store
 from newsletter.config import load_settings
-from newsletter.deliver import send_edition
 from newsletter.domain import DeliveryStatus
-from newsletter.store import open_store
+from newsletter.services.delivery import send_edition
 from tests.conftest import SAMPLE_DATE, TESTS, free_port, run_cli, send_env, wait_for_port
 from tests.factories import import_addresses, ledger, readers
 
@@ -291,7 +291,7 @@ def test_the_recipient_count_announced_includes_rows_a_killed_sender_left(
     settings = load_settings(env_file=tmp_path / "absent", environ=env)
     announced: list[int] = []
     with open_store(settings.database_url) as store:
-        from newsletter.deliver import frozen_edition
+        from newsletter.services.editions import frozen_edition
 
         store.freeze_edition(DAY, frozen_edition(store, settings, DAY).articles)
         # A sender on this host that died holding 12 rows (its pid no longer exists).

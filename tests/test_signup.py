@@ -10,11 +10,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from newsletter.addresses import InvalidAddress
+from newsletter.adapters.store import Store
+from newsletter.adapters.tokens import InvalidToken, Purpose
 from newsletter.config import Settings, load_settings
 from newsletter.domain import ConsentSource, SubscriberStatus
-from newsletter.ratelimit import Rule, SlidingWindowLimiter
-from newsletter.signup import (
+from newsletter.domain.addresses import InvalidAddress
+from newsletter.domain.ratelimit import Rule, SlidingWindowLimiter
+from newsletter.services.signup import (
     Subscriptions,
     UnknownLink,
     known_sections,
@@ -22,9 +24,7 @@ from newsletter.signup import (
     page_locale,
     parse_signup,
 )
-from newsletter.store import Store
-from newsletter.subscribers import InvalidValue
-from newsletter.tokens import InvalidToken, Purpose
+from newsletter.services.subscribers import InvalidValue
 from tests.conftest import TEST_SECRET, base_env
 from tests.factories import make_store, new_subscriber
 

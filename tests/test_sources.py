@@ -18,9 +18,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from newsletter import resources
-from newsletter.domain import Article, category_key
-from newsletter.sources import (
+from newsletter.adapters import resources
+from newsletter.adapters.sources import (
     DEFAULT_USER_AGENT,
     SourceError,
     SourceReport,
@@ -28,6 +27,7 @@ from newsletter.sources import (
     merge_articles,
     read_sources,
 )
+from newsletter.domain import Article, category_key
 
 FEEDS = Path(__file__).parent / "data" / "feeds"
 SAMPLE = resources.sample_dir() / "feed.xml"

@@ -10,9 +10,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Connection, create_mock_engine, inspect, text
 
-from newsletter.addresses import normalise_address, suppression_hash
-from newsletter.domain import ConsentSource, SubscriberStatus
-from newsletter.store import (
+from newsletter.adapters.store import (
     LATEST_VERSION,
     METADATA,
     MIGRATIONS,
@@ -22,6 +20,8 @@ from newsletter.store import (
     migrate,
     open_store,
 )
+from newsletter.domain import ConsentSource, SubscriberStatus
+from newsletter.domain.addresses import normalise_address, suppression_hash
 from tests.factories import FakeClock, make_store, new_subscriber, sqlite_url
 
 # A row in the oldest shape that has a subscribers table (migration 1). Later migrations may add
@@ -134,7 +134,7 @@ def test_a_failing_migration_leaves_the_database_untouched(tmp_path: Path) -> No
         conn.exec_driver_sql("CREATE TABLE half_done (x INTEGER)")
         raise RuntimeError("boom")
 
-    import newsletter.store.migrations as store_module
+    import newsletter.adapters.store.migrations as store_module
 
     original = store_module.MIGRATIONS
     store_module.MIGRATIONS = (*original, broken)
@@ -319,7 +319,7 @@ def test_statuses_by_key_in_chunks(store: Store) -> None:
 
 
 def test_an_unsupported_url_is_a_usage_error() -> None:
-    from newsletter.errors import UsageError
+    from newsletter.domain.errors import UsageError
 
     with pytest.raises(UsageError):
         open_store("mysql://nobody@localhost/x")

@@ -7,12 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from newsletter.addresses import InvalidAddress
-from newsletter.csvfile import open_csv
+from newsletter.adapters.csvfile import open_csv
+from newsletter.adapters.store import Store
 from newsletter.domain import ConsentSource, SubscriberStatus
-from newsletter.errors import UsageError
-from newsletter.store import Store
-from newsletter.subscribers import (
+from newsletter.domain.addresses import InvalidAddress
+from newsletter.domain.errors import UsageError
+from newsletter.services.subscribers import (
     AddressRefused,
     UnknownSubscriber,
     add,
@@ -195,7 +195,7 @@ def test_add_creates_an_active_subscriber_with_cli_consent(tmp_path: Path) -> No
 
 
 def test_add_activates_a_pending_sign_up(store: Store) -> None:
-    from newsletter.addresses import normalise_address
+    from newsletter.domain.addresses import normalise_address
 
     pending = store.create_pending(normalise_address("p@example.com"), "", [], "")
     result = add(store, "p@example.com")

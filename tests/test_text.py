@@ -1,4 +1,4 @@
-"""newsletter.text: untrusted feed HTML reduced to safe text, excerpts, header-safe lines."""
+"""newsletter.domain.text: untrusted feed HTML reduced to safe text, excerpts, header-safe lines."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from newsletter.text import MAX_NESTING, cap_nesting, excerpt, html_to_text, one_line
+from newsletter.domain.text import MAX_NESTING, cap_nesting, excerpt, html_to_text, one_line
 
 TAG_RE = re.compile(r"</?[A-Za-z]|<[!?]")  # what an HTML parser would read as markup
 

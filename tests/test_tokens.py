@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from newsletter.tokens import InvalidToken, Purpose, TokenSigner
+from newsletter.adapters.tokens import InvalidToken, Purpose, TokenSigner
 
 SIGNER = TokenSigner("a-long-test-secret-0123456789")
 

@@ -22,15 +22,15 @@ import pytest
 import uvicorn
 from itsdangerous import TimestampSigner
 
-from newsletter.addresses import normalise_address
+from newsletter.adapters.links import Links
+from newsletter.adapters.store import NewSubscriber, Store, open_store
+from newsletter.adapters.tokens import Purpose, TokenSigner, address_digest
 from newsletter.config import ConfigError, Settings, load_settings
 from newsletter.domain import ConsentSource, SubscriberStatus
-from newsletter.httpserver import ServerLimits, server_config
-from newsletter.links import Links
-from newsletter.ratelimit import Rule
-from newsletter.store import NewSubscriber, Store, open_store
-from newsletter.tokens import Purpose, TokenSigner, address_digest
+from newsletter.domain.addresses import normalise_address
+from newsletter.domain.ratelimit import Rule
 from newsletter.web import WebLimits, create_app
+from newsletter.web.server import ServerLimits, server_config
 from tests.conftest import SAMPLE_DATE, TEST_SECRET, SmtpServer, base_env, free_port
 
 ADMIN_PASSWORD = "correct horse battery staple"

@@ -21,10 +21,10 @@ from pathlib import Path
 import httpx
 import pytest
 
+from newsletter.adapters.tokens import Purpose
 from newsletter.domain import SubscriberStatus
-from newsletter.httpserver import ServerLimits
-from newsletter.tokens import Purpose
 from newsletter.web import WebLimits
+from newsletter.web.server import ServerLimits
 from tests.conftest import (
     TEST_SECRET,
     SmtpServer,

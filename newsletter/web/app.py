@@ -33,11 +33,11 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import BaseRoute, Route
 
+from newsletter.adapters.links import CONFIRM_PATH, PREFERENCES_PATH, UNSUBSCRIBE_PATH
+from newsletter.adapters.smtp import SmtpConfig
+from newsletter.adapters.store import Store, open_store
 from newsletter.config import Settings
-from newsletter.errors import NewsletterError
-from newsletter.links import CONFIRM_PATH, PREFERENCES_PATH, UNSUBSCRIBE_PATH
-from newsletter.smtp import SmtpConfig
-from newsletter.store import Store, open_store
+from newsletter.domain.errors import NewsletterError
 from newsletter.web.editors import EditorConsole, Endpoint
 from newsletter.web.errors import ErrorPages
 from newsletter.web.middleware import BodyLimit, SecurityHeaders

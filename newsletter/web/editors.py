@@ -23,13 +23,13 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
-from newsletter.addresses import InvalidAddress, normalise_address
-from newsletter.compose import VariantRenderer
-from newsletter.deliver import NothingToSend, frozen_edition, send_test
-from newsletter.errors import NewsletterError
-from newsletter.i18n import format_long_date
-from newsletter.preview import PLACEHOLDER, fill_slots, identity_for, links_for, recipient_for
-from newsletter.ratelimit import SlidingWindowLimiter
+from newsletter.adapters.i18n import format_long_date
+from newsletter.domain.addresses import InvalidAddress, normalise_address
+from newsletter.domain.errors import NewsletterError
+from newsletter.domain.ratelimit import SlidingWindowLimiter
+from newsletter.services.delivery import NothingToSend, send_test
+from newsletter.services.editions import frozen_edition
+from newsletter.services.preview import render_preview
 from newsletter.web.pages import Site, client_of, text_field
 
 Endpoint = Callable[[Request], Awaitable[Response]]
@@ -184,14 +184,12 @@ class EditorConsole:
         }
         if edition.is_empty:
             return context
-        variant = VariantRenderer.for_settings(edition, self.settings).variant(edition.section_keys)
-        links = links_for(self.settings, identity_for(self.settings).sender)
-        recipient = recipient_for(links, PLACEHOLDER)
+        preview = render_preview(self.settings, edition)
         context.update(
-            variant=variant,
-            html=fill_slots(variant.html, recipient),
-            text=fill_slots(variant.text, recipient),
-            warnings=[*edition.warnings, *variant.warnings],
+            variant=preview.variant,
+            html=preview.html,
+            text=preview.text,
+            warnings=list(preview.warnings),
         )
         return context
 

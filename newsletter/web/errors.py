@@ -12,11 +12,11 @@ from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
-from newsletter.errors import NewsletterError
-from newsletter.links import CONFIRM_PATH
-from newsletter.signup import UnknownLink
-from newsletter.store import DatabaseBusy
-from newsletter.tokens import InvalidToken
+from newsletter.adapters.links import CONFIRM_PATH
+from newsletter.adapters.store import DatabaseBusy
+from newsletter.adapters.tokens import InvalidToken
+from newsletter.domain.errors import NewsletterError
+from newsletter.services.signup import UnknownLink
 from newsletter.web.pages import BodyTooLarge, BodyTooSlow, Site, UnsupportedForm, log
 from newsletter.web.security import redact_path
 

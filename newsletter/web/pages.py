@@ -19,13 +19,13 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse
 from starlette.routing import Router
 
+from newsletter.adapters.i18n import gettext
+from newsletter.adapters.render import make_environment
+from newsletter.adapters.store import Store
 from newsletter.config import Settings
-from newsletter.errors import NewsletterError
-from newsletter.i18n import gettext
-from newsletter.ratelimit import Rule
-from newsletter.render import make_environment
-from newsletter.signup import CONFIRMATIONS_PER_HOUR, page_direction
-from newsletter.store import Store
+from newsletter.domain.errors import NewsletterError
+from newsletter.domain.ratelimit import Rule
+from newsletter.services.signup import CONFIRMATIONS_PER_HOUR, page_direction
 from newsletter.web.security import FormTokens, origin_of, security_headers
 
 # One logger for the whole package: operators (and the tests) filter on "newsletter.web".

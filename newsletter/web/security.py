@@ -12,8 +12,8 @@ from urllib.parse import urlsplit
 
 from itsdangerous import BadData, URLSafeTimedSerializer
 
+from newsletter.adapters.links import CONFIRM_PATH, PREFERENCES_PATH, UNSUBSCRIBE_PATH
 from newsletter.config import ConfigError, Settings
-from newsletter.links import CONFIRM_PATH, PREFERENCES_PATH, UNSUBSCRIBE_PATH
 
 FORM_TOKEN_MAX_AGE = 2 * 3600  # a preferences or editor page left open longer must be reloaded
 _TOKEN_PATHS = (UNSUBSCRIBE_PATH, PREFERENCES_PATH, CONFIRM_PATH)

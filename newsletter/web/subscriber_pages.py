@@ -12,20 +12,20 @@ from starlette.datastructures import FormData
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
-from newsletter.addresses import InvalidAddress
+from newsletter.adapters.smtp import SmtpConfig
+from newsletter.adapters.tokens import Purpose
 from newsletter.domain import Subscriber, SubscriberStatus, category_key
-from newsletter.errors import NewsletterError
-from newsletter.ratelimit import SlidingWindowLimiter
-from newsletter.signup import (
+from newsletter.domain.addresses import InvalidAddress
+from newsletter.domain.errors import NewsletterError
+from newsletter.domain.ratelimit import SlidingWindowLimiter
+from newsletter.services.signup import (
     ConfirmationMail,
     Subscriptions,
     language_choices,
     mask_address,
     parse_signup,
 )
-from newsletter.smtp import SmtpConfig
-from newsletter.subscribers import InvalidValue
-from newsletter.tokens import Purpose
+from newsletter.services.subscribers import InvalidValue
 from newsletter.web.pages import Site, client_of, log, text_field, text_fields
 from newsletter.web.security import origin_of
 

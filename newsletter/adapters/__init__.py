@@ -1,0 +1,1 @@
+"""Adapters: the database, the relay, feeds, templates, tokens and files."""

@@ -1,0 +1,228 @@
+"""CSV files in and out: the adapter between spreadsheets and the subscriber service.
+
+Reading accepts what spreadsheet programs write: UTF-8 with or without a byte-order mark, comma,
+semicolon (French Excel) or tab delimiters, CRLF or LF line ends, quoted fields with delimiters,
+quotes and line breaks inside, blank lines, and a header row naming the columns in any order and
+case. Every row carries the physical line of the file where it starts, so a report can point the
+operator at the right line even when an earlier field spans several lines.
+
+Writing guards against formula injection: a spreadsheet runs a cell that starts with = + - @ (or
+a tab or CR before them) as a formula, so ``csv_writer`` prefixes such a cell with ' (which the
+spreadsheet shows as text) and ``unescape_formula`` removes exactly that ' again on import.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import itertools
+import re
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol, TextIO
+
+from newsletter.domain.errors import UsageError
+
+#: the columns import reads (and export writes, in this order); others are ignored
+COLUMNS: tuple[str, ...] = ("email", "name", "categories", "locale", "status")
+DELIMITERS = ",;\t"
+# Header spellings people use for the address column, mapped to ours.
+_ALIASES = {"e-mail": "email", "email address": "email", "courriel": "email"}
+# Sniffing looks at the start of the file only; the sniffer's regexes are slow on big samples.
+_SAMPLE_CHARS = 64 * 1024
+# Python's default (128 KiB) refuses a long notes column; keep a bound so a file with a stray
+# quote (one "field" swallowing the rest of the file) still fails instead of eating memory.
+FIELD_SIZE_LIMIT = 64 * 1024 * 1024
+# A cell a spreadsheet would evaluate: it starts with a formula trigger. Leading quotes count too,
+# so that a value that really starts with ' and a trigger survives the escape-unescape round trip.
+_FORMULA_TRIGGERS = "=+-@\t\r"
+_ESCAPE_STARTS = frozenset("'" + _FORMULA_TRIGGERS)
+_NEEDS_ESCAPE = re.compile(f"'*[{re.escape(_FORMULA_TRIGGERS)}]")
+_ESCAPED = re.compile(f"'+[{re.escape(_FORMULA_TRIGGERS)}]")
+
+
+class CsvError(UsageError):
+    """The file cannot be read as CSV at all (exit status 2); bad rows are reported, not raised."""
+
+
+class MissingEmailColumn(CsvError):
+    def __init__(self, header: Sequence[str]) -> None:
+        super().__init__(
+            f"the file has no 'email' column (header: {', '.join(header) or 'empty'})",
+            "the first row must name the columns: email, and optionally name, categories, "
+            "locale, status",
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class CsvRow:
+    line: int  # physical line of the file where the row starts (1 = first line)
+    values: dict[str, str]  # every name in COLUMNS -> the raw field ("" when absent)
+
+
+@contextmanager
+def open_csv(path: Path) -> Iterator[TextIO]:
+    """Open a CSV file for ``CsvReader``: BOM dropped, line ends left to the csv module."""
+    try:
+        stream = path.open(encoding="utf-8-sig", newline="")
+    except FileNotFoundError:
+        raise CsvError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise CsvError(f"{path}: is a folder, not a CSV file") from None
+    except OSError as err:
+        raise CsvError(f"{path}: cannot be read ({err.strerror})") from None
+    with stream:
+        yield stream
+
+
+class CsvReader:
+    """Rows of a CSV text stream; the header is read (and checked) at construction."""
+
+    def __init__(self, stream: Iterable[str]) -> None:
+        csv.field_size_limit(max(csv.field_size_limit(), FIELD_SIZE_LIMIT))
+        lines = iter(stream)
+        sample_lines = _take_sample(lines)
+        self.delimiter = _choose_delimiter(sample_lines)
+        self._reader = csv.reader(
+            itertools.chain(sample_lines, lines), delimiter=self.delimiter, skipinitialspace=True
+        )
+        self.header = self._read_header()
+        self._positions = _column_positions(self.header)
+        if "email" not in self._positions:
+            raise MissingEmailColumn(self.header)
+
+    def __iter__(self) -> Iterator[CsvRow]:
+        while True:
+            line = self._reader.line_num + 1
+            fields = self._next_fields()
+            if fields is None:
+                return
+            if not _is_blank(fields):
+                yield CsvRow(line, self._values(fields))
+
+    def check_rest(self) -> None:
+        """Read the rest of the stream without building rows; CsvError where it is unusable."""
+        while self._next_fields() is not None:
+            pass
+
+    def _read_header(self) -> list[str]:
+        while (fields := self._next_fields()) is not None:
+            if not _is_blank(fields):
+                return fields
+        return []
+
+    def _next_fields(self) -> list[str] | None:
+        try:
+            return next(self._reader)
+        except StopIteration:
+            return None
+        except csv.Error as err:
+            raise CsvError(f"line {self._reader.line_num}: {err}", "is it a CSV file?") from None
+        except UnicodeDecodeError:
+            raise _not_utf8(self._reader.line_num + 1) from None
+
+    def _values(self, fields: list[str]) -> dict[str, str]:
+        return {
+            name: fields[pos] if pos is not None and pos < len(fields) else ""
+            for name, pos in ((n, self._positions.get(n)) for n in COLUMNS)
+        }
+
+
+def _take_sample(lines: Iterator[str]) -> list[str]:
+    sample: list[str] = []
+    size = 0
+    try:
+        for line in lines:
+            sample.append(line)
+            size += len(line)
+            if size >= _SAMPLE_CHARS:
+                break
+    except UnicodeDecodeError:
+        raise _not_utf8(len(sample) + 1) from None
+    return sample
+
+
+def _not_utf8(line: int) -> CsvError:
+    return CsvError(
+        f"the file is not UTF-8 text (near line {line})",
+        "save it from the spreadsheet as 'CSV UTF-8'",
+    )
+
+
+def _choose_delimiter(sample_lines: list[str]) -> str:
+    """The delimiter that makes the most sense of the header; the sniffer's guess breaks ties.
+
+    ``csv.Sniffer`` fails on a one-column file and can be fooled by delimiters inside names, so
+    its answer is only trusted when the header it implies names our columns.
+    """
+    sample = "".join(sample_lines)[:_SAMPLE_CHARS]
+    header_line = next((line for line in sample_lines if line.strip()), "")
+    try:
+        sniffed = csv.Sniffer().sniff(sample, delimiters=DELIMITERS).delimiter
+    except csv.Error:
+        sniffed = None
+    by_count = sorted(DELIMITERS, key=header_line.count, reverse=True)
+    candidates = ([sniffed] if sniffed else []) + [d for d in by_count if d != sniffed]
+    return max(candidates, key=lambda d: _known_columns(header_line, d))  # first of equals wins
+
+
+def _known_columns(header_line: str, delimiter: str) -> int:
+    try:
+        fields = next(csv.reader(io.StringIO(header_line), delimiter=delimiter), [])
+    except csv.Error:
+        return 0
+    return len(set(_column_positions(fields)))
+
+
+def _column_positions(header: Sequence[str]) -> dict[str, int]:
+    positions: dict[str, int] = {}
+    for index, raw in enumerate(header):
+        name = " ".join(raw.replace("\ufeff", "").split()).casefold()
+        name = _ALIASES.get(name, name)
+        if name in COLUMNS and name not in positions:  # a repeated column: the first one counts
+            positions[name] = index
+    return positions
+
+
+def _is_blank(fields: Sequence[str]) -> bool:
+    # Spreadsheets write empty rows as ";;;" rather than as an empty line.
+    return all(not field.strip() for field in fields)
+
+
+class RowWriter(Protocol):
+    def writerow(self, row: Iterable[str], /) -> object: ...
+
+
+def csv_writer(out: TextIO) -> RowWriter:
+    """A writer in the export dialect: comma, minimal quoting, CRLF (RFC 4180, what Excel reads).
+
+    Every cell goes through escape_formula.
+    """
+    return _FormulaSafeWriter(csv.writer(out, lineterminator="\r\n"))
+
+
+class _FormulaSafeWriter:
+    def __init__(self, writer: RowWriter) -> None:
+        self._writer = writer
+
+    def writerow(self, row: Iterable[str], /) -> object:
+        return self._writer.writerow([escape_formula(cell) for cell in row])
+
+
+def escape_formula(cell: str) -> str:
+    """``cell`` with a leading ' if a spreadsheet would run it as a formula (=, +, -, @, tab, CR).
+
+    A cell that already starts with ' followed by a trigger gets one more, so that
+    unescape_formula gives back exactly the original.
+    """
+    # The first-character test spares the regex for almost every cell (this runs per exported cell).
+    if cell and cell[0] in _ESCAPE_STARTS and _NEEDS_ESCAPE.match(cell):
+        return f"'{cell}"
+    return cell
+
+
+def unescape_formula(cell: str) -> str:
+    """Undo escape_formula: drop one leading ' when a formula trigger follows the quotes."""
+    return cell[1:] if cell.startswith("'") and _ESCAPED.match(cell) else cell

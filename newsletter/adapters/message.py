@@ -1,0 +1,313 @@
+"""MIME messages built once per content variant and personalised by byte substitution.
+
+Building an ``EmailMessage`` per subscriber costs about 1.8 ms; at 20,000 subscribers that alone
+caps a send near 500 messages/s. So a ``MessageTemplate`` does the expensive part once per variant:
+it encodes the subject, the From header and both bodies (quoted-printable, CRLF, lines of at most
+76 characters), and cuts the encoded bodies at the per-subscriber link slots. ``personalise()``
+then only joins bytes: the headers that differ per recipient and the subscriber's own URLs,
+quoted-printable encoded on lines of their own with soft line breaks around them, so decoding
+gives back the exact rendered text with the URL in place.
+
+``personalise()`` returns the message exactly as it goes on the wire: CRLF line ends and SMTP
+dot-stuffing already applied. The wire form follows the crib in DESIGN.md: CRLF line ends, no line over 998 bytes,
+multipart/alternative with text/plain first and text/html last, one recipient in To, RFC 2047
+display names, List-Id, List-Unsubscribe (https and mailto) and List-Unsubscribe-Post.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from dataclasses import dataclass
+from datetime import date
+from email import quoprimime
+from email.header import Header
+from email.headerregistry import Address
+from email.utils import formataddr, formatdate, parseaddr
+from typing import Protocol
+
+from newsletter.adapters.render import PREFERENCES_SLOT, UNSUBSCRIBE_SLOT, RenderedVariant
+from newsletter.config import Settings
+from newsletter.domain.errors import UsageError
+from newsletter.domain.text import one_line
+
+CRLF = b"\r\n"
+SOFT_BREAK = b"=\r\n"
+_SLOTS = (UNSUBSCRIBE_SLOT, PREFERENCES_SLOT)
+
+
+class SenderError(UsageError):
+    """NEWSLETTER_FROM is not a usable ``Display Name <address>``."""
+
+
+@dataclass(frozen=True, slots=True)
+class Sender:
+    display_name: str
+    address: str  # ASCII form (IDNA domain)
+
+    @property
+    def domain(self) -> str:
+        return self.address.rpartition("@")[2]
+
+    @classmethod
+    def parse(cls, text: str) -> Sender:
+        name, address = parseaddr(text)
+        if "@" not in address or " " in address:
+            raise SenderError(
+                f"NEWSLETTER_FROM={text!r} has no usable address",
+                "expected 'Display Name <news@example.com>'",
+            )
+        local, _, domain = address.rpartition("@")
+        try:
+            ascii_domain = domain.encode("idna").decode("ascii").lower()
+        except UnicodeError:
+            raise SenderError(
+                f"NEWSLETTER_FROM domain {domain!r} is not valid", "fix the address"
+            ) from None
+        return cls(display_name=one_line(name), address=f"{local}@{ascii_domain}")
+
+
+@dataclass(frozen=True, slots=True)
+class Recipient:
+    """Everything that differs from one subscriber to the next."""
+
+    subscriber_id: int
+    email: str
+    name: str
+    unsubscribe_url: str
+    preferences_url: str
+    unsubscribe_mailto: str  # full mailto: URL for List-Unsubscribe
+
+    @classmethod
+    def with_links(
+        cls, subscriber_id: int, email: str, name: str, links: RecipientLinks
+    ) -> Recipient:
+        return cls(
+            subscriber_id=subscriber_id,
+            email=email,
+            name=name,
+            unsubscribe_url=links.unsubscribe_url,
+            preferences_url=links.preferences_url,
+            unsubscribe_mailto=links.unsubscribe_mailto,
+        )
+
+
+class RecipientLinks(Protocol):
+    """The three per-subscriber links (links.SubscriberLinks has this shape)."""
+
+    @property
+    def unsubscribe_url(self) -> str: ...
+    @property
+    def preferences_url(self) -> str: ...
+    @property
+    def unsubscribe_mailto(self) -> str: ...
+
+
+@dataclass(frozen=True, slots=True)
+class ListIdentity:
+    """The list's fixed headers: who sends, under which List-Id."""
+
+    sender: Sender
+    list_name: str
+    reply_to: str = ""
+
+    @classmethod
+    def from_settings(cls, settings: Settings, fallback_from: str = "") -> ListIdentity:
+        return cls(
+            sender=Sender.parse(settings.from_address or fallback_from),
+            list_name=settings.title,
+            reply_to=settings.reply_to,
+        )
+
+    @property
+    def list_id(self) -> str:
+        # RFC 2919: a dot-atom under a domain the sender controls.
+        return f"daily.{self.sender.domain}"
+
+
+def message_id(edition_date: date, subscriber_id: int, domain: str) -> str:
+    """Stable per (edition, subscriber): a duplicate after a crash carries its original's id."""
+    prefix, suffix = _message_id_parts(edition_date, domain)
+    return f"{prefix}{subscriber_id}{suffix}"
+
+
+def _message_id_parts(edition_date: date, domain: str) -> tuple[str, str]:
+    return f"<{edition_date:%Y%m%d}.", f".digest@{domain}>"
+
+
+def _header(name: str, value: str) -> bytes:
+    return f"{name}: {value}".encode("ascii") + CRLF
+
+
+def _encoded_words(text: str) -> str:
+    """``text`` as a header value: ASCII as is, else RFC 2047 encoded-words of at most 75 chars."""
+    if text.isascii():
+        return text
+    return Header(text, "utf-8", maxlinelen=76, header_name="Subject").encode(linesep="\r\n")
+
+
+def _qp(text: str) -> bytes:
+    """Quoted-printable body encoding of UTF-8 text, CRLF line ends, 76-column lines."""
+    # quoprimime works on one character per byte: hand it the UTF-8 bytes spelled as latin-1.
+    octets = text.encode("utf-8").decode("latin-1")
+    return quoprimime.body_encode(octets, maxlinelen=76, eol="\r\n").encode("ascii")
+
+
+def _qp_url(url: str) -> bytes:
+    """A plain ASCII URL, quoted-printable on lines of at most 76 characters, then a soft break.
+
+    The per-subscriber hot path: only ``=`` needs encoding in a URL that is printable ASCII
+    without spaces, so this is a replace and a slice instead of quoprimime's character loop.
+    """
+    encoded = url.replace("=", "=3D")
+    lines = []
+    while len(encoded) > 75:
+        cut = 75
+        # never split an "=3D" escape across a soft line break
+        if encoded[cut - 1] == "=":
+            cut -= 1
+        elif encoded[cut - 2] == "=":
+            cut -= 2
+        lines.append(encoded[:cut])
+        encoded = encoded[cut:]
+    lines.append(encoded)
+    return ("=\r\n".join(lines) + "=\r\n").encode("ascii")
+
+
+def _qp_segments(body: str) -> list[bytes | str]:
+    """The encoded body as static byte chunks interleaved with slot names.
+
+    Each static chunk that is followed by a slot ends with a soft line break, and so does the
+    slot's value when it is inserted, so decoding joins them back without an added line break.
+    """
+    parts: list[bytes | str] = []
+    rest = body
+    while True:
+        positions = [(rest.find(s), s) for s in _SLOTS if s in rest]
+        if not positions:
+            parts.append(_qp(rest))
+            return parts
+        index, slot = min(positions)
+        chunk = rest[:index]
+        if chunk:
+            parts.append(_qp(chunk) + SOFT_BREAK)
+        parts.append(slot)
+        rest = rest[index + len(slot) :]
+
+
+def _skeleton(boundary: str, variant: RenderedVariant) -> tuple[bytes | str, ...]:
+    """Everything after the headers: wire bytes, dot-stuffed, with the slot names left in place.
+
+    Every static piece starts a line (the blank line after the headers, or right after a slot's
+    value, which ends with a soft line break), so stuffing each piece on its own is exact and
+    personalise() never scans the whole message again.
+    """
+    pieces: list[bytes | str] = [b"\r\nThis is a multipart message in MIME format.\r\n\r\n"]
+    for ctype, body in (("text/plain", variant.text), ("text/html", variant.html)):
+        pieces.append(
+            f'--{boundary}\r\nContent-Type: {ctype}; charset="utf-8"\r\n'
+            "Content-Transfer-Encoding: quoted-printable\r\n\r\n".encode("ascii")
+        )
+        pieces.extend(_qp_segments(body))
+        pieces.append(b"\r\n")
+    pieces[-1] = f"\r\n--{boundary}--\r\n".encode("ascii")
+    merged: list[bytes | str] = []
+    for piece in pieces:
+        if isinstance(piece, bytes) and merged and isinstance(merged[-1], bytes):
+            merged[-1] += piece
+        else:
+            merged.append(piece)
+    return tuple(_dot_stuff(p) if isinstance(p, bytes) else p for p in merged)
+
+
+def _dot_stuff(piece: bytes) -> bytes:
+    """SMTP transparency (RFC 5321 4.5.2) for a piece that starts a line."""
+    stuffed = piece.replace(b"\r\n.", b"\r\n..")
+    return b"." + stuffed if stuffed.startswith(b".") else stuffed
+
+
+class MessageTemplate:
+    """One content variant, encoded once; ``personalise()`` gives one recipient's wire bytes."""
+
+    def __init__(
+        self, variant: RenderedVariant, identity: ListIdentity, edition_date: date
+    ) -> None:
+        self.variant = variant
+        self.edition_date = edition_date
+        self._domain = identity.sender.domain
+        digest = hashlib.sha256(variant.html.encode()).hexdigest()[:24]
+        self._boundary = f"=_nl_{digest}"
+        self._fixed_headers = self._build_fixed_headers(variant, identity)
+        self._skeleton = _skeleton(self._boundary, variant)
+        self._id_prefix, self._id_suffix = _message_id_parts(edition_date, self._domain)
+        self._date_cache: tuple[int, bytes] = (0, b"")
+
+    def _build_fixed_headers(self, variant: RenderedVariant, identity: ListIdentity) -> bytes:
+        sender = identity.sender
+        headers = [
+            _header("From", formataddr((sender.display_name, sender.address), charset="utf-8")),
+            _header("Subject", _encoded_words(one_line(variant.subject))),
+            _header("MIME-Version", "1.0"),
+            _header(
+                "List-Id", f"{_encoded_words(one_line(identity.list_name))} <{identity.list_id}>"
+            ),
+            _header("List-Unsubscribe-Post", "List-Unsubscribe=One-Click"),
+            _header("Precedence", "bulk"),
+            _header("Auto-Submitted", "auto-generated"),
+        ]
+        if identity.reply_to:
+            headers.append(_header("Reply-To", identity.reply_to))
+        headers.append(
+            _header("Content-Type", f'multipart/alternative; boundary="{self._boundary}"')
+        )
+        return b"".join(headers)
+
+    def _date_header(self) -> bytes:
+        now = int(time.time())
+        if self._date_cache[0] != now:
+            self._date_cache = (now, _header("Date", formatdate(now, usegmt=True)))
+        return self._date_cache[1]
+
+    def personalise(self, recipient: Recipient) -> bytes:
+        for url in (
+            recipient.unsubscribe_url,
+            recipient.preferences_url,
+            recipient.unsubscribe_mailto,
+        ):
+            if not url.isascii() or any(c in url for c in "\r\n <>"):
+                raise ValueError(
+                    f"link for subscriber {recipient.subscriber_id} is not a plain URL"
+                )
+        per_recipient = b"".join(
+            (
+                _header("To", _to_header(recipient)),
+                self._date_header(),
+                # message_id(), with the per-template parts formatted once
+                f"Message-ID: {self._id_prefix}{recipient.subscriber_id}{self._id_suffix}\r\n".encode(
+                    "ascii"
+                ),
+                # Folded after the comma: each URL stays whole on its own line, well under 998.
+                f"List-Unsubscribe: <{recipient.unsubscribe_url}>,\r\n <{recipient.unsubscribe_mailto}>\r\n".encode(
+                    "ascii"
+                ),
+            )
+        )
+        values = {
+            UNSUBSCRIBE_SLOT: _qp_url(recipient.unsubscribe_url),
+            PREFERENCES_SLOT: _qp_url(recipient.preferences_url),
+        }
+        pieces = [per_recipient, self._fixed_headers]
+        pieces.extend(seg if isinstance(seg, bytes) else values[seg] for seg in self._skeleton)
+        return b"".join(pieces)
+
+
+def _to_header(recipient: Recipient) -> str:
+    name = one_line(recipient.name)
+    local, _, domain = recipient.email.rpartition("@")
+    address = str(Address(username=local, domain=domain)) if local else recipient.email
+    return formataddr((name, address), charset="utf-8") if name else address
+
+
+def unstuff(wire: bytes) -> bytes:
+    """The message as a file (.eml) holds it: wire bytes without SMTP dot-stuffing."""
+    return wire.replace(b"\r\n..", b"\r\n.")

@@ -1,0 +1,435 @@
+"""Rendering adapter: an Edition -> one finished email body (subject, preheader, HTML, text).
+
+Jinja2 renders ``templates/digest.html`` (autoescaped) and ``templates/digest.txt`` (plain text,
+hand-written); premailer then inlines the CSS of the HTML once per content variant. Nothing here
+is per subscriber: the subscriber's own links are the ASCII markers UNSUBSCRIBE_SLOT and
+PREFERENCES_SLOT, which delivery replaces with ``str.replace`` (HTML-escaping the URL for the HTML
+part if it can contain ``&``).
+
+Gmail clips an HTML body over 102,400 bytes, so ``render`` measures the result with the slots
+filled by URLs of ``slot_url_length`` characters and, over 90 KB, renders again with shorter
+excerpts, then without excerpts, then with fewer articles, until it fits; each step is reported in
+``RenderedVariant.warnings``.
+
+An empty edition renders fine (a short "no articles" body); the caller decides not to send it.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import textwrap
+import unicodedata
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import jinja2
+from premailer import Premailer
+
+from newsletter.adapters.i18n import format_long_date, gettext, is_rtl_locale, language_tag
+from newsletter.adapters.resources import templates_dir
+from newsletter.domain import GENERAL_SECTION_KEY, Article, Edition, Section
+from newsletter.domain.errors import NewsletterError
+from newsletter.domain.text import excerpt, html_to_text, one_line
+
+UNSUBSCRIBE_SLOT = "__NL_UNSUBSCRIBE_URL__"
+PREFERENCES_SLOT = "__NL_PREFERENCES_URL__"
+
+GMAIL_CLIP_BYTES = 102_400
+BUDGET_BYTES = 92_160  # 90 KB: room left for what delivery adds and for our own estimate's error
+EXCERPT_FLOOR = 100  # shorter excerpts say nothing; below this they are dropped instead
+SUBJECT_MAX = 120
+PREHEADER_HEADLINES = 3
+PREHEADER_MAX = 150
+TITLE_MAX = 300  # a feed can send a 60 KB "title"; nobody reads past this
+AUTHOR_MAX = 120
+LABEL_MAX = 120
+URL_MAX = 2_048  # longer links are not real article links and would blow the size budget
+TEXT_WIDTH = 72
+_C0_AND_SPACE = "".join(chr(i) for i in range(0x21))  # what URL parsers trim from both ends
+# Invisible characters after the preheader stop clients from pulling body text into the preview.
+PREHEADER_FILLER = "\u034f\u00a0" * 40
+DEFAULT_LOCALE = "fr"
+
+
+class RenderError(NewsletterError):
+    """The edition cannot be rendered within the size budget or the templates are broken."""
+
+
+@dataclass(frozen=True, slots=True)
+class RenderedVariant:
+    keys: frozenset[str]  # the section keys this variant holds
+    subject: str  # one line
+    preheader: str
+    html: str  # full document, CSS inlined, slots in place
+    text: str  # plain-text part, slots in place
+    warnings: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ArticleView:
+    """What the templates show of one article: plain text only, a link only if http(s)."""
+
+    title: str
+    url: str  # "" when the feed's link is not a safe http(s) URL
+    author: str
+    excerpt: str
+    dir: str  # "rtl", "ltr" or "" (inherit the document's direction)
+    lang: str  # BCP 47 tag when the item's script says more than the document's lang, else ""
+
+
+@dataclass(frozen=True, slots=True)
+class SectionView:
+    key: str
+    label: str
+    articles: tuple[ArticleView, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    """How much of the edition one render attempt shows."""
+
+    excerpt_chars: int  # 0 = no excerpts
+    max_articles: int | None  # None = all
+
+
+# ---------------------------------------------------------------------------------------------
+# Jinja environment (shared with the web app's pages)
+# ---------------------------------------------------------------------------------------------
+
+
+def make_environment(templates: Path | None = None) -> jinja2.Environment:
+    """The Jinja2 environment for emails and pages.
+
+    Autoescape is on for .html/.htm/.xml and for templates from strings; .txt (and the CSS partial)
+    are not escaped, so the text part never shows "&amp;". ``_`` and ``long_date`` read ``locale``
+    from the template's context (default "fr").
+    """
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(templates or templates_dir())),
+        autoescape=jinja2.select_autoescape(
+            enabled_extensions=("html", "htm", "xml"),
+            disabled_extensions=("txt", "css"),
+            default_for_string=True,
+            default=True,
+        ),
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+    )
+    env.globals["_"] = _translate
+    env.filters["long_date"] = _long_date
+    env.filters["wrap"] = wrap_text
+    env.filters["underline"] = underline
+    return env
+
+
+@jinja2.pass_context
+def _translate(context: jinja2.runtime.Context, key: str, **fields: Any) -> str:
+    text = gettext(_context_locale(context), key)
+    return text.format(**fields) if fields else text
+
+
+@jinja2.pass_context
+def _long_date(context: jinja2.runtime.Context, value: date, locale: str | None = None) -> str:
+    return format_long_date(value, locale or _context_locale(context))
+
+
+def _context_locale(context: jinja2.runtime.Context) -> str:
+    locale = context.get("locale")
+    return locale if isinstance(locale, str) and locale else DEFAULT_LOCALE
+
+
+def wrap_text(text: str, width: int = TEXT_WIDTH) -> str:
+    """Plain-text paragraphs wrapped at ``width``; long words (URLs) are never split."""
+    paragraphs = (p for p in text.split("\n\n") if p.strip())
+    wrapped = (
+        textwrap.fill(p, width=width, break_long_words=False, break_on_hyphens=False)
+        for p in paragraphs
+    )
+    return "\n\n".join(wrapped)
+
+
+def underline(text: str, char: str = "-") -> str:
+    """``text`` underlined with ``char`` as long as it looks (combining marks do not count)."""
+    visible = sum(1 for ch in text if not unicodedata.combining(ch))
+    return f"{text}\n{char * max(visible, 3)}"
+
+
+# ---------------------------------------------------------------------------------------------
+# Views: the edition reduced to safe, display-ready text
+# ---------------------------------------------------------------------------------------------
+
+
+def safe_url(link: str) -> str:
+    """``link`` if it is an absolute http(s) URL, else "" (javascript:, data:, relative ...)."""
+    # Browsers drop tab/CR/LF inside URLs ("java\nscript:"), so check what they would see.
+    cleaned = re.sub(r"[\t\r\n]", "", link).strip(_C0_AND_SPACE)
+    if not cleaned or len(cleaned) > URL_MAX or any(ch.isspace() or ord(ch) < 32 for ch in cleaned):
+        return ""
+    try:
+        parts = urlsplit(cleaned)
+    except ValueError:  # e.g. an invalid IPv6 literal
+        return ""
+    if parts.scheme.lower() not in ("http", "https") or not parts.netloc:
+        return ""
+    return cleaned
+
+
+def _script_lang(text: str) -> str:
+    """A lang tag for a right-to-left title from its first strong character's script."""
+    for ch in text:
+        name = unicodedata.name(ch, "")
+        if name.startswith("ARABIC"):
+            return "ar"
+        if name.startswith("HEBREW"):
+            return "he"
+        if unicodedata.bidirectional(ch) in ("L", "R", "AL"):
+            return ""
+    return ""
+
+
+def _article_text(article: Article) -> str:
+    """The readable text an excerpt is cut from: the summary if any, else the content."""
+    for markup in (article.summary_html, article.content_html):
+        text = html_to_text(markup)
+        # WordPress summaries end with " […]" / " [...]": our own "…" replaces it.
+        text = re.sub(r"\s*\[(?:…|\.\.\.)\]\s*$", "", text)
+        if text:
+            return text
+    return ""
+
+
+def plain_line(text: str, limit: int) -> str:
+    """A feed's title-like field as one line of text, at most ``limit`` chars.
+
+    Feeds are inconsistent about titles: some send text, some escaped HTML ("&lt;b&gt;"), some
+    raw tags. Reducing them like feed HTML keeps tags out of both parts and out of the Subject.
+    """
+    return excerpt(one_line(html_to_text(text)), limit)
+
+
+def _article_view(article: Article, excerpt_chars: int, document_rtl: bool) -> ArticleView:
+    title = plain_line(article.title, TITLE_MAX)
+    if article.rtl:
+        direction, lang = "rtl", _script_lang(title)
+    else:
+        direction, lang = ("ltr" if document_rtl else ""), ""
+    return ArticleView(
+        title=title,
+        url=safe_url(article.link),
+        author=plain_line(article.author, AUTHOR_MAX),
+        excerpt=excerpt(_article_text(article), excerpt_chars) if excerpt_chars > 0 else "",
+        dir=direction,
+        lang=lang,
+    )
+
+
+def _section_label(section: Section, locale: str) -> str:
+    # The general section is labelled in the edition's language, whatever the builder put there.
+    if section.key == GENERAL_SECTION_KEY:
+        return gettext(locale, "general_section")
+    return plain_line(section.label, LABEL_MAX)
+
+
+def _kept_articles(edition: Edition, limit: int | None) -> list[tuple[Section, list[Article]]]:
+    """The first ``limit`` articles taken round-robin over sections, in their original order.
+
+    Round-robin keeps each section's top stories rather than dropping the last sections whole.
+    """
+    if limit is None:
+        return [(s, list(s.articles)) for s in edition.sections]
+    ranked = sorted(
+        (
+            (rank, index)
+            for index, s in enumerate(edition.sections)
+            for rank in range(len(s.articles))
+        ),
+    )
+    keep = set(ranked[:limit])
+    kept = (
+        (s, [a for rank, a in enumerate(s.articles) if (rank, index) in keep])
+        for index, s in enumerate(edition.sections)
+    )
+    return [(s, articles) for s, articles in kept if articles]
+
+
+def _headlines(edition: Edition) -> Iterator[str]:
+    for article in edition.articles:
+        yield plain_line(article.title, TITLE_MAX)
+
+
+# ---------------------------------------------------------------------------------------------
+# The renderer
+# ---------------------------------------------------------------------------------------------
+
+
+class Renderer:
+    """Renders editions for one newsletter (title, locale); reuse it for every variant."""
+
+    def __init__(
+        self,
+        *,
+        title: str,
+        locale: str,
+        excerpt_chars: int = 400,
+        templates: Path | None = None,
+        slot_url_length: int = 160,
+    ) -> None:
+        self.title = one_line(title)
+        self.locale = locale
+        self.excerpt_chars = excerpt_chars
+        self.slot_url_length = slot_url_length
+        self.environment = make_environment(templates)
+        self._html_template = self.environment.get_template("digest.html")
+        self._text_template = self.environment.get_template("digest.txt")
+        self._document_rtl = is_rtl_locale(locale)
+        # premailer options, verified against premailer 3.10's source:
+        self._premailer_options: dict[str, Any] = {
+            "base_url": None,  # no base_url: hrefs (and the slot markers) are never rewritten
+            "keep_style_tags": True,  # the whole <style> stays, so @media rules still apply
+            "strip_important": False,  # the @media overrides need !important to beat inline CSS
+            "remove_classes": False,  # the @media rules select by class
+            "disable_validation": True,  # mso-* and other email-only properties are kept
+            "allow_network": False,  # never fetch <link rel=stylesheet> or external_styles
+            "allow_loading_external_files": False,  # nor read local files named by the HTML
+            "cssutils_logging_level": logging.CRITICAL,  # cssutils warns on every unknown property
+            "cache_css_parsing": True,
+        }
+
+    # -- public ---------------------------------------------------------------------------------
+
+    def render(self, edition: Edition) -> RenderedVariant:
+        """Render one content variant; called once per variant, never per subscriber."""
+        plan = _Plan(self.excerpt_chars, None)
+        html = self._render_html(edition, plan)
+        first_size = size = self.measure(html)
+        while size > BUDGET_BYTES:
+            smaller = _smaller_plan(plan, size, len(edition.articles))
+            if smaller is None:
+                raise RenderError(
+                    f"edition HTML is {_kb(size)} KB even without any article",
+                    "shorten NEWSLETTER_TITLE or the templates",
+                )
+            plan = smaller
+            html = self._render_html(edition, plan)
+            size = self.measure(html)
+        context = self._context(edition, plan)
+        return RenderedVariant(
+            keys=edition.section_keys,
+            subject=self.subject(edition),
+            preheader=context["preheader"],
+            html=html,
+            text=_tidy_text(self._text_template.render(context)),
+            warnings=self._budget_warnings(edition, first_size, plan, size),
+        )
+
+    def measure(self, html: str) -> int:
+        """Bytes of ``html`` once delivery has put ``slot_url_length``-char URLs in the slots."""
+        slots = html.count(UNSUBSCRIBE_SLOT) + html.count(PREFERENCES_SLOT)
+        growth = slots * (self.slot_url_length - len(UNSUBSCRIBE_SLOT))
+        return len(html.encode("utf-8")) + growth
+
+    def subject(self, edition: Edition) -> str:
+        """The Subject: "{title} – {date} : {first headline}", one line, <= SUBJECT_MAX chars."""
+        when = format_long_date(edition.date, self.locale)
+        bare = gettext(self.locale, "subject_no_headline").format(title=self.title, date=when)
+        headlines = list(_headlines(edition))
+        if not headlines:
+            return one_line(bare)[:SUBJECT_MAX]
+        template = gettext(self.locale, "subject")
+        room = SUBJECT_MAX - len(template.format(title=self.title, date=when, headline=""))
+        if room < 20:  # a very long title leaves no useful room: date only
+            return excerpt(one_line(bare), SUBJECT_MAX)
+        headline = excerpt(headlines[0], room)
+        return one_line(template.format(title=self.title, date=when, headline=headline))
+
+    def preheader(self, edition: Edition) -> str:
+        """The first few headlines, or a generic line when there are none."""
+        headlines = list(_headlines(edition))[:PREHEADER_HEADLINES]
+        if not headlines:
+            return gettext(self.locale, "preheader_fallback")
+        joined = gettext(self.locale, "headline_separator").join(headlines)
+        return excerpt(joined, PREHEADER_MAX)
+
+    # -- steps ----------------------------------------------------------------------------------
+
+    def _render_html(self, edition: Edition, plan: _Plan) -> str:
+        raw = self._html_template.render(self._context(edition, plan))
+        # premailer only keeps the doctype when the source starts with lxml's spelling of it.
+        inlined = Premailer(**self._premailer_options).transform(raw, pretty_print=False)
+        return inlined if inlined.endswith("\n") else inlined + "\n"
+
+    def _context(self, edition: Edition, plan: _Plan) -> dict[str, Any]:
+        sections = tuple(
+            SectionView(
+                key=section.key,
+                label=_section_label(section, self.locale),
+                articles=tuple(
+                    _article_view(a, plan.excerpt_chars, self._document_rtl) for a in articles
+                ),
+            )
+            for section, articles in _kept_articles(edition, plan.max_articles)
+        )
+        return {
+            "locale": self.locale,
+            "lang": language_tag(self.locale),
+            "dir": "rtl" if self._document_rtl else "ltr",
+            "title": self.title,
+            "edition_date": edition.date,
+            "preheader": self.preheader(edition),
+            "preheader_filler": PREHEADER_FILLER,
+            "sections": sections,
+            "unsubscribe_url": UNSUBSCRIBE_SLOT,
+            "preferences_url": PREFERENCES_SLOT,
+        }
+
+    def _budget_warnings(
+        self, edition: Edition, first_size: int, plan: _Plan, final_size: int
+    ) -> tuple[str, ...]:
+        if first_size <= BUDGET_BYTES:
+            return ()
+        if plan.max_articles is not None:
+            action = (
+                f"excerpts dropped and only {plan.max_articles} of {len(edition.articles)} "
+                "articles kept"
+            )
+        elif plan.excerpt_chars == 0:
+            action = "excerpts dropped"
+        else:
+            action = f"excerpts shortened to {plan.excerpt_chars} characters"
+        return (
+            f"edition HTML is {_kb(first_size)} KB, over the {_kb(BUDGET_BYTES)} KB budget "
+            f"(Gmail clips over {_kb(GMAIL_CLIP_BYTES)} KB): {action}; now {_kb(final_size)} KB",
+        )
+
+
+def _smaller_plan(plan: _Plan, size: int, total_articles: int) -> _Plan | None:
+    """The next, smaller rendering after one of ``size`` bytes; None when nothing is left to cut.
+
+    Shorter excerpts first (halved down to EXCERPT_FLOOR), then none, then fewer articles: the
+    article count is scaled by budget/size, which lands under the budget in one or two renders
+    because the fixed part of the page (header, footer, CSS) does not shrink with it.
+    """
+    if plan.max_articles is None and plan.excerpt_chars > EXCERPT_FLOOR:
+        return _Plan(max(plan.excerpt_chars // 2, EXCERPT_FLOOR), None)
+    if plan.max_articles is None and plan.excerpt_chars > 0:
+        return _Plan(0, None)
+    count = total_articles if plan.max_articles is None else plan.max_articles
+    if count == 0:
+        return None
+    return _Plan(0, min(count - 1, count * BUDGET_BYTES // size))
+
+
+def _kb(size: int) -> int:
+    return round(size / 1024)
+
+
+def _tidy_text(text: str) -> str:
+    """At most one blank line in a row and no trailing spaces: template whitespace is fiddly."""
+    lines = (line.rstrip() for line in text.split("\n"))
+    return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip() + "\n"

@@ -1,0 +1,108 @@
+"""The store: the database schema, its numbered migrations and every query of the project.
+
+SQLAlchemy 2 Core, no ORM. The same code runs on SQLite (the default file under ``subscribers/``)
+and on PostgreSQL (``postgresql+psycopg://...``); the only dialect-specific pieces are the
+connection set-up in ``engine._configure_sqlite``, the migration lock and ``StoreBase._insert``
+(for ``ON CONFLICT DO NOTHING``). Every SQL statement of the project is in this package.
+
+Modules, by kind of data: ``schema`` (the tables), ``migrations``, ``engine`` (engine, transactions,
+busy retries, errors), ``subscribers`` (subscribers and suppressions), ``ledger`` (editions and
+deliveries), ``locks`` (named leases and the editors' previews). This module is the facade:
+``Store`` puts the query mixins together, ``open_store`` builds it, and every name the rest of the
+project imports from ``newsletter.adapters.store`` is re-exported here.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy.exc import OperationalError
+
+from newsletter.adapters.store.engine import (
+    BUSY_ATTEMPTS,
+    SQLITE_BUSY_TIMEOUT_MS,
+    WEB_BUSY_ATTEMPTS,
+    WEB_BUSY_TIMEOUT_MS,
+    Clock,
+    DatabaseBusy,
+    StoreBase,
+    StoreError,
+    _one_line,
+    create_store_engine,
+    mask_password,
+    redact_url,
+    utc_now,
+)
+from newsletter.adapters.store.ledger import ClaimedDelivery, EditionRecord, LedgerQueries
+from newsletter.adapters.store.locks import LockQueries
+from newsletter.adapters.store.migrations import (
+    LATEST_VERSION,
+    MIGRATIONS,
+    _current_version,
+    migrate,
+)
+from newsletter.adapters.store.schema import METADATA, UTCDateTime
+from newsletter.adapters.store.subscribers import (
+    CATEGORY_SEPARATOR,
+    NewSubscriber,
+    SubscriberQueries,
+    join_categories,
+    new_nonce,
+    split_categories,
+)
+
+__all__ = [
+    "BUSY_ATTEMPTS",
+    "CATEGORY_SEPARATOR",
+    "LATEST_VERSION",
+    "METADATA",
+    "MIGRATIONS",
+    "SQLITE_BUSY_TIMEOUT_MS",
+    "WEB_BUSY_ATTEMPTS",
+    "WEB_BUSY_TIMEOUT_MS",
+    "ClaimedDelivery",
+    "Clock",
+    "DatabaseBusy",
+    "EditionRecord",
+    "NewSubscriber",
+    "Store",
+    "StoreError",
+    "UTCDateTime",
+    "create_store_engine",
+    "join_categories",
+    "mask_password",
+    "migrate",
+    "new_nonce",
+    "open_store",
+    "redact_url",
+    "split_categories",
+    "utc_now",
+]
+
+
+class Store(SubscriberQueries, LedgerQueries, LockQueries, StoreBase):
+    """Every query of the project, as named methods. Build it with ``open_store(url)``."""
+
+    def schema_version(self) -> int:
+        """The version of the schema this database is at."""
+        with self.read() as conn:
+            return _current_version(conn)
+
+
+def open_store(url: str, clock: Clock = utc_now, *, for_web: bool = False) -> Store:
+    """Connect, set the connection up for the dialect and apply pending migrations.
+
+    ``for_web``: a busy database makes a writer give up after WEB_BUSY_TIMEOUT_MS (the web app
+    answers 503) instead of the commands' two minutes.
+    """
+    engine = create_store_engine(url, for_web=for_web)
+    try:
+        migrate(engine, clock=clock)
+    except OperationalError as err:
+        engine.dispose()
+        raise StoreError(
+            f"cannot open the database {redact_url(url)}: {_one_line(err.orig, url)}",
+            "check NEWSLETTER_DATABASE_URL",
+        ) from None
+    except BaseException:
+        engine.dispose()
+        raise
+    return Store(engine, clock)

@@ -1,0 +1,445 @@
+"""Subscriber and suppression queries: the list, its statuses and the forgotten addresses.
+
+A subscriber's status changes only through these methods, and a stop never overrides a stronger
+one (see ``_MAY_MOVE_TO``); a forgotten address leaves only the SHA-256 of its key in
+``suppressions``.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, bindparam, delete, func, insert, select, update
+from sqlalchemy.engine import Row
+
+from newsletter.adapters.store.engine import StoreBase
+from newsletter.adapters.store.schema import UTCDateTime, _DriverValue, subscribers, suppressions
+from newsletter.domain import ConsentSource, Subscriber, SubscriberStatus
+from newsletter.domain.addresses import Address, suppression_hash
+
+# Categories are stored in one text column, joined with this; the service never lets a category
+# name contain it (it is also the separator of the CSV ``categories`` field).
+CATEGORY_SEPARATOR = "|"
+# Keys per IN (...) lookup: well under SQLite's bound-parameter limit (32,766).
+LOOKUP_CHUNK = 900
+
+
+@dataclass(frozen=True, slots=True)
+class NewSubscriber:
+    """What a caller supplies to create a subscriber; the store adds id and timestamps."""
+
+    address: Address
+    name: str
+    locale: str
+    categories: tuple[str, ...]
+    status: SubscriberStatus
+    consent_source: ConsentSource
+    consent_detail: str
+
+
+class SubscriberQueries(StoreBase):
+    """Subscribers and suppressions (forgotten addresses, by hash only)."""
+
+    def get(self, subscriber_id: int, conn: Connection | None = None) -> Subscriber | None:
+        """One subscriber by id."""
+        with self._using(conn, write=False) as c:
+            row = c.execute(select(subscribers).where(subscribers.c.id == subscriber_id)).first()
+        return _subscriber(row) if row else None
+
+    def find_by_email(self, email_key: str, conn: Connection | None = None) -> Subscriber | None:
+        """One subscriber by its comparison key (Address.key)."""
+        with self._using(conn, write=False) as c:
+            row = c.execute(select(subscribers).where(subscribers.c.email_key == email_key)).first()
+        return _subscriber(row) if row else None
+
+    def statuses_by_key(
+        self, keys: Iterable[str], conn: Connection | None = None
+    ) -> dict[str, SubscriberStatus]:
+        """The status of each of these keys that is on the list (bulk check for an import)."""
+        found: dict[str, SubscriberStatus] = {}
+        with self._using(conn, write=False) as c:
+            for chunk in _chunks(list(keys), LOOKUP_CHUNK):
+                query = select(subscribers.c.email_key, subscribers.c.status).where(
+                    subscribers.c.email_key.in_(chunk)
+                )
+                found.update((key, SubscriberStatus(status)) for key, status in c.execute(query))
+        return found
+
+    def add(self, new: NewSubscriber, conn: Connection | None = None) -> Subscriber:
+        """Insert one subscriber (the caller checked it is not on the list)."""
+        with self._using(conn, write=True) as c:
+            now = self.now()
+            values = {**self._row(new, now), **dict.fromkeys(_CREATION_STAMPS, now)}
+            subscriber_id = c.execute(insert(subscribers).values(values)).inserted_primary_key[0]
+            return self.get(subscriber_id, c)  # type: ignore[return-value]
+
+    def add_many(self, news: Sequence[NewSubscriber], conn: Connection | None = None) -> int:
+        """Bulk insert in the given order (one executemany); addresses already listed are skipped."""
+        if not news:
+            return 0
+        now = self.now()
+        bound_now = self._bound_datetime(now)
+        rows = []
+        for new in news:
+            row = self._row(new, now)
+            # Timestamps go in already in the driver's form (see _bulk_insert).
+            for column in ("consent_at", "unsubscribed_at"):
+                row[f"bulk_{column}"] = bound_now if row.pop(column) is not None else None
+            rows.append({**row, "bulk_now": bound_now})
+        with self._using(conn, write=True) as c:
+            return c.execute(self._bulk_insert(), rows).rowcount
+
+    def _bulk_insert(self) -> Any:
+        """Every row of a batch is created at one moment, handed to the driver pre-converted:
+        SQLAlchemy's per-row datetime conversion was most of a 100,000-row import's time.
+        """
+        stamp = bindparam("bulk_now", type_=_DriverValue())
+        return (
+            self._insert(subscribers)
+            .values(dict.fromkeys(_CREATION_STAMPS, stamp))
+            .values(
+                consent_at=bindparam("bulk_consent_at", type_=_DriverValue()),
+                unsubscribed_at=bindparam("bulk_unsubscribed_at", type_=_DriverValue()),
+            )
+            .on_conflict_do_nothing(index_elements=["email_key"])
+        )
+
+    def _bound_datetime(self, value: datetime) -> Any:
+        """``value`` as UTCDateTime hands it to this database's driver."""
+        dialect = self.engine.dialect
+        processor = UTCDateTime().dialect_impl(dialect).bind_processor(dialect)
+        return processor(value) if processor else value
+
+    def create_pending(
+        self,
+        email: Address,
+        name: str,
+        categories: Sequence[str],
+        locale: str,
+        source: ConsentSource = ConsentSource.WEB,
+        detail: str = "",
+    ) -> Subscriber:
+        """A sign-up awaiting confirmation; an address already on the list keeps its status.
+        Each sign-up gets a confirm nonce for its link (confirm_nonce): a pending address keeps
+        the one it has, so that every mail it was sent works; any other gets a new one.
+        """
+        with self.write() as c:
+            existing = self.find_by_email(email.key, c)
+            if existing is None:
+                new = NewSubscriber(
+                    email, name, locale, tuple(categories), SubscriberStatus.PENDING, source, detail
+                )
+                created = self.add(new, c)
+                c.execute(_touch(created.id, self.now()).values(confirm_nonce=new_nonce()))
+                return created
+            if existing.status is SubscriberStatus.PENDING:
+                # Still unconfirmed: the latest form wins (the owner may have changed their mind).
+                self.set_preferences(existing.id, categories, locale, c)
+                nonce = self.confirm_nonce(existing.id, c) or new_nonce()
+                c.execute(
+                    _touch(existing.id, self.now()).values(
+                        name=name, consent_detail=detail, confirm_nonce=nonce
+                    )
+                )
+                return self.get(existing.id, c)  # type: ignore[return-value]
+            # Active stays active; unsubscribed/bounced/complained stay so until their owner
+            # follows this sign-up's link (confirm_signup): a sign-up form must not re-enrol
+            # someone else's address. Only the link of this new sign-up can do that.
+            c.execute(_touch(existing.id, self.now()).values(confirm_nonce=new_nonce()))
+            return existing
+
+    def confirm_nonce(self, subscriber_id: int, conn: Connection | None = None) -> str | None:
+        """The nonce the subscriber's current confirmation link is bound to (None: no sign-up)."""
+        with self._using(conn, write=False) as c:
+            query = select(subscribers.c.confirm_nonce).where(subscribers.c.id == subscriber_id)
+            return c.execute(query).scalar_one_or_none()
+
+    def confirm_signup(
+        self,
+        subscriber_id: int,
+        nonce: str | None,
+        source: ConsentSource = ConsentSource.WEB,
+        detail: str = "",
+    ) -> tuple[Subscriber, bool] | None:
+        """The owner confirmed the sign-up whose link carries ``nonce``: (subscriber, activated).
+
+        None when that link is no longer good: the row is gone, or the nonce changed (a newer
+        sign-up) or was cleared (the address stopped since). None as ``nonce`` stands for the
+        links mailed before nonces existed, which only ever activate a pending address.
+        An active address stays as it is (activated False: "already confirmed").
+        """
+        with self.write() as c:
+            current = self.get(subscriber_id, c)
+            if current is None or self.confirm_nonce(subscriber_id, c) != nonce:
+                return None
+            if current.status is SubscriberStatus.ACTIVE:
+                return current, False
+            if nonce is None and current.status is not SubscriberStatus.PENDING:
+                return None
+            confirmed = self._activate(subscriber_id, source, detail, c, confirmed=True)
+            return (confirmed, True) if confirmed else None
+
+    def confirm(
+        self,
+        subscriber_id: int,
+        source: ConsentSource = ConsentSource.WEB,
+        detail: str = "",
+        conn: Connection | None = None,
+    ) -> Subscriber | None:
+        """The owner confirmed (double opt-in): active, consent recorded, any suppression lifted."""
+        return self._activate(subscriber_id, source, detail, conn, confirmed=True)
+
+    def vouch(
+        self,
+        subscriber_id: int,
+        source: ConsentSource,
+        detail: str = "",
+        conn: Connection | None = None,
+    ) -> Subscriber | None:
+        """The operator vouches for a pending address (cli add): active, consent recorded."""
+        return self._activate(subscriber_id, source, detail, conn, confirmed=False)
+
+    def _activate(
+        self,
+        subscriber_id: int,
+        source: ConsentSource,
+        detail: str,
+        conn: Connection | None,
+        *,
+        confirmed: bool,
+    ) -> Subscriber | None:
+        now = self.now()
+        with self._using(conn, write=True) as c:
+            current = self.get(subscriber_id, c)
+            if current is None:
+                return None
+            values: dict[str, Any] = {
+                "status": SubscriberStatus.ACTIVE.value,
+                "consent_source": source.value,
+                "consent_at": now,
+                "consent_detail": detail,
+            }
+            if confirmed:
+                values["confirmed_at"] = now
+            if current.status is not SubscriberStatus.ACTIVE:
+                values["status_changed_at"] = now
+            c.execute(_touch(subscriber_id, now).values(**values))
+            # Its owner asked to be back: a forget-suppression must not block them any more.
+            self.remove_suppression(suppression_hash(current.email_key), c)
+            return self.get(subscriber_id, c)
+
+    def set_preferences(
+        self,
+        subscriber_id: int,
+        categories: Sequence[str],
+        locale: str,
+        conn: Connection | None = None,
+    ) -> bool:
+        """The subscriber's sections and language; False if there is no such subscriber."""
+        values = {"categories": join_categories(categories), "locale": locale}
+        with self._using(conn, write=True) as c:
+            return c.execute(_touch(subscriber_id, self.now()).values(**values)).rowcount == 1
+
+    def unsubscribe(self, subscriber_id: int, conn: Connection | None = None) -> bool:
+        """Stop sending; False if already unsubscribed or complained (a complaint outranks it)."""
+        return self._move(subscriber_id, SubscriberStatus.UNSUBSCRIBED, conn)
+
+    def mark_bounced(self, subscriber_id: int, conn: Connection | None = None) -> bool:
+        """A permanent delivery failure; only an active or pending address becomes bounced."""
+        return self._move(subscriber_id, SubscriberStatus.BOUNCED, conn)
+
+    def mark_complained(self, subscriber_id: int, conn: Connection | None = None) -> bool:
+        """A spam complaint: the strongest stop, from any other status."""
+        return self._move(subscriber_id, SubscriberStatus.COMPLAINED, conn)
+
+    def suppress_many(
+        self, statuses: dict[str, SubscriberStatus], conn: Connection | None = None
+    ) -> int:
+        """Import rows that say unsubscribed/bounced/complained, applied to listed addresses."""
+        changed = 0
+        with self._using(conn, write=True) as c:
+            for key, status in statuses.items():
+                changed += move_where(c, subscribers.c.email_key == key, status, self.now())
+        return changed
+
+    def _move(self, subscriber_id: int, status: SubscriberStatus, conn: Connection | None) -> bool:
+        with self._using(conn, write=True) as c:
+            return move_where(c, subscribers.c.id == subscriber_id, status, self.now()) == 1
+
+    def iter_active(self, batch_size: int = 1000) -> Iterator[Subscriber]:
+        """The active list for a send, streamed in id order (server-side cursor on PostgreSQL)."""
+        return self.iter_subscribers(SubscriberStatus.ACTIVE, batch_size)
+
+    def iter_subscribers(
+        self, status: SubscriberStatus | None = None, batch_size: int = 1000
+    ) -> Iterator[Subscriber]:
+        """Every subscriber (or those in one status), streamed in id order, never loaded whole."""
+        query = select(subscribers).order_by(subscribers.c.id)
+        if status is not None:
+            query = query.where(subscribers.c.status == status.value)
+        with self.engine.connect() as conn:
+            conn.execution_options(stream_results=True, yield_per=batch_size)
+            for row in conn.execute(query):
+                yield _subscriber(row)
+
+    def count_by_status(self) -> dict[SubscriberStatus, int]:
+        """How many subscribers are in each status (every status present, 0 if none)."""
+        query = select(subscribers.c.status, func.count()).group_by(subscribers.c.status)
+        counts = dict.fromkeys(SubscriberStatus, 0)
+        with self.read() as c:
+            counts.update((SubscriberStatus(s), n) for s, n in c.execute(query))
+        return counts
+
+    def forget(self, email_key: str, reason: str = "forgotten") -> bool:
+        """Erase the subscriber's row and keep only the suppression hash; True if a row existed."""
+        with self.write() as c:
+            deleted = c.execute(
+                delete(subscribers).where(subscribers.c.email_key == email_key)
+            ).rowcount
+            self.add_suppression(suppression_hash(email_key), reason, c)
+        return deleted == 1
+
+    def _row(self, new: NewSubscriber, now: datetime) -> dict[str, Any]:
+        """The columns of a new subscriber, apart from _CREATION_STAMPS."""
+        active = new.status is SubscriberStatus.ACTIVE
+        return {
+            "email": new.address.normalized,
+            "email_key": new.address.key,
+            "name": new.name,
+            "locale": new.locale,
+            "categories": join_categories(new.categories),
+            "status": new.status.value,
+            "confirmed_at": None,
+            "unsubscribed_at": now if new.status is SubscriberStatus.UNSUBSCRIBED else None,
+            "consent_source": new.consent_source.value,
+            # Pending sign-ups have not consented yet; everything else was vouched for now.
+            "consent_at": now if active or new.consent_source is not ConsentSource.WEB else None,
+            "consent_detail": new.consent_detail,
+        }
+
+    # -----------------------------------------------------------------------------------------
+    # Suppressions (forgotten addresses, by hash only)
+    # -----------------------------------------------------------------------------------------
+
+    def add_suppression(
+        self, address_hash: str, reason: str, conn: Connection | None = None
+    ) -> bool:
+        """Remember a forgotten address's hash; False if it was already there."""
+        statement = self._insert(suppressions).on_conflict_do_nothing(
+            index_elements=["address_hash"]
+        )
+        values = {"address_hash": address_hash, "reason": reason, "created_at": self.now()}
+        with self._using(conn, write=True) as c:
+            return c.execute(statement.values(values)).rowcount == 1
+
+    def is_suppressed(self, address_hash: str, conn: Connection | None = None) -> bool:
+        """Whether this address was forgotten."""
+        query = select(suppressions.c.address_hash).where(
+            suppressions.c.address_hash == address_hash
+        )
+        with self._using(conn, write=False) as c:
+            return c.execute(query).first() is not None
+
+    def suppressed_among(self, hashes: Iterable[str], conn: Connection | None = None) -> set[str]:
+        """Which of these hashes are suppressed (bulk check for an import)."""
+        found: set[str] = set()
+        with self._using(conn, write=False) as c:
+            for chunk in _chunks(list(hashes), LOOKUP_CHUNK):
+                query = select(suppressions.c.address_hash).where(
+                    suppressions.c.address_hash.in_(chunk)
+                )
+                found.update(c.execute(query).scalars())
+        return found
+
+    def remove_suppression(self, address_hash: str, conn: Connection | None = None) -> bool:
+        """Lift a suppression (its owner confirmed a new sign-up); False if there was none."""
+        statement = delete(suppressions).where(suppressions.c.address_hash == address_hash)
+        with self._using(conn, write=True) as c:
+            return c.execute(statement).rowcount == 1
+
+
+def move_where(conn: Connection, where: Any, status: SubscriberStatus, now: datetime) -> int:
+    """Move the subscribers ``where`` selects into a stopped ``status``, where _MAY_MOVE_TO allows.
+
+    Returns how many moved. A module function, not a method: the ledger bounces with it too.
+    """
+    values: dict[str, Any] = {
+        "status": status.value,
+        "status_changed_at": now,
+        "updated_at": now,
+    }
+    if status is SubscriberStatus.UNSUBSCRIBED:
+        values["unsubscribed_at"] = now
+    # Every confirmation link mailed so far dies here: only a new sign-up can bring it back.
+    values["confirm_nonce"] = None
+    allowed = [s.value for s in _MAY_MOVE_TO[status]]
+    statement = update(subscribers).where(where, subscribers.c.status.in_(allowed)).values(values)
+    return conn.execute(statement).rowcount
+
+
+# Columns that a new row sets to its creation time.
+_CREATION_STAMPS = ("created_at", "updated_at", "status_changed_at")
+
+# Which statuses may move into each stopped status. An unsubscribe or a bounce never overwrites
+# a complaint (the strongest signal, and the one mailbox providers hold against the sender).
+_MAY_MOVE_TO: dict[SubscriberStatus, frozenset[SubscriberStatus]] = {
+    SubscriberStatus.UNSUBSCRIBED: frozenset(
+        {SubscriberStatus.PENDING, SubscriberStatus.ACTIVE, SubscriberStatus.BOUNCED}
+    ),
+    SubscriberStatus.BOUNCED: frozenset({SubscriberStatus.PENDING, SubscriberStatus.ACTIVE}),
+    SubscriberStatus.COMPLAINED: frozenset(
+        {
+            SubscriberStatus.PENDING,
+            SubscriberStatus.ACTIVE,
+            SubscriberStatus.UNSUBSCRIBED,
+            SubscriberStatus.BOUNCED,
+        }
+    ),
+}
+
+
+def join_categories(categories: Iterable[str]) -> str:
+    return CATEGORY_SEPARATOR.join(c for c in categories if c)
+
+
+def split_categories(stored: str) -> tuple[str, ...]:
+    return tuple(c for c in stored.split(CATEGORY_SEPARATOR) if c)
+
+
+def new_nonce() -> str:
+    """A fresh confirm nonce: 16 random hex characters (64 bits), unguessable and short."""
+    return secrets.token_hex(8)
+
+
+def _touch(subscriber_id: int, now: datetime) -> Any:
+    return update(subscribers).where(subscribers.c.id == subscriber_id).values(updated_at=now)
+
+
+def _subscriber(row: Row[Any]) -> Subscriber:
+    m = row._mapping
+    return Subscriber(
+        id=m["id"],
+        email=m["email"],
+        email_key=m["email_key"],
+        name=m["name"],
+        locale=m["locale"],
+        categories=split_categories(m["categories"]),
+        status=SubscriberStatus(m["status"]),
+        created_at=m["created_at"],
+        updated_at=m["updated_at"],
+        status_changed_at=m["status_changed_at"],
+        confirmed_at=m["confirmed_at"],
+        unsubscribed_at=m["unsubscribed_at"],
+        consent_source=ConsentSource(m["consent_source"]),
+        consent_at=m["consent_at"],
+        consent_detail=m["consent_detail"],
+    )
+
+
+def _chunks(items: Sequence[str], size: int) -> Iterator[Sequence[str]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]

@@ -1,0 +1,1 @@
+"""Services: the product's jobs, composed from the adapters and the domain."""

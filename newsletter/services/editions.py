@@ -1,0 +1,136 @@
+"""Service: the edition of day D as editors handle it: hold and release, dry runs, reports.
+
+The CLI, the web console and the daemon all go through here, so each says the same thing.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterator
+from datetime import UTC, date, datetime
+
+from newsletter.adapters.store import Store
+from newsletter.config import Settings
+from newsletter.domain import DeliveryStatus, Edition, EditionStatus, SendReport
+from newsletter.domain.edition import build_edition
+from newsletter.domain.timetable import is_finished
+from newsletter.services.compose import compose_edition
+
+STATUS_ORDER = (
+    DeliveryStatus.SENT,
+    DeliveryStatus.FAILED,
+    DeliveryStatus.PENDING,
+    DeliveryStatus.SENDING,
+    DeliveryStatus.SKIPPED,
+)
+
+
+def frozen_edition(store: Store, settings: Settings, day: date) -> Edition:
+    """Edition ``day`` as frozen at its first send, else composed now from the sources."""
+    articles = store.frozen_articles(day)
+    if articles is None:
+        return compose_edition(settings, day, exclude_uids=store.sent_article_uids(before=day))
+    return build_edition(
+        articles,
+        day=day,
+        send_time=settings.send_time,
+        zone=settings.timezone,
+        order=settings.section_order,
+        max_per_section=max(settings.max_per_section, len(articles)),
+        title=settings.title,
+        locale=settings.locale,
+    )
+
+
+def counts_text(counts: dict[str, int]) -> str:
+    shown = STATUS_ORDER
+    if counts.get(DeliveryStatus.UNCERTAIN):  # rare, and alarming: only when there are some
+        shown = (*STATUS_ORDER, DeliveryStatus.UNCERTAIN)
+    return ", ".join(f"{counts.get(s, 0)} {s}" for s in shown)
+
+
+def report_line(report: SendReport) -> str:
+    state = "complete" if report.complete else f"{report.remaining} still to send"
+    return (
+        f"edition {report.edition_date.isoformat()}: {report.sent_this_run} sent this run; "
+        f"{counts_text(report.counts)} ({state})"
+    )
+
+
+def status_lines(store: Store, day: date) -> Iterator[str]:
+    record = store.edition_record(day)
+    if record is None:
+        yield f"edition {day.isoformat()}: not sent yet"
+        return
+    yield f"edition {day.isoformat()}: {record.describe()}"
+    counts = store.delivery_counts(day)
+    yield f"  {counts_text(counts)}; {sum(counts.values())} recipients"
+    if counts.get(DeliveryStatus.UNCERTAIN):
+        yield (
+            "  uncertain: the relay took these messages whole but never answered; the next "
+            "send sends them again (same Message-ID, so a receiver can fold a duplicate)"
+        )
+    for email, error in store.delivery_failures(day):
+        yield f"  failed: {email}: {error}"
+
+
+def dry_run_lines(store: Store, settings: Settings, day: date) -> Iterator[str]:
+    """What a send would do now: articles, recipients per variant; nothing is written."""
+    edition = frozen_edition(store, settings, day)
+    if edition.is_empty:
+        yield f"edition {day.isoformat()}: no article in its window, nothing to send"
+        return
+    variants: Counter[frozenset[str]] = Counter()
+    nothing = 0
+    for subscriber in store.iter_active():
+        keys = edition.variant_keys(subscriber.categories)
+        if keys:
+            variants[keys] += 1
+        else:
+            nothing += 1
+    yield f"edition {day.isoformat()}: {len(edition.articles)} articles in {len(edition.sections)} sections"
+    yield f"would send {sum(variants.values())} messages in {len(variants)} content variants"
+    labels = {s.key: s.label or "(general)" for s in edition.sections}
+    for keys, count in variants.most_common():
+        yield f"  {count:>7}  {', '.join(sorted(labels[k] for k in keys))}"
+    if nothing:
+        yield f"{nothing} active subscribers get nothing: none of their sections has an article"
+
+
+def set_hold(
+    store: Store, settings: Settings, day: date, *, held: bool, now: datetime | None = None
+) -> str:
+    """Hold or release edition ``day`` for the scheduler; returns the line to show the editor."""
+    record = store.edition_record(day)
+    if held:
+        if is_finished(record):
+            return f"edition {day}: already {record.status}; holding it changes nothing"  # type: ignore[union-attr]
+        store.set_held(day, True)
+        text = f"edition {day}: held; the scheduler will not send it until `newsletter release --date {day}`"
+        if record is not None and record.frozen_at is not None:
+            text += " (it is partly sent; a send already running is not interrupted)"
+        return text
+    if record is None or not record.held:
+        return f"edition {day}: was not held; nothing changed"
+    store.set_held(day, False)
+    return f"edition {day}: released; {_when_released(settings, day, record.status, now)}"
+
+
+def _when_released(
+    settings: Settings, day: date, status: EditionStatus, now: datetime | None
+) -> str:
+    if status in (EditionStatus.SENT, EditionStatus.EMPTY, EditionStatus.SKIPPED_LATE):
+        return f"it is already {status}: the scheduler sends nothing more"
+    timetable = settings.timetable
+    moment = (now or datetime.now(UTC)).astimezone(UTC)
+    if moment < timetable.send_at(day):
+        return f"the scheduler sends it at {timetable.local(timetable.send_at(day))}"
+    deadline = timetable.deadline_at(day)
+    if moment <= deadline:
+        return (
+            f"the scheduler sends it within a minute (its deadline is {timetable.local(deadline)})"
+        )
+    return (
+        f"past its deadline ({timetable.local(deadline)}), the scheduler will not send it; "
+        f"`newsletter send --date {day}` sends it now"
+    )

@@ -1,0 +1,455 @@
+"""The subscriber list service: add, import, export, list, unsubscribe, forget.
+
+Rules that protect the people on the list (they are why this module exists):
+
+* Import and ``add`` create ACTIVE subscribers: the operator vouches for their consent, which is
+  recorded (source ``import`` with the file name, or ``cli``). Web sign-ups start pending.
+* Nothing here ever reactivates an address that unsubscribed, bounced or complained, and nothing
+  re-adds a forgotten one (its SHA-256 hash stays in ``suppressions``). Only the owner can undo
+  either, by confirming a web sign-up (``Store.confirm``).
+* An import only ever *adds* addresses. A listed address is left as it is, except that a row whose
+  ``status`` says unsubscribed/bounced/complained stops it (migrating a stop list is safe; a stop
+  is never undone). Importing the same file twice therefore changes nothing.
+* Within one file the first row of an address wins; a later row for the same address (differing
+  only in case or spaces) is reported as rejected, "duplicate of line N", so that the operator
+  sees it and ``--strict`` refuses the file.
+
+* An import commits every IMPORT_BATCH rows, so that a send or an unsubscribe gets the database
+  between batches. A killed import leaves whole batches written; running it again finishes the
+  job (the rows already written are listed, so they are skipped). ``--strict`` validates the whole
+  file before writing anything: a file with a bad row writes nothing.
+
+CSV fields: ``categories`` holds the category names separated by ``|`` (a comma is accepted too
+on input, so a hand-typed "Économie, Sport" works); export writes ``|``. A category name therefore
+cannot contain ``|`` or ``,``. Names have their whitespace runs collapsed to one space and their
+control characters dropped (``clean_name``): they end up in email headers and terminals. Export
+protects spreadsheets from formula injection and import undoes it (see csvfile.escape_formula).
+"""
+
+from __future__ import annotations
+
+import io
+import itertools
+import re
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import TextIO
+
+from babel import Locale, UnknownLocaleError
+from sqlalchemy import Connection
+
+from newsletter.adapters.csvfile import COLUMNS, CsvReader, CsvRow, csv_writer, unescape_formula
+from newsletter.adapters.store import CATEGORY_SEPARATOR, NewSubscriber, Store
+from newsletter.domain import ConsentSource, Subscriber, SubscriberStatus, category_key
+from newsletter.domain.addresses import Address, AddressParser, InvalidAddress, normalise_address
+from newsletter.domain.errors import NewsletterError, UsageError
+
+MAX_NAME_CHARS = 256
+MAX_CATEGORIES_CHARS = 1000
+MAX_LOCALE_CHARS = 35
+# Rows per import transaction: big enough for executemany and the commit to pay off, small
+# enough that a batch holds SQLite's write lock for well under a second, so that other writers
+# (a send, a one-click unsubscribe) wait a moment at most instead of failing.
+IMPORT_BATCH = 10_000
+# A rejected value is echoed to the operator up to this many characters.
+ECHO_CHARS = 80
+_CATEGORY_SPLIT = re.compile(r"[|,]")
+# Control characters that are not whitespace (NUL, BEL, ESC, DEL, C1) and lone surrogates:
+# dropped from names. Whitespace controls (tab, line breaks) become a space through str.split.
+_NAME_CONTROLS = re.compile(r"[\x00-\x08\x0e-\x1b\x7f-\x84\x86-\x9f\ud800-\udfff]")
+
+
+class InvalidValue(UsageError):
+    """A field of a subscriber (name, categories, locale, status) is not acceptable."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class UnknownSubscriber(NewsletterError):
+    """The address is not on the list. Exit status 1."""
+
+    def __init__(self, email: str) -> None:
+        super().__init__(f"{email} is not on the list", "see `newsletter subscribers list`")
+
+
+class AddressRefused(NewsletterError):
+    """The address stopped (unsubscribed, bounced, complained) or was forgotten. Exit status 1."""
+
+
+@dataclass(frozen=True, slots=True)
+class SubscriberInput:
+    """One validated subscriber as typed by the operator or read from a CSV row."""
+
+    address: Address
+    name: str
+    categories: tuple[str, ...]
+    locale: str
+    status: SubscriberStatus
+
+    def new(self, source: ConsentSource, detail: str) -> NewSubscriber:
+        return NewSubscriber(
+            self.address, self.name, self.locale, self.categories, self.status, source, detail
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class RejectedRow:
+    line: int
+    value: str  # the email field as written (trimmed)
+    reason: str
+
+
+@dataclass(slots=True)
+class ImportReport:
+    source: str
+    added: int = 0
+    updated: int = 0  # listed addresses stopped by a row's status column
+    unchanged: int = 0
+    rejected: list[RejectedRow] = field(default_factory=list)
+    written: bool = True  # False when --strict refused the whole file
+
+    @property
+    def taken(self) -> int:
+        """Rows accepted (added, applied or already there): every row unless rejected."""
+        return self.added + self.updated + self.unchanged
+
+    def reject(self, line: int, value: str, reason: str) -> None:
+        self.rejected.append(RejectedRow(line, shorten(value), reason))
+
+    def summary(self) -> str:
+        counts = (
+            f"{self.added} added, {self.updated} updated, {self.unchanged} unchanged, "
+            f"{len(self.rejected)} rejected"
+        )
+        if not self.written:
+            return (
+                f"{self.source}: nothing imported (--strict and {len(self.rejected)} rejected rows)"
+            )
+        return f"{self.source}: {counts}"
+
+
+@dataclass(frozen=True, slots=True)
+class AddResult:
+    subscriber: Subscriber
+    outcome: str  # "added", "activated" (was pending) or "already active"
+
+
+class InputParser:
+    """Validates subscriber fields; keeps caches, so use one per import."""
+
+    def __init__(self) -> None:
+        self._addresses = AddressParser()
+        self._locales: dict[str, str | None] = {}
+        # A list has few distinct category fields; folding names (NFKD) per row is measurable.
+        self._categories: dict[str, tuple[str, ...]] = {}
+
+    def parse(
+        self, email: str, name: str = "", categories: str = "", locale: str = "", status: str = ""
+    ) -> SubscriberInput:
+        try:
+            address = self._addresses.parse(email)
+        except InvalidAddress as err:
+            raise InvalidValue(err.reason) from None
+        return SubscriberInput(
+            address,
+            parse_name(name),
+            self._parse_categories(categories),
+            self._locale(locale),
+            parse_status(status),
+        )
+
+    def _parse_categories(self, text: str) -> tuple[str, ...]:
+        if text not in self._categories:
+            self._categories[text] = parse_categories(text)
+        return self._categories[text]
+
+    def _locale(self, text: str) -> str:
+        key = text.strip()
+        if key not in self._locales:
+            self._locales[key] = _known_locale(key)
+        found = self._locales[key]
+        if found is None:
+            raise InvalidValue(
+                f"unknown locale {shorten(key)!r} (expected a code such as fr, en or ar_MA)"
+            )
+        return found
+
+
+def parse_name(text: str) -> str:
+    """A display name from any input path (import, ``add``, the web form): see clean_name."""
+    name = clean_name(text)
+    if len(name) > MAX_NAME_CHARS:
+        raise InvalidValue(f"name longer than {MAX_NAME_CHARS} characters")
+    return name
+
+
+def clean_name(text: str) -> str:
+    """``text`` on one line without control characters: it reaches headers and terminals.
+
+    Tabs and line breaks become one space (they separate words); NUL, BEL, ESC, DEL and the C1
+    controls are dropped; whitespace runs collapse to one space.
+    """
+    return " ".join(_NAME_CONTROLS.sub("", text).split())
+
+
+def shorten(text: str, limit: int = ECHO_CHARS) -> str:
+    """``text`` cut to ``limit`` characters (ellipsis included) for echoing it in a message."""
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def parse_categories(text: str) -> tuple[str, ...]:
+    """Category names as written, split on | or ','; repeats (by category_key) dropped."""
+    if len(text) > MAX_CATEGORIES_CHARS:
+        raise InvalidValue(f"categories longer than {MAX_CATEGORIES_CHARS} characters")
+    names: dict[str, str] = {}
+    for part in _CATEGORY_SPLIT.split(text):
+        name = " ".join(part.split())
+        if name:
+            names.setdefault(category_key(name), name)
+    return tuple(names.values())
+
+
+def parse_status(text: str) -> SubscriberStatus:
+    """Import's status column: empty means active; anything unknown is refused."""
+    value = text.strip().lower()
+    if not value:
+        return SubscriberStatus.ACTIVE
+    try:
+        return SubscriberStatus(value)
+    except ValueError:
+        expected = ", ".join(s.value for s in SubscriberStatus)
+        raise InvalidValue(
+            f"unknown status {shorten(text.strip())!r} (expected {expected})"
+        ) from None
+
+
+def _known_locale(text: str) -> str | None:
+    """The locale in babel's spelling (fr, fr_FR, ar_MA), "" for none, None if unknown."""
+    if not text:
+        return ""
+    if len(text) > MAX_LOCALE_CHARS:
+        return None
+    try:
+        return str(Locale.parse(text.replace("-", "_")))
+    except (UnknownLocaleError, ValueError, TypeError):
+        return None
+
+
+# ---------------------------------------------------------------------------------------------
+# Commands
+# ---------------------------------------------------------------------------------------------
+
+
+def add(
+    store: Store, email: str, name: str = "", categories: str = "", locale: str = ""
+) -> AddResult:
+    """Put one address on the list as active (the operator vouches; consent source cli)."""
+    item = _parse_or_raise(email, name, categories, locale)
+    with store.write() as conn:
+        if store.is_suppressed(item.address.suppression_hash, conn):
+            raise _forgotten(item.address.normalized)
+        existing = store.find_by_email(item.address.key, conn)
+        if existing is None:
+            return AddResult(store.add(item.new(ConsentSource.CLI, ""), conn), "added")
+        if existing.status is SubscriberStatus.ACTIVE:
+            return AddResult(existing, "already active")
+        if existing.status is SubscriberStatus.PENDING:
+            activated = store.vouch(existing.id, ConsentSource.CLI, "", conn)
+            return AddResult(activated or existing, "activated")
+    raise AddressRefused(
+        f"{existing.email} is {existing.status} (since {existing.status_changed_at:%Y-%m-%d})",
+        "an address that stopped is never re-added for its owner; they can sign up again "
+        "on the web form",
+    )
+
+
+def unsubscribe(store: Store, email: str) -> tuple[Subscriber, bool]:
+    """Stop sending to an address; returns it and whether its status changed."""
+    existing = _find_or_raise(store, email)
+    changed = store.unsubscribe(existing.id)
+    return store.get(existing.id) or existing, changed
+
+
+def forget(store: Store, email: str) -> bool:
+    """Erase an address and keep its hash so it is never re-added; True if it was on the list.
+
+    An address that is not on the list is suppressed too: its owner asked not to be added.
+    """
+    address = normalise_address(email)
+    return store.forget(address.key)
+
+
+def iter_subscribers(store: Store, status: SubscriberStatus | None = None) -> Iterator[Subscriber]:
+    """Every subscriber (or one status), streamed in the order they joined."""
+    return store.iter_subscribers(status)
+
+
+def export_csv(store: Store, out: TextIO, status: SubscriberStatus | None = None) -> int:
+    """Write the list as CSV (the columns import reads), streaming; returns the row count."""
+    writer = csv_writer(out)
+    writer.writerow(COLUMNS)
+    count = 0
+    for sub in store.iter_subscribers(status):
+        categories = CATEGORY_SEPARATOR.join(sub.categories)
+        # Rows written before names were cleaned on input may hold controls (isprintable is the
+        # fast test: it is False for every character clean_name would change in a stored name).
+        name = sub.name if sub.name.isprintable() else clean_name(sub.name)
+        writer.writerow((sub.email, name, categories, sub.locale, sub.status.value))
+        count += 1
+    return count
+
+
+def import_csv(
+    store: Store, stream: Iterable[str], source: str, strict: bool = False
+) -> ImportReport:
+    """Import a CSV text stream, one transaction per IMPORT_BATCH rows; see the module's rules.
+
+    ``source`` (the file name) is recorded as the consent detail and heads the report.
+    Raises CsvError (before writing anything) when the file is not usable at all. The stream is
+    read twice: first to find where it is unusable as CSV (and, with ``strict``, every rejected
+    row), so that a bad file writes nothing; then to import.
+    """
+    read_again = _rereadable(stream)
+    if strict:
+        check = ImportReport(source, written=False)
+        batch = _ImportBatch(store, check, source)
+        for rows in _chunked(CsvReader(read_again()), IMPORT_BATCH):
+            batch.check(rows)
+        if check.rejected:
+            return check
+    else:
+        # Cheap (no row is built, nothing validated): a file that is not UTF-8 or not CSV at
+        # line 300,000 must not leave the batches before it written.
+        CsvReader(read_again()).check_rest()
+    return _import(store, read_again(), source)
+
+
+def _import(store: Store, stream: Iterable[str], source: str) -> ImportReport:
+    reader = CsvReader(stream)
+    report = ImportReport(source)
+    batch = _ImportBatch(store, report, source)
+    for rows in _chunked(reader, IMPORT_BATCH):
+        batch.run(rows)
+    return report
+
+
+def _rereadable(stream: Iterable[str]) -> Callable[[], Iterable[str]]:
+    """A function giving the stream's lines from its start again at each call."""
+    if isinstance(stream, io.IOBase) and stream.seekable():
+        start = stream.tell()
+
+        def rewind() -> Iterable[str]:
+            stream.seek(start)  # type: ignore[attr-defined]
+            return stream
+
+        return rewind
+    lines = list(stream)  # not seekable (a pipe): keep the lines for the second pass
+    return lambda: lines
+
+
+class _ImportBatch:
+    """The per-batch work of an import: validate, de-duplicate, then look up and write."""
+
+    def __init__(self, store: Store, report: ImportReport, source: str) -> None:
+        self.store = store
+        self.report = report
+        self.source = source
+        self.parser = InputParser()
+        self.first_line: dict[str, int] = {}  # email key -> line that brought it (duplicates)
+
+    def run(self, rows: Sequence[CsvRow]) -> None:
+        # Validation (the slow part) runs before the write lock is taken, so the lock is held
+        # only for the lookups and the inserts of one batch.
+        items = self._valid(rows)
+        with self.store.write() as conn:
+            items = self._not_forgotten(items, conn)
+            listed = self.store.statuses_by_key((i.address.key for _, i in items), conn)
+            new: list[NewSubscriber] = []
+            stops: dict[str, SubscriberStatus] = {}
+            for _, item in items:
+                if item.address.key not in listed:
+                    new.append(item.new(ConsentSource.IMPORT, self.source))
+                elif item.status.is_suppressed:
+                    stops[item.address.key] = item.status
+                else:
+                    self.report.unchanged += 1
+            self._write(new, stops, conn)
+
+    def check(self, rows: Sequence[CsvRow]) -> None:
+        # --strict's first pass: the rejections run() would report, writing nothing
+        self._not_forgotten(self._valid(rows), None)
+
+    def _valid(self, rows: Sequence[CsvRow]) -> list[tuple[int, SubscriberInput]]:
+        return [item for item in (self._validate(row) for row in rows) if item is not None]
+
+    def _not_forgotten(
+        self, items: list[tuple[int, SubscriberInput]], conn: Connection | None
+    ) -> list[tuple[int, SubscriberInput]]:
+        forgotten = self.store.suppressed_among(
+            (i.address.suppression_hash for _, i in items), conn
+        )
+        kept = []
+        for line, item in items:
+            if item.address.suppression_hash in forgotten:
+                self.report.reject(line, item.address.normalized, _FORGOTTEN_REASON)
+            else:
+                kept.append((line, item))
+        return kept
+
+    def _write(
+        self, new: list[NewSubscriber], stops: dict[str, SubscriberStatus], conn: Connection
+    ) -> None:
+        inserted = self.store.add_many(new, conn)
+        self.report.added += inserted if inserted >= 0 else len(new)
+        changed = self.store.suppress_many(stops, conn)
+        self.report.updated += changed
+        self.report.unchanged += len(stops) - changed
+
+    def _validate(self, row: CsvRow) -> tuple[int, SubscriberInput] | None:
+        # Undo export's formula escaping first: the leading ' is not part of the value.
+        values = {name: unescape_formula(value) for name, value in row.values.items()}
+        value = values["email"].strip()
+        try:
+            item = self.parser.parse(**values)
+        except InvalidValue as err:
+            self.report.reject(row.line, value, err.reason)
+            return None
+        first = self.first_line.setdefault(item.address.key, row.line)
+        if first != row.line:
+            self.report.reject(row.line, value, f"duplicate of line {first}")
+            return None
+        return row.line, item
+
+
+_FORGOTTEN_REASON = "forgotten at its owner's request: it cannot be re-added"
+
+
+def _forgotten(email: str) -> AddressRefused:
+    return AddressRefused(
+        f"{email} was forgotten at its owner's request",
+        "it cannot be re-added; its owner can sign up again on the web form",
+    )
+
+
+def _parse_or_raise(email: str, name: str, categories: str, locale: str) -> SubscriberInput:
+    address = normalise_address(email)  # InvalidAddress names the address and the reason
+    try:
+        return InputParser().parse(address.normalized, name, categories, locale)
+    except InvalidValue as err:
+        raise UsageError(err.reason) from None
+
+
+def _find_or_raise(store: Store, email: str) -> Subscriber:
+    address = normalise_address(email)
+    found = store.find_by_email(address.key)
+    if found is None:
+        raise UnknownSubscriber(address.normalized)
+    return found
+
+
+def _chunked(rows: Iterable[CsvRow], size: int) -> Iterator[list[CsvRow]]:
+    iterator = iter(rows)
+    while chunk := list(itertools.islice(iterator, size)):
+        yield chunk
