@@ -149,3 +149,22 @@ def test_variant_keys_match_preferences_tolerantly():
     assert ed.variant_keys([]) == ed.section_keys
     assert ed.variant_keys(["Culture"]) == frozenset()
     assert [s.label for s in ed.restricted_to(ed.variant_keys(["sport"])).sections] == ["Sport"]
+
+
+def test_at_the_exact_send_instant_every_caller_names_the_same_coming_edition():
+    """One owner for "the next edition": the CLI's default (Settings.next_edition_date) and the
+    daemon (Timetable.next_edition) agree at the send instant itself, where the edition of the
+    day goes out and the coming one is tomorrow's; an article published at that instant still
+    belongs to the edition of the day (its window's end is inclusive)."""
+    from newsletter.config import load_settings
+
+    settings = load_settings(
+        environ={"NEWSLETTER_TIMEZONE": "Africa/Casablanca", "NEWSLETTER_SEND_TIME": "07:00"}
+    )
+    instant = datetime(2026, 1, 27, 7, 0, tzinfo=CASA)
+    day, tomorrow = date(2026, 1, 27), date(2026, 1, 28)
+    assert settings.timetable.send_at(day) == instant
+    assert settings.timetable.due_edition(instant) == day
+    assert settings.next_edition_date(instant) == settings.timetable.next_edition(instant) == tomorrow
+    assert settings.next_edition_date(instant - timedelta(microseconds=1)) == day
+    assert edition_date_for(instant, settings.send_time, settings.timezone) == day

@@ -127,7 +127,8 @@ class EditorConsole:
     def rows(self) -> list[dict[str, Any]]:
         url = self.site.url
         rows = []
-        for record in self.store.recent_editions(RECENT_EDITIONS):
+        for summary in self.store.editions_summary(RECENT_EDITIONS, FAILURES_SHOWN):
+            record = summary.record
             day = record.edition_date.isoformat()
             rows.append(
                 {
@@ -135,8 +136,8 @@ class EditorConsole:
                     "status": record.status.value,
                     "held": record.held,
                     "note": record.note,
-                    "counts": sorted(self.store.delivery_counts(record.edition_date).items()),
-                    "failures": self.store.delivery_failures(record.edition_date, FAILURES_SHOWN),
+                    "counts": sorted(summary.counts.items()),
+                    "failures": summary.failures,
                     "preview_url": url("preview", day=day),
                     "hold_url": url("editor_hold", day=day),
                     "release_url": url("editor_release", day=day),

@@ -48,6 +48,7 @@ from newsletter.adapters.store.subscribers import (
     new_nonce,
     split_categories,
 )
+from newsletter.adapters.store.summaries import EditionSummary, SummaryQueries
 
 __all__ = [
     "BUSY_ATTEMPTS",
@@ -62,6 +63,7 @@ __all__ = [
     "Clock",
     "DatabaseBusy",
     "EditionRecord",
+    "EditionSummary",
     "NewSubscriber",
     "Store",
     "StoreError",
@@ -78,7 +80,7 @@ __all__ = [
 ]
 
 
-class Store(SubscriberQueries, LedgerQueries, LockQueries, StoreBase):
+class Store(SubscriberQueries, LedgerQueries, SummaryQueries, LockQueries, StoreBase):
     """Every query of the project, as named methods. Build it with ``open_store(url)``."""
 
     def schema_version(self) -> int:

@@ -70,12 +70,6 @@ class LedgerQueries(StoreBase):
         with self.read() as c:
             return c.execute(select(func.max(editions.c.edition_date))).scalar_one_or_none()
 
-    def recent_editions(self, limit: int = 14) -> list[EditionRecord]:
-        """The newest editions first, for the editors' status page."""
-        with self.read() as c:
-            rows = c.execute(select(editions).order_by(editions.c.edition_date.desc()).limit(limit))
-            return [_edition_record(row) for row in rows]
-
     def _upsert_edition(self, c: Connection, day: date, **values: Any) -> None:
         """Insert-if-absent, then update: two processes recording the same new edition at once
         (two senders on PostgreSQL) must not both take the "absent" branch of an update-first

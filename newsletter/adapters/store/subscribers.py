@@ -1,7 +1,7 @@
 """Subscriber and suppression queries: the list, its statuses and the forgotten addresses.
 
 A subscriber's status changes only through these methods, and a stop never overrides a stronger
-one (see ``_MAY_MOVE_TO``); a forgotten address leaves only the SHA-256 of its key in
+one (see ``domain.consent``); a forgotten address leaves only the SHA-256 of its key in
 ``suppressions``.
 """
 
@@ -20,6 +20,13 @@ from newsletter.adapters.store.engine import StoreBase
 from newsletter.adapters.store.schema import UTCDateTime, _DriverValue, subscribers, suppressions
 from newsletter.domain import ConsentSource, Subscriber, SubscriberStatus
 from newsletter.domain.addresses import Address, suppression_hash
+from newsletter.domain.consent import (
+    ConfirmEffect,
+    SignupEffect,
+    confirm_effect,
+    may_stop_from,
+    signup_effect,
+)
 
 # Categories are stored in one text column, joined with this; the service never lets a category
 # name contain it (it is also the separator of the CSV ``categories`` field).
@@ -129,14 +136,15 @@ class SubscriberQueries(StoreBase):
         """
         with self.write() as c:
             existing = self.find_by_email(email.key, c)
-            if existing is None:
+            effect = signup_effect(existing.status if existing else None)
+            if existing is None or effect is SignupEffect.CREATE:
                 new = NewSubscriber(
                     email, name, locale, tuple(categories), SubscriberStatus.PENDING, source, detail
                 )
                 created = self.add(new, c)
                 c.execute(_touch(created.id, self.now()).values(confirm_nonce=new_nonce()))
                 return created
-            if existing.status is SubscriberStatus.PENDING:
+            if effect is SignupEffect.TAKE_LATEST_FORM:
                 # Still unconfirmed: the latest form wins (the owner may have changed their mind).
                 self.set_preferences(existing.id, categories, locale, c)
                 nonce = self.confirm_nonce(existing.id, c) or new_nonce()
@@ -174,12 +182,12 @@ class SubscriberQueries(StoreBase):
         """
         with self.write() as c:
             current = self.get(subscriber_id, c)
-            if current is None or self.confirm_nonce(subscriber_id, c) != nonce:
+            stored = self.confirm_nonce(subscriber_id, c) if current else None
+            effect = confirm_effect(current.status if current else None, stored, nonce)
+            if effect is ConfirmEffect.REFUSED:
                 return None
-            if current.status is SubscriberStatus.ACTIVE:
-                return current, False
-            if nonce is None and current.status is not SubscriberStatus.PENDING:
-                return None
+            if effect is ConfirmEffect.ALREADY_ACTIVE:
+                return current, False  # type: ignore[return-value]
             confirmed = self._activate(subscriber_id, source, detail, c, confirmed=True)
             return (confirmed, True) if confirmed else None
 
@@ -363,7 +371,8 @@ class SubscriberQueries(StoreBase):
 
 
 def move_where(conn: Connection, where: Any, status: SubscriberStatus, now: datetime) -> int:
-    """Move the subscribers ``where`` selects into a stopped ``status``, where _MAY_MOVE_TO allows.
+    """Move the subscribers ``where`` selects into a stopped ``status``, where the domain allows
+    (``consent.may_stop_from``).
 
     Returns how many moved. A module function, not a method: the ledger bounces with it too.
     """
@@ -376,31 +385,13 @@ def move_where(conn: Connection, where: Any, status: SubscriberStatus, now: date
         values["unsubscribed_at"] = now
     # Every confirmation link mailed so far dies here: only a new sign-up can bring it back.
     values["confirm_nonce"] = None
-    allowed = [s.value for s in _MAY_MOVE_TO[status]]
+    allowed = [s.value for s in may_stop_from(status)]
     statement = update(subscribers).where(where, subscribers.c.status.in_(allowed)).values(values)
     return conn.execute(statement).rowcount
 
 
 # Columns that a new row sets to its creation time.
 _CREATION_STAMPS = ("created_at", "updated_at", "status_changed_at")
-
-# Which statuses may move into each stopped status. An unsubscribe or a bounce never overwrites
-# a complaint (the strongest signal, and the one mailbox providers hold against the sender).
-_MAY_MOVE_TO: dict[SubscriberStatus, frozenset[SubscriberStatus]] = {
-    SubscriberStatus.UNSUBSCRIBED: frozenset(
-        {SubscriberStatus.PENDING, SubscriberStatus.ACTIVE, SubscriberStatus.BOUNCED}
-    ),
-    SubscriberStatus.BOUNCED: frozenset({SubscriberStatus.PENDING, SubscriberStatus.ACTIVE}),
-    SubscriberStatus.COMPLAINED: frozenset(
-        {
-            SubscriberStatus.PENDING,
-            SubscriberStatus.ACTIVE,
-            SubscriberStatus.UNSUBSCRIBED,
-            SubscriberStatus.BOUNCED,
-        }
-    ),
-}
-
 
 def join_categories(categories: Iterable[str]) -> str:
     return CATEGORY_SEPARATOR.join(c for c in categories if c)
