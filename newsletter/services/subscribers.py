@@ -36,7 +36,6 @@ from dataclasses import dataclass, field
 from typing import TextIO
 
 from babel import Locale, UnknownLocaleError
-from sqlalchemy import Connection
 
 from newsletter.adapters.csvfile import COLUMNS, CsvReader, CsvRow, csv_writer, unescape_formula
 from newsletter.adapters.store import CATEGORY_SEPARATOR, NewSubscriber, Store
@@ -247,16 +246,16 @@ def add(
 ) -> AddResult:
     """Put one address on the list as active (the operator vouches; consent source cli)."""
     item = _parse_or_raise(email, name, categories, locale)
-    with store.write() as conn:
-        if store.is_suppressed(item.address.suppression_hash, conn):
+    with store.write():  # one transaction: the checks and the change see the same list
+        if store.is_suppressed(item.address.suppression_hash):
             raise _forgotten(item.address.normalized)
-        existing = store.find_by_email(item.address.key, conn)
+        existing = store.find_by_email(item.address.key)
         if existing is None:
-            return AddResult(store.add(item.new(ConsentSource.CLI, ""), conn), "added")
+            return AddResult(store.add(item.new(ConsentSource.CLI, "")), "added")
         if existing.status is SubscriberStatus.ACTIVE:
             return AddResult(existing, "already active")
         if existing.status is SubscriberStatus.PENDING:
-            activated = store.vouch(existing.id, ConsentSource.CLI, "", conn)
+            activated = store.vouch(existing.id, ConsentSource.CLI, "")
             return AddResult(activated or existing, "activated")
     raise AddressRefused(
         f"{existing.email} is {existing.status} (since {existing.status_changed_at:%Y-%m-%d})",
@@ -363,9 +362,9 @@ class _ImportBatch:
         # Validation (the slow part) runs before the write lock is taken, so the lock is held
         # only for the lookups and the inserts of one batch.
         items = self._valid(rows)
-        with self.store.write() as conn:
-            items = self._not_forgotten(items, conn)
-            listed = self.store.statuses_by_key((i.address.key for _, i in items), conn)
+        with self.store.write():
+            items = self._not_forgotten(items)
+            listed = self.store.statuses_by_key((i.address.key for _, i in items))
             new: list[NewSubscriber] = []
             stops: dict[str, SubscriberStatus] = {}
             for _, item in items:
@@ -375,21 +374,19 @@ class _ImportBatch:
                     stops[item.address.key] = item.status
                 else:
                     self.report.unchanged += 1
-            self._write(new, stops, conn)
+            self._write(new, stops)
 
     def check(self, rows: Sequence[CsvRow]) -> None:
         # --strict's first pass: the rejections run() would report, writing nothing
-        self._not_forgotten(self._valid(rows), None)
+        self._not_forgotten(self._valid(rows))
 
     def _valid(self, rows: Sequence[CsvRow]) -> list[tuple[int, SubscriberInput]]:
         return [item for item in (self._validate(row) for row in rows) if item is not None]
 
     def _not_forgotten(
-        self, items: list[tuple[int, SubscriberInput]], conn: Connection | None
+        self, items: list[tuple[int, SubscriberInput]]
     ) -> list[tuple[int, SubscriberInput]]:
-        forgotten = self.store.suppressed_among(
-            (i.address.suppression_hash for _, i in items), conn
-        )
+        forgotten = self.store.suppressed_among(i.address.suppression_hash for _, i in items)
         kept = []
         for line, item in items:
             if item.address.suppression_hash in forgotten:
@@ -398,12 +395,10 @@ class _ImportBatch:
                 kept.append((line, item))
         return kept
 
-    def _write(
-        self, new: list[NewSubscriber], stops: dict[str, SubscriberStatus], conn: Connection
-    ) -> None:
-        inserted = self.store.add_many(new, conn)
+    def _write(self, new: list[NewSubscriber], stops: dict[str, SubscriberStatus]) -> None:
+        inserted = self.store.add_many(new)
         self.report.added += inserted if inserted >= 0 else len(new)
-        changed = self.store.suppress_many(stops, conn)
+        changed = self.store.suppress_many(stops)
         self.report.updated += changed
         self.report.unchanged += len(stops) - changed
 

@@ -18,9 +18,10 @@ from __future__ import annotations
 import logging
 import os
 import sqlite3
+import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Self
@@ -260,6 +261,7 @@ class StoreBase:
     def __init__(self, engine: Engine, clock: Clock = utc_now) -> None:
         self.engine = engine
         self.now = clock
+        self._local = threading.local()  # this thread's open transaction, if any
 
     def close(self) -> None:
         """Release every pooled connection."""
@@ -271,25 +273,52 @@ class StoreBase:
     def __exit__(self, *_exc: object) -> None:
         self.close()
 
+    # One transaction idiom: every query method runs inside the caller's transaction when there
+    # is one (``with store.write():`` around several calls makes them one atomic unit), else in a
+    # transaction of its own. No method takes a connection, so SQLAlchemy stays in this package.
+
     @contextmanager
     def write(self) -> Iterator[Connection]:
-        """One write transaction (BEGIN IMMEDIATE on SQLite); commits on success."""
-        with _transaction(self.engine, write=True) as conn:
+        """One write transaction (BEGIN IMMEDIATE on SQLite); commits on success. Inside another
+        write transaction of this thread it joins it."""
+        current = self._ambient()
+        if current is not None:
+            if not current[1]:
+                raise StoreError("a write inside a read transaction", "open the write first")
+            yield current[0]
+            return
+        with (
+            _transaction(self.engine, write=True) as conn,
+            self._ambient_as(conn, write=True),
+        ):
             yield conn
 
     @contextmanager
     def read(self) -> Iterator[Connection]:
-        """One read transaction: a consistent snapshot."""
-        with _transaction(self.engine, write=False) as conn:
+        """One read transaction: a consistent snapshot; joins this thread's open transaction."""
+        current = self._ambient()
+        if current is not None:
+            yield current[0]
+            return
+        with (
+            _transaction(self.engine, write=False) as conn,
+            self._ambient_as(conn, write=False),
+        ):
             yield conn
 
+    def _using(self, *, write: bool) -> AbstractContextManager[Connection]:
+        return self.write() if write else self.read()
+
+    def _ambient(self) -> tuple[Connection, bool] | None:
+        return getattr(self._local, "current", None)
+
     @contextmanager
-    def _using(self, conn: Connection | None, *, write: bool) -> Iterator[Connection]:
-        if conn is not None:
-            yield conn
-        else:
-            with _transaction(self.engine, write=write) as fresh:
-                yield fresh
+    def _ambient_as(self, conn: Connection, *, write: bool) -> Iterator[None]:
+        self._local.current = (conn, write)
+        try:
+            yield
+        finally:
+            self._local.current = None
 
     def _insert(self, table: Table) -> Any:
         """The dialect's INSERT, which knows ON CONFLICT DO NOTHING."""

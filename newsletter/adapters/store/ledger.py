@@ -59,9 +59,9 @@ _MARK_SENT = (
 class LedgerQueries(StoreBase):
     """Editions and the send ledger."""
 
-    def edition_record(self, day: date, conn: Connection | None = None) -> EditionRecord | None:
+    def edition_record(self, day: date) -> EditionRecord | None:
         """One edition's ledger entry, or None when it was never held, frozen or recorded."""
-        with self._using(conn, write=False) as c:
+        with self._using(write=False) as c:
             row = c.execute(select(editions).where(editions.c.edition_date == day)).first()
         return _edition_record(row) if row else None
 
@@ -104,7 +104,7 @@ class LedgerQueries(StoreBase):
     def record_edition_status(self, day: date, status: EditionStatus, note: str = "") -> None:
         """Mark an edition empty or skipped-late (with why), unless it is already frozen for sending."""
         with self.write() as c:
-            record = self.edition_record(day, c)
+            record = self.edition_record(day)
             if record is not None and record.frozen_at is not None:
                 return
             self._upsert_edition(c, day, status=status.value, note=note)

@@ -51,24 +51,22 @@ class NewSubscriber:
 class SubscriberQueries(StoreBase):
     """Subscribers and suppressions (forgotten addresses, by hash only)."""
 
-    def get(self, subscriber_id: int, conn: Connection | None = None) -> Subscriber | None:
+    def get(self, subscriber_id: int) -> Subscriber | None:
         """One subscriber by id."""
-        with self._using(conn, write=False) as c:
+        with self._using(write=False) as c:
             row = c.execute(select(subscribers).where(subscribers.c.id == subscriber_id)).first()
         return _subscriber(row) if row else None
 
-    def find_by_email(self, email_key: str, conn: Connection | None = None) -> Subscriber | None:
+    def find_by_email(self, email_key: str) -> Subscriber | None:
         """One subscriber by its comparison key (Address.key)."""
-        with self._using(conn, write=False) as c:
+        with self._using(write=False) as c:
             row = c.execute(select(subscribers).where(subscribers.c.email_key == email_key)).first()
         return _subscriber(row) if row else None
 
-    def statuses_by_key(
-        self, keys: Iterable[str], conn: Connection | None = None
-    ) -> dict[str, SubscriberStatus]:
+    def statuses_by_key(self, keys: Iterable[str]) -> dict[str, SubscriberStatus]:
         """The status of each of these keys that is on the list (bulk check for an import)."""
         found: dict[str, SubscriberStatus] = {}
-        with self._using(conn, write=False) as c:
+        with self._using(write=False) as c:
             for chunk in _chunks(list(keys), LOOKUP_CHUNK):
                 query = select(subscribers.c.email_key, subscribers.c.status).where(
                     subscribers.c.email_key.in_(chunk)
@@ -76,15 +74,15 @@ class SubscriberQueries(StoreBase):
                 found.update((key, SubscriberStatus(status)) for key, status in c.execute(query))
         return found
 
-    def add(self, new: NewSubscriber, conn: Connection | None = None) -> Subscriber:
+    def add(self, new: NewSubscriber) -> Subscriber:
         """Insert one subscriber (the caller checked it is not on the list)."""
-        with self._using(conn, write=True) as c:
+        with self._using(write=True) as c:
             now = self.now()
             values = {**self._row(new, now), **dict.fromkeys(_CREATION_STAMPS, now)}
             subscriber_id = c.execute(insert(subscribers).values(values)).inserted_primary_key[0]
-            return self.get(subscriber_id, c)  # type: ignore[return-value]
+            return self.get(subscriber_id)  # type: ignore[return-value]
 
-    def add_many(self, news: Sequence[NewSubscriber], conn: Connection | None = None) -> int:
+    def add_many(self, news: Sequence[NewSubscriber]) -> int:
         """Bulk insert in the given order (one executemany); addresses already listed are skipped."""
         if not news:
             return 0
@@ -97,7 +95,7 @@ class SubscriberQueries(StoreBase):
             for column in ("consent_at", "unsubscribed_at"):
                 row[f"bulk_{column}"] = bound_now if row.pop(column) is not None else None
             rows.append({**row, "bulk_now": bound_now})
-        with self._using(conn, write=True) as c:
+        with self._using(write=True) as c:
             return c.execute(self._bulk_insert(), rows).rowcount
 
     def _bulk_insert(self) -> Any:
@@ -135,34 +133,34 @@ class SubscriberQueries(StoreBase):
         the one it has, so that every mail it was sent works; any other gets a new one.
         """
         with self.write() as c:
-            existing = self.find_by_email(email.key, c)
+            existing = self.find_by_email(email.key)
             effect = signup_effect(existing.status if existing else None)
             if existing is None or effect is SignupEffect.CREATE:
                 new = NewSubscriber(
                     email, name, locale, tuple(categories), SubscriberStatus.PENDING, source, detail
                 )
-                created = self.add(new, c)
+                created = self.add(new)
                 c.execute(_touch(created.id, self.now()).values(confirm_nonce=new_nonce()))
                 return created
             if effect is SignupEffect.TAKE_LATEST_FORM:
                 # Still unconfirmed: the latest form wins (the owner may have changed their mind).
-                self.set_preferences(existing.id, categories, locale, c)
-                nonce = self.confirm_nonce(existing.id, c) or new_nonce()
+                self.set_preferences(existing.id, categories, locale)
+                nonce = self.confirm_nonce(existing.id) or new_nonce()
                 c.execute(
                     _touch(existing.id, self.now()).values(
                         name=name, consent_detail=detail, confirm_nonce=nonce
                     )
                 )
-                return self.get(existing.id, c)  # type: ignore[return-value]
+                return self.get(existing.id)  # type: ignore[return-value]
             # Active stays active; unsubscribed/bounced/complained stay so until their owner
             # follows this sign-up's link (confirm_signup): a sign-up form must not re-enrol
             # someone else's address. Only the link of this new sign-up can do that.
             c.execute(_touch(existing.id, self.now()).values(confirm_nonce=new_nonce()))
             return existing
 
-    def confirm_nonce(self, subscriber_id: int, conn: Connection | None = None) -> str | None:
+    def confirm_nonce(self, subscriber_id: int) -> str | None:
         """The nonce the subscriber's current confirmation link is bound to (None: no sign-up)."""
-        with self._using(conn, write=False) as c:
+        with self._using(write=False) as c:
             query = select(subscribers.c.confirm_nonce).where(subscribers.c.id == subscriber_id)
             return c.execute(query).scalar_one_or_none()
 
@@ -181,14 +179,14 @@ class SubscriberQueries(StoreBase):
         An active address stays as it is (activated False: "already confirmed").
         """
         with self.write() as c:
-            current = self.get(subscriber_id, c)
-            stored = self.confirm_nonce(subscriber_id, c) if current else None
+            current = self.get(subscriber_id)
+            stored = self.confirm_nonce(subscriber_id) if current else None
             effect = confirm_effect(current.status if current else None, stored, nonce)
             if effect is ConfirmEffect.REFUSED:
                 return None
             if effect is ConfirmEffect.ALREADY_ACTIVE:
                 return current, False  # type: ignore[return-value]
-            confirmed = self._activate(subscriber_id, source, detail, c, confirmed=True)
+            confirmed = self._activate(subscriber_id, source, detail, confirmed=True)
             return (confirmed, True) if confirmed else None
 
     def confirm(
@@ -196,33 +194,30 @@ class SubscriberQueries(StoreBase):
         subscriber_id: int,
         source: ConsentSource = ConsentSource.WEB,
         detail: str = "",
-        conn: Connection | None = None,
     ) -> Subscriber | None:
         """The owner confirmed (double opt-in): active, consent recorded, any suppression lifted."""
-        return self._activate(subscriber_id, source, detail, conn, confirmed=True)
+        return self._activate(subscriber_id, source, detail, confirmed=True)
 
     def vouch(
         self,
         subscriber_id: int,
         source: ConsentSource,
         detail: str = "",
-        conn: Connection | None = None,
     ) -> Subscriber | None:
         """The operator vouches for a pending address (cli add): active, consent recorded."""
-        return self._activate(subscriber_id, source, detail, conn, confirmed=False)
+        return self._activate(subscriber_id, source, detail, confirmed=False)
 
     def _activate(
         self,
         subscriber_id: int,
         source: ConsentSource,
         detail: str,
-        conn: Connection | None,
         *,
         confirmed: bool,
     ) -> Subscriber | None:
         now = self.now()
-        with self._using(conn, write=True) as c:
-            current = self.get(subscriber_id, c)
+        with self._using(write=True) as c:
+            current = self.get(subscriber_id)
             if current is None:
                 return None
             values: dict[str, Any] = {
@@ -237,45 +232,42 @@ class SubscriberQueries(StoreBase):
                 values["status_changed_at"] = now
             c.execute(_touch(subscriber_id, now).values(**values))
             # Its owner asked to be back: a forget-suppression must not block them any more.
-            self.remove_suppression(suppression_hash(current.email_key), c)
-            return self.get(subscriber_id, c)
+            self.remove_suppression(suppression_hash(current.email_key))
+            return self.get(subscriber_id)
 
     def set_preferences(
         self,
         subscriber_id: int,
         categories: Sequence[str],
         locale: str,
-        conn: Connection | None = None,
     ) -> bool:
         """The subscriber's sections and language; False if there is no such subscriber."""
         values = {"categories": join_categories(categories), "locale": locale}
-        with self._using(conn, write=True) as c:
+        with self._using(write=True) as c:
             return c.execute(_touch(subscriber_id, self.now()).values(**values)).rowcount == 1
 
-    def unsubscribe(self, subscriber_id: int, conn: Connection | None = None) -> bool:
+    def unsubscribe(self, subscriber_id: int) -> bool:
         """Stop sending; False if already unsubscribed or complained (a complaint outranks it)."""
-        return self._move(subscriber_id, SubscriberStatus.UNSUBSCRIBED, conn)
+        return self._move(subscriber_id, SubscriberStatus.UNSUBSCRIBED)
 
-    def mark_bounced(self, subscriber_id: int, conn: Connection | None = None) -> bool:
+    def mark_bounced(self, subscriber_id: int) -> bool:
         """A permanent delivery failure; only an active or pending address becomes bounced."""
-        return self._move(subscriber_id, SubscriberStatus.BOUNCED, conn)
+        return self._move(subscriber_id, SubscriberStatus.BOUNCED)
 
-    def mark_complained(self, subscriber_id: int, conn: Connection | None = None) -> bool:
+    def mark_complained(self, subscriber_id: int) -> bool:
         """A spam complaint: the strongest stop, from any other status."""
-        return self._move(subscriber_id, SubscriberStatus.COMPLAINED, conn)
+        return self._move(subscriber_id, SubscriberStatus.COMPLAINED)
 
-    def suppress_many(
-        self, statuses: dict[str, SubscriberStatus], conn: Connection | None = None
-    ) -> int:
+    def suppress_many(self, statuses: dict[str, SubscriberStatus]) -> int:
         """Import rows that say unsubscribed/bounced/complained, applied to listed addresses."""
         changed = 0
-        with self._using(conn, write=True) as c:
+        with self._using(write=True) as c:
             for key, status in statuses.items():
                 changed += move_where(c, subscribers.c.email_key == key, status, self.now())
         return changed
 
-    def _move(self, subscriber_id: int, status: SubscriberStatus, conn: Connection | None) -> bool:
-        with self._using(conn, write=True) as c:
+    def _move(self, subscriber_id: int, status: SubscriberStatus) -> bool:
+        with self._using(write=True) as c:
             return move_where(c, subscribers.c.id == subscriber_id, status, self.now()) == 1
 
     def iter_active(self, batch_size: int = 1000) -> Iterator[Subscriber]:
@@ -308,7 +300,7 @@ class SubscriberQueries(StoreBase):
             deleted = c.execute(
                 delete(subscribers).where(subscribers.c.email_key == email_key)
             ).rowcount
-            self.add_suppression(suppression_hash(email_key), reason, c)
+            self.add_suppression(suppression_hash(email_key), reason)
         return deleted == 1
 
     def _row(self, new: NewSubscriber, now: datetime) -> dict[str, Any]:
@@ -333,29 +325,27 @@ class SubscriberQueries(StoreBase):
     # Suppressions (forgotten addresses, by hash only)
     # -----------------------------------------------------------------------------------------
 
-    def add_suppression(
-        self, address_hash: str, reason: str, conn: Connection | None = None
-    ) -> bool:
+    def add_suppression(self, address_hash: str, reason: str) -> bool:
         """Remember a forgotten address's hash; False if it was already there."""
         statement = self._insert(suppressions).on_conflict_do_nothing(
             index_elements=["address_hash"]
         )
         values = {"address_hash": address_hash, "reason": reason, "created_at": self.now()}
-        with self._using(conn, write=True) as c:
+        with self._using(write=True) as c:
             return c.execute(statement.values(values)).rowcount == 1
 
-    def is_suppressed(self, address_hash: str, conn: Connection | None = None) -> bool:
+    def is_suppressed(self, address_hash: str) -> bool:
         """Whether this address was forgotten."""
         query = select(suppressions.c.address_hash).where(
             suppressions.c.address_hash == address_hash
         )
-        with self._using(conn, write=False) as c:
+        with self._using(write=False) as c:
             return c.execute(query).first() is not None
 
-    def suppressed_among(self, hashes: Iterable[str], conn: Connection | None = None) -> set[str]:
+    def suppressed_among(self, hashes: Iterable[str]) -> set[str]:
         """Which of these hashes are suppressed (bulk check for an import)."""
         found: set[str] = set()
-        with self._using(conn, write=False) as c:
+        with self._using(write=False) as c:
             for chunk in _chunks(list(hashes), LOOKUP_CHUNK):
                 query = select(suppressions.c.address_hash).where(
                     suppressions.c.address_hash.in_(chunk)
@@ -363,10 +353,10 @@ class SubscriberQueries(StoreBase):
                 found.update(c.execute(query).scalars())
         return found
 
-    def remove_suppression(self, address_hash: str, conn: Connection | None = None) -> bool:
+    def remove_suppression(self, address_hash: str) -> bool:
         """Lift a suppression (its owner confirmed a new sign-up); False if there was none."""
         statement = delete(suppressions).where(suppressions.c.address_hash == address_hash)
-        with self._using(conn, write=True) as c:
+        with self._using(write=True) as c:
             return c.execute(statement).rowcount == 1
 
 
@@ -392,6 +382,7 @@ def move_where(conn: Connection, where: Any, status: SubscriberStatus, now: date
 
 # Columns that a new row sets to its creation time.
 _CREATION_STAMPS = ("created_at", "updated_at", "status_changed_at")
+
 
 def join_categories(categories: Iterable[str]) -> str:
     return CATEGORY_SEPARATOR.join(c for c in categories if c)
