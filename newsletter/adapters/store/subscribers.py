@@ -178,7 +178,7 @@ class SubscriberQueries(StoreBase):
         links mailed before nonces existed, which only ever activate a pending address.
         An active address stays as it is (activated False: "already confirmed").
         """
-        with self.write() as c:
+        with self.write():
             current = self.get(subscriber_id)
             stored = self.confirm_nonce(subscriber_id) if current else None
             effect = confirm_effect(current.status if current else None, stored, nonce)
