@@ -36,6 +36,7 @@ from newsletter.adapters.tokens import InvalidToken, Purpose, confirm_binding
 from newsletter.config import Settings
 from newsletter.domain import ConsentSource, Subscriber, SubscriberStatus, category_key
 from newsletter.domain.addresses import Address, normalise_address
+from newsletter.domain.locales import offered_language
 from newsletter.domain.ratelimit import Rule, SlidingWindowLimiter
 from newsletter.services.subscribers import InvalidValue, parse_name
 
@@ -95,8 +96,7 @@ def known_sections(chosen: Iterable[str], offered: Iterable[str]) -> tuple[str, 
 
 def page_locale(text: str) -> str:
     """``text`` if it is one of PAGE_LOCALES, else "" (the newsletter's language)."""
-    value = text.strip().lower().replace("-", "_")
-    return value if value in PAGE_LOCALES else ""
+    return offered_language(text, PAGE_LOCALES)
 
 
 def parse_signup(
@@ -212,9 +212,9 @@ class Subscriptions:
         message = EmailMessage(policy=email.policy.SMTP)
         message["From"] = self.settings.from_address
         message["To"] = subscriber.email
-        message["Subject"] = gettext(locale, "confirm_email_subject").format(
-            title=self.settings.title
-        )
+        message["Subject"] = gettext(locale, "Confirm your subscription to %(title)s") % {
+            "title": self.settings.title
+        }
         message["Date"] = formatdate(usegmt=True)
         message["Message-ID"] = make_msgid("confirm", domain=self.sender.domain)
         message["Auto-Submitted"] = "auto-generated"
