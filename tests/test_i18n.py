@@ -173,3 +173,9 @@ def test_one_rule_for_locale_spelling() -> None:
     assert canonical_locale("xx-nope") is None
     assert offered_language(" FR ", ("fr", "en")) == "fr"
     assert offered_language("de", ("fr", "en")) == ""
+
+
+def test_pages_offer_the_languages_with_a_catalogue() -> None:
+    from newsletter.services.signup import PAGE_LOCALES
+
+    assert set(PAGE_LOCALES) == {p.name for p in LOCALE_DIR.iterdir() if p.is_dir()}

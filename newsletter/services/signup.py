@@ -44,7 +44,7 @@ CONFIRMATIONS_PER_HOUR = Rule(limit=3, window=3600.0)
 # itsdangerous tokens of [id, digest] are about 40 characters; anything far longer is not ours,
 # and refusing it early keeps a flood of huge paths from costing HMAC work.
 MAX_TOKEN_CHARS = 256
-#: languages the pages and the confirmation email are written in (the i18n catalogue's)
+#: languages the pages offer (each has a catalogue in newsletter/locale; see README)
 PAGE_LOCALES: tuple[str, ...] = ("fr", "en", "ar")
 # Links mailed before confirm nonces existed carry none: good for a pending address only (the
 # store then activates it) or an active one ("already confirmed"), never a stopped one.
