@@ -107,7 +107,9 @@ def list_(ctx: click.Context, status: str | None) -> None:
             count += 1
     from newsletter.adapters.i18n import english_ngettext
 
-    click.echo(english_ngettext("%(num)d subscriber", "%(num)d subscribers", count) % {"num": count})
+    click.echo(
+        english_ngettext("%(num)d subscriber", "%(num)d subscribers", count) % {"num": count}
+    )
 
 
 @subscribers.command()

@@ -107,7 +107,7 @@ def dry_run_lines(store: Store, settings: Settings, day: date) -> Iterator[str]:
 
 
 def _count(n: int, singular: str, plural: str) -> str:
-    """"1 article", "2 articles": an operator's count, in English."""
+    """ "1 article", "2 articles": an operator's count, in English."""
     return english_ngettext(singular, plural, n) % {"num": n}
 
 

@@ -50,19 +50,35 @@ class ErrorPages:
 
     def too_large(self) -> Response:
         """The 413 page; BodyLimit also sends it for a declared Content-Length over the cap."""
-        return self.site.message(413, N_("Request too large"), N_("The form could not be read. Go back to the previous page and try again."))
+        return self.site.message(
+            413,
+            N_("Request too large"),
+            N_("The form could not be read. Go back to the previous page and try again."),
+        )
 
     async def on_http_error(self, request: Request, exc: Exception) -> Response:
         assert isinstance(exc, HTTPException)
         keys = {
             404: (N_("Page not found"), N_("There is no page at this address.")),
-            405: (N_("Method not allowed"), N_("The form could not be read. Go back to the previous page and try again.")),
-            413: (N_("Request too large"), N_("The form could not be read. Go back to the previous page and try again.")),
+            405: (
+                N_("Method not allowed"),
+                N_("The form could not be read. Go back to the previous page and try again."),
+            ),
+            413: (
+                N_("Request too large"),
+                N_("The form could not be read. Go back to the previous page and try again."),
+            ),
         }.get(exc.status_code)
         if keys is None and exc.status_code < 500:
-            keys = (N_("Invalid request"), N_("The form could not be read. Go back to the previous page and try again."))
+            keys = (
+                N_("Invalid request"),
+                N_("The form could not be read. Go back to the previous page and try again."),
+            )
         elif keys is None:
-            keys = (N_("Something went wrong"), N_("We could not handle your request. Please try again later."))
+            keys = (
+                N_("Something went wrong"),
+                N_("We could not handle your request. Please try again later."),
+            )
         return self.site.message(exc.status_code, *keys, headers=exc.headers)
 
     async def on_bad_token(self, request: Request, exc: Exception) -> Response:
@@ -79,7 +95,11 @@ class ErrorPages:
                 ),
                 link=(self.site.url("subscribe_form"), N_("Sign up again")),
             )
-        return self.site.message(status, N_("This link is not valid"), N_("It may be incomplete (copy all of it) or too old."))
+        return self.site.message(
+            status,
+            N_("This link is not valid"),
+            N_("It may be incomplete (copy all of it) or too old."),
+        )
 
     async def on_too_large(self, request: Request, exc: Exception) -> Response:
         return self.too_large()
@@ -87,16 +107,27 @@ class ErrorPages:
     async def on_too_slow(self, request: Request, exc: Exception) -> Response:
         # Connection: close makes uvicorn drop the connection once this page is sent.
         return self.site.message(
-            408, N_("Invalid request"), N_("The request arrived too slowly."), headers={"Connection": "close"}
+            408,
+            N_("Invalid request"),
+            N_("The request arrived too slowly."),
+            headers={"Connection": "close"},
         )
 
     async def on_unsupported(self, request: Request, exc: Exception) -> Response:
-        return self.site.message(415, N_("Invalid request"), N_("The form could not be read. Go back to the previous page and try again."))
+        return self.site.message(
+            415,
+            N_("Invalid request"),
+            N_("The form could not be read. Go back to the previous page and try again."),
+        )
 
     async def on_service_error(self, request: Request, exc: Exception) -> Response:
         # The database is down or similar: say so without details (they may name servers).
         log.error("%s %s: %s", request.method, redact_path(request.url.path), exc)
-        return self.site.message(503, N_("Something went wrong"), N_("We could not handle your request. Please try again later."))
+        return self.site.message(
+            503,
+            N_("Something went wrong"),
+            N_("We could not handle your request. Please try again later."),
+        )
 
     async def on_busy(self, request: Request, exc: Exception) -> Response:
         # The store's bounded wait for the write lock ran out (DatabaseBusy), or the driver
@@ -112,7 +143,9 @@ class ErrorPages:
         return self.site.message(
             503,
             N_("Service briefly unavailable"),
-            N_("We are very busy right now. Please try again in a few seconds: nothing was changed."),
+            N_(
+                "We are very busy right now. Please try again in a few seconds: nothing was changed."
+            ),
             headers={"Retry-After": str(BUSY_RETRY_AFTER)},
         )
 
@@ -126,4 +159,8 @@ class ErrorPages:
         log.error(
             "%s %s failed: %s", request.method, redact_path(request.url.path), type(exc).__name__
         )
-        return self.site.message(500, N_("Something went wrong"), N_("We could not handle your request. Please try again later."))
+        return self.site.message(
+            500,
+            N_("Something went wrong"),
+            N_("We could not handle your request. Please try again later."),
+        )

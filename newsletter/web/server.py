@@ -183,7 +183,11 @@ class LimitedHttpTools(HttpToolsProtocol):
             # it. Read no more, and close once it is sent.
             self.cycle.keep_alive = False
             return
-        key = N_("Request headers too large.") if status == 431 else N_("The request arrived too slowly.")
+        key = (
+            N_("Request headers too large.")
+            if status == 431
+            else N_("The request arrived too slowly.")
+        )
         body = gettext(self.limits.locale, key).encode("utf-8") + b"\n"
         head = [STATUS_LINE[status]]
         head += [

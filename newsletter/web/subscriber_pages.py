@@ -74,7 +74,9 @@ class SubscriberPages:
         form = await self.site.read_form(request)
         client = client_of(request)
         if not self.signups.allow(client):
-            return self.site.message(429, N_("Too many requests"), N_("Please try again in a few minutes."))
+            return self.site.message(
+                429, N_("Too many requests"), N_("Please try again in a few minutes.")
+            )
         if text_field(form, "website"):  # the honeypot: only robots fill a field nobody sees
             return self.signed_up(request, form)
         email, name = text_field(form, "email"), text_field(form, "name")
@@ -82,9 +84,19 @@ class SubscriberPages:
         try:
             signup = parse_signup(self.settings, email, name, sections, text_field(form, "locale"))
         except InvalidAddress as err:
-            return self.invalid_signup(N_("This address cannot receive email. Check it and try again."), err.reason, email, name)
+            return self.invalid_signup(
+                N_("This address cannot receive email. Check it and try again."),
+                err.reason,
+                email,
+                name,
+            )
         except InvalidValue as err:
-            return self.invalid_signup(N_("A field of the form is not accepted. Check it and try again."), err.reason, email, name)
+            return self.invalid_signup(
+                N_("A field of the form is not accepted. Check it and try again."),
+                err.reason,
+                email,
+                name,
+            )
         mail = await run_in_threadpool(self.subscriptions.sign_up, signup, client)
         response = self.signed_up(request, form)
         if mail is not None:
@@ -168,7 +180,12 @@ class SubscriberPages:
         token = request.path_params["token"]
         subscriber, _nonce = await run_in_threadpool(self.subscriptions.confirmation_for, token)
         if not self.site.form_ok(request, form, "confirm", str(subscriber.id)):
-            error = self.site.t(subscriber.locale or None, N_("The form has expired or does not come from this site. Reload the page and try again."))
+            error = self.site.t(
+                subscriber.locale or None,
+                N_(
+                    "The form has expired or does not come from this site. Reload the page and try again."
+                ),
+            )
             return self.confirm_page(token, subscriber, status=403, error=error)
         confirmed, activated = await run_in_threadpool(
             self.subscriptions.confirm, token, client_of(request)
@@ -244,7 +261,12 @@ class SubscriberPages:
             self.subscriptions.subscriber_for, Purpose.PREFERENCES, token
         )
         if not self.site.form_ok(request, form, "preferences", str(subscriber.id)):
-            error = self.site.t(subscriber.locale or None, N_("The form has expired or does not come from this site. Reload the page and try again."))
+            error = self.site.t(
+                subscriber.locale or None,
+                N_(
+                    "The form has expired or does not come from this site. Reload the page and try again."
+                ),
+            )
             return self.preferences_page(token, subscriber, status=403, error=error)
         try:
             updated = await run_in_threadpool(
