@@ -37,7 +37,7 @@ bench: setup
 LOCALE_DIR := newsletter/locale
 messages: setup
 	$(BIN)/pybabel extract -F babel.cfg -k nN_:1,2 -c TRANSLATORS: --no-wrap --sort-by-file \
-		--project newsletter --version 0.1.0 -o $(LOCALE_DIR)/newsletter.pot .
+		--project newsletter --version 0.1.0 --copyright-holder "the newsletter authors" -o $(LOCALE_DIR)/newsletter.pot .
 	$(BIN)/pybabel update -i $(LOCALE_DIR)/newsletter.pot -d $(LOCALE_DIR) -D newsletter \
 		--no-wrap --ignore-obsolete
 	$(BIN)/pybabel compile -d $(LOCALE_DIR) -D newsletter --statistics
