@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup demo test lint bench clean
+.PHONY: setup demo test lint bench messages clean
 
 setup: $(VENV)/.installed
 
@@ -30,6 +30,17 @@ test: setup lint
 
 bench: setup
 	$(BIN)/python bench/run_all.py
+
+# The gettext catalogues (README, "Adding a language"): extract the English msgids of the code and
+# the templates into the .pot, merge it into every language's .po, compile each .po to its .mo.
+# nN_ marks a counted text translated later; english_ngettext (operator lines) is not extracted.
+LOCALE_DIR := newsletter/locale
+messages: setup
+	$(BIN)/pybabel extract -F babel.cfg -k nN_:1,2 -c TRANSLATORS: --no-wrap --sort-by-file \
+		--project newsletter --version 0.1.0 --copyright-holder "the newsletter authors" -o $(LOCALE_DIR)/newsletter.pot .
+	$(BIN)/pybabel update -i $(LOCALE_DIR)/newsletter.pot -d $(LOCALE_DIR) -D newsletter \
+		--no-wrap --ignore-obsolete
+	$(BIN)/pybabel compile -d $(LOCALE_DIR) -D newsletter --statistics
 
 clean:
 	rm -rf $(VENV) out demo-out .pytest_cache .ruff_cache

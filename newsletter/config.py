@@ -18,11 +18,11 @@ from typing import Literal, TypeVar
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from babel import Locale, UnknownLocaleError
 from dotenv import dotenv_values
 
 from newsletter.domain import DEFAULT_SECTION_ORDER
 from newsletter.domain.errors import UsageError
+from newsletter.domain.locales import canonical_locale, locale_spelling
 from newsletter.domain.timetable import Timetable
 
 N = TypeVar("N", int, float)
@@ -383,14 +383,12 @@ def _number(name: str, text: str, kind: type[N], minimum: N) -> N:
 
 
 def _locale(text: str) -> str:
-    try:
-        Locale.parse(text.replace("-", "_"))
-    except (UnknownLocaleError, ValueError):
+    if canonical_locale(text) is None:
         raise ConfigError(
             f"NEWSLETTER_LOCALE={text!r} is not a known locale",
             "expected a code such as fr, en or ar",
-        ) from None
-    return text.replace("-", "_")
+        )
+    return locale_spelling(text)
 
 
 def _one_line(name: str, text: str) -> str:

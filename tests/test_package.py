@@ -50,6 +50,8 @@ def test_wheel_ships_templates_and_sample_and_works_from_another_folder(tmp_path
         capture_output=True,
     )
     assert (target / "newsletter" / "templates" / "digest.html").is_file()
+    for language in ("fr", "en", "ar"):  # the compiled gettext catalogues
+        assert (target / "newsletter" / "locale" / language / "LC_MESSAGES" / "newsletter.mo").is_file()
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     env = base_env(tmp_path, PYTHONPATH=str(target))

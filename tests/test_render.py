@@ -493,7 +493,7 @@ def test_long_subject_is_cut_to_one_short_line(renderer: Renderer) -> None:
 
 
 def test_environment_escapes_html_but_not_text(tmp_path: Path) -> None:
-    (tmp_path / "page.html").write_text("{{ value }} {{ _('read_more') }}", encoding="utf-8")
+    (tmp_path / "page.html").write_text("{{ value }} {{ _('Read more') }}", encoding="utf-8")
     (tmp_path / "page.txt").write_text("{{ value }} {{ day|long_date }}", encoding="utf-8")
     env = make_environment(tmp_path)
     value = "<b>R&D</b>"

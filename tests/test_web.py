@@ -288,7 +288,7 @@ def test_confirmation_link_expires(tmp_path: Path, smtp_factory: Callable[..., S
         with live.client() as http:
             answer = http.get(f"/confirm/{token}")
         assert answer.status_code == 400
-        assert "valables 1 jours" in answer.text
+        assert "valables 1 jour." in answer.text
         assert live.status("late@example.com") is SubscriberStatus.PENDING
 
 

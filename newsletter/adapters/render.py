@@ -30,7 +30,7 @@ from urllib.parse import urlsplit
 import jinja2
 from premailer import Premailer
 
-from newsletter.adapters.i18n import format_long_date, gettext, is_rtl_locale, language_tag
+from newsletter.adapters.i18n import format_long_date, is_rtl_locale, language_tag, translations
 from newsletter.adapters.resources import templates_dir
 from newsletter.domain import GENERAL_SECTION_KEY, Article, Edition, Section
 from newsletter.domain.errors import NewsletterError
@@ -106,8 +106,10 @@ def make_environment(templates: Path | None = None) -> jinja2.Environment:
     """The Jinja2 environment for emails and pages.
 
     Autoescape is on for .html/.htm/.xml and for templates from strings; .txt (and the CSS partial)
-    are not escaped, so the text part never shows "&amp;". ``_`` and ``long_date`` read ``locale``
-    from the template's context (default "fr").
+    are not escaped, so the text part never shows "&amp;". Texts go through jinja2.ext.i18n's
+    new-style gettext (``_("Read more")``, ``ngettext(one, many, n)``, fields as ``%(name)s``):
+    the translation is trusted, the fields are escaped. ``_``, ``ngettext`` and ``long_date`` read
+    ``locale`` from the template's context (default "fr").
     """
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(str(templates or templates_dir())),
@@ -120,8 +122,11 @@ def make_environment(templates: Path | None = None) -> jinja2.Environment:
         trim_blocks=True,
         lstrip_blocks=True,
         keep_trailing_newline=True,
+        extensions=["jinja2.ext.i18n"],
     )
-    env.globals["_"] = _translate
+    env.install_gettext_callables(  # type: ignore[attr-defined]
+        _gettext, _ngettext, newstyle=True
+    )
     env.filters["long_date"] = _long_date
     env.filters["wrap"] = wrap_text
     env.filters["underline"] = underline
@@ -129,9 +134,13 @@ def make_environment(templates: Path | None = None) -> jinja2.Environment:
 
 
 @jinja2.pass_context
-def _translate(context: jinja2.runtime.Context, key: str, **fields: Any) -> str:
-    text = gettext(_context_locale(context), key)
-    return text.format(**fields) if fields else text
+def _gettext(context: jinja2.runtime.Context, message: str) -> str:
+    return translations(_context_locale(context)).gettext(message)
+
+
+@jinja2.pass_context
+def _ngettext(context: jinja2.runtime.Context, singular: str, plural: str, n: int) -> str:
+    return translations(_context_locale(context)).ngettext(singular, plural, n)
 
 
 @jinja2.pass_context
@@ -232,7 +241,7 @@ def _article_view(article: Article, excerpt_chars: int, document_rtl: bool) -> A
 def _section_label(section: Section, locale: str) -> str:
     # The general section is labelled in the edition's language, whatever the builder put there.
     if section.key == GENERAL_SECTION_KEY:
-        return gettext(locale, "general_section")
+        return translations(locale).gettext("Other news")
     return plain_line(section.label, LABEL_MAX)
 
 
@@ -337,23 +346,25 @@ class Renderer:
     def subject(self, edition: Edition) -> str:
         """The Subject: "{title} – {date} : {first headline}", one line, <= SUBJECT_MAX chars."""
         when = format_long_date(edition.date, self.locale)
-        bare = gettext(self.locale, "subject_no_headline").format(title=self.title, date=when)
+        _ = translations(self.locale).gettext
+        bare = _("%(title)s – %(date)s") % {"title": self.title, "date": when}
         headlines = list(_headlines(edition))
         if not headlines:
             return one_line(bare)[:SUBJECT_MAX]
-        template = gettext(self.locale, "subject")
-        room = SUBJECT_MAX - len(template.format(title=self.title, date=when, headline=""))
+        template = _("%(title)s – %(date)s: %(headline)s")
+        room = SUBJECT_MAX - len(template % {"title": self.title, "date": when, "headline": ""})
         if room < 20:  # a very long title leaves no useful room: date only
             return excerpt(one_line(bare), SUBJECT_MAX)
         headline = excerpt(headlines[0], room)
-        return one_line(template.format(title=self.title, date=when, headline=headline))
+        return one_line(template % {"title": self.title, "date": when, "headline": headline})
 
     def preheader(self, edition: Edition) -> str:
         """The first few headlines, or a generic line when there are none."""
         headlines = list(_headlines(edition))[:PREHEADER_HEADLINES]
         if not headlines:
-            return gettext(self.locale, "preheader_fallback")
-        joined = gettext(self.locale, "headline_separator").join(headlines)
+            return translations(self.locale).gettext("Today’s top stories")
+        # TRANSLATORS: between the headlines of the preheader (the inbox's preview line)
+        joined = translations(self.locale).gettext(" · ").join(headlines)
         return excerpt(joined, PREHEADER_MAX)
 
     # -- steps ----------------------------------------------------------------------------------

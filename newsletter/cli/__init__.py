@@ -124,6 +124,7 @@ def send(
     Exit status: 0 when every recipient is final (sent or failed), 1 when work remains,
     2 for a usage or configuration error.
     """
+    from newsletter.adapters.i18n import english_ngettext
     from newsletter.adapters.store import open_store
     from newsletter.services.delivery import NothingToSend, send_test
     from newsletter.services.editions import dry_run_lines, report_line
@@ -141,8 +142,10 @@ def send(
             except NothingToSend as nothing:
                 click.echo(str(nothing))
                 return
+            addresses = english_ngettext("%(num)d address", "%(num)d addresses", sent)
             click.echo(
-                f"edition {day.isoformat()}: test sent to {sent} address(es); ledger untouched"
+                f"edition {day.isoformat()}: test sent to {addresses % {'num': sent}}; "
+                "ledger untouched"
             )
             return
         try:
@@ -304,6 +307,7 @@ def demo(ctx: click.Context, out: Path) -> None:
     Imports the sample subscribers, previews the sample edition, starts a local SMTP server and
     sends the edition through it; nothing leaves the machine.
     """
+    from newsletter.adapters.i18n import english_ngettext
     from newsletter.cli.demo import run_demo
     from newsletter.services.editions import report_line
     from newsletter.services.preview import summary_lines
@@ -318,7 +322,11 @@ def demo(ctx: click.Context, out: Path) -> None:
     click.echo(f"preview: {out / 'preview' / 'digest.html'} (open it in a browser)")
     click.echo(report_line(result.report))
     received = sorted(result.mail_dir.glob("*.eml"))
-    click.echo(f"received by the local SMTP server: {len(received)} messages in {result.mail_dir}/")
+    messages = english_ngettext("%(num)d message", "%(num)d messages", len(received))
+    click.echo(
+        f"received by the local SMTP server: {messages % {'num': len(received)}}"
+        f" in {result.mail_dir}/"
+    )
     for path in received:
         click.echo(f"  {path.name}")
 

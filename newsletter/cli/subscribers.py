@@ -105,7 +105,11 @@ def list_(ctx: click.Context, status: str | None) -> None:
         for sub in service.iter_subscribers(store, _status(status)):
             click.echo(_table_line(_cells(sub, service.clean_name)))
             count += 1
-    click.echo(f"{count} subscriber{'s' if count != 1 else ''}")
+    from newsletter.adapters.i18n import english_ngettext
+
+    click.echo(
+        english_ngettext("%(num)d subscriber", "%(num)d subscribers", count) % {"num": count}
+    )
 
 
 @subscribers.command()

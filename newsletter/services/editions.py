@@ -9,6 +9,7 @@ from collections import Counter
 from collections.abc import Iterator
 from datetime import UTC, date, datetime
 
+from newsletter.adapters.i18n import english_ngettext
 from newsletter.adapters.store import Store
 from newsletter.config import Settings
 from newsletter.domain import DeliveryStatus, Edition, EditionStatus, SendReport
@@ -88,13 +89,26 @@ def dry_run_lines(store: Store, settings: Settings, day: date) -> Iterator[str]:
             variants[keys] += 1
         else:
             nothing += 1
-    yield f"edition {day.isoformat()}: {len(edition.articles)} articles in {len(edition.sections)} sections"
-    yield f"would send {sum(variants.values())} messages in {len(variants)} content variants"
+    articles = _count(len(edition.articles), "%(num)d article", "%(num)d articles")
+    sections = _count(len(edition.sections), "%(num)d section", "%(num)d sections")
+    yield f"edition {day.isoformat()}: {articles} in {sections}"
+    messages = _count(sum(variants.values()), "%(num)d message", "%(num)d messages")
+    kinds = _count(len(variants), "%(num)d content variant", "%(num)d content variants")
+    yield f"would send {messages} in {kinds}"
     labels = {s.key: s.label or "(general)" for s in edition.sections}
     for keys, count in variants.most_common():
         yield f"  {count:>7}  {', '.join(sorted(labels[k] for k in keys))}"
     if nothing:
-        yield f"{nothing} active subscribers get nothing: none of their sections has an article"
+        yield english_ngettext(
+            "%(num)d active subscriber gets nothing: none of their sections has an article",
+            "%(num)d active subscribers get nothing: none of their sections has an article",
+            nothing,
+        ) % {"num": nothing}
+
+
+def _count(n: int, singular: str, plural: str) -> str:
+    """ "1 article", "2 articles": an operator's count, in English."""
+    return english_ngettext(singular, plural, n) % {"num": n}
 
 
 def set_hold(

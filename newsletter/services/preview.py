@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from newsletter.adapters.i18n import english_ngettext
 from newsletter.adapters.links import Links
 from newsletter.adapters.message import ListIdentity, MessageTemplate, Recipient, Sender, unstuff
 from newsletter.adapters.render import PREFERENCES_SLOT, UNSUBSCRIBE_SLOT, RenderedVariant
@@ -149,7 +150,9 @@ def _write_atomically(path: Path, data: bytes) -> Path:
 
 def summary_lines(files: PreviewFiles) -> Sequence[str]:
     edition = files.edition
-    lines = [f"edition {edition.date.isoformat()}: {len(edition.articles)} articles"]
+    count = len(edition.articles)
+    articles = english_ngettext("%(num)d article", "%(num)d articles", count) % {"num": count}
+    lines = [f"edition {edition.date.isoformat()}: {articles}"]
     lines += [f"  {s.label or '(general)'}: {len(s.articles)}" for s in edition.sections]
     if files.variant:
         lines.append(f"HTML size: {files.html_bytes:,} bytes (Gmail clips above 102,400)")

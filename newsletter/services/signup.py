@@ -36,6 +36,7 @@ from newsletter.adapters.tokens import InvalidToken, Purpose, confirm_binding
 from newsletter.config import Settings
 from newsletter.domain import ConsentSource, Subscriber, SubscriberStatus, category_key
 from newsletter.domain.addresses import Address, normalise_address
+from newsletter.domain.locales import offered_language
 from newsletter.domain.ratelimit import Rule, SlidingWindowLimiter
 from newsletter.services.subscribers import InvalidValue, parse_name
 
@@ -43,7 +44,7 @@ CONFIRMATIONS_PER_HOUR = Rule(limit=3, window=3600.0)
 # itsdangerous tokens of [id, digest] are about 40 characters; anything far longer is not ours,
 # and refusing it early keeps a flood of huge paths from costing HMAC work.
 MAX_TOKEN_CHARS = 256
-#: languages the pages and the confirmation email are written in (the i18n catalogue's)
+#: languages the pages offer (each has a catalogue in newsletter/locale; see README)
 PAGE_LOCALES: tuple[str, ...] = ("fr", "en", "ar")
 # Links mailed before confirm nonces existed carry none: good for a pending address only (the
 # store then activates it) or an active one ("already confirmed"), never a stopped one.
@@ -95,8 +96,7 @@ def known_sections(chosen: Iterable[str], offered: Iterable[str]) -> tuple[str, 
 
 def page_locale(text: str) -> str:
     """``text`` if it is one of PAGE_LOCALES, else "" (the newsletter's language)."""
-    value = text.strip().lower().replace("-", "_")
-    return value if value in PAGE_LOCALES else ""
+    return offered_language(text, PAGE_LOCALES)
 
 
 def parse_signup(
@@ -212,9 +212,9 @@ class Subscriptions:
         message = EmailMessage(policy=email.policy.SMTP)
         message["From"] = self.settings.from_address
         message["To"] = subscriber.email
-        message["Subject"] = gettext(locale, "confirm_email_subject").format(
-            title=self.settings.title
-        )
+        message["Subject"] = gettext(locale, "Confirm your subscription to %(title)s") % {
+            "title": self.settings.title
+        }
         message["Date"] = formatdate(usegmt=True)
         message["Message-ID"] = make_msgid("confirm", domain=self.sender.domain)
         message["Auto-Submitted"] = "auto-generated"

@@ -35,13 +35,12 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TextIO
 
-from babel import Locale, UnknownLocaleError
-
 from newsletter.adapters.csvfile import COLUMNS, CsvReader, CsvRow, csv_writer, unescape_formula
 from newsletter.adapters.store import CATEGORY_SEPARATOR, NewSubscriber, Store
 from newsletter.domain import ConsentSource, Subscriber, SubscriberStatus, category_key
 from newsletter.domain.addresses import Address, AddressParser, InvalidAddress, normalise_address
 from newsletter.domain.errors import NewsletterError, UsageError
+from newsletter.domain.locales import canonical_locale
 
 MAX_NAME_CHARS = 256
 MAX_CATEGORIES_CHARS = 1000
@@ -230,10 +229,7 @@ def _known_locale(text: str) -> str | None:
         return ""
     if len(text) > MAX_LOCALE_CHARS:
         return None
-    try:
-        return str(Locale.parse(text.replace("-", "_")))
-    except (UnknownLocaleError, ValueError, TypeError):
-        return None
+    return canonical_locale(text)
 
 
 # ---------------------------------------------------------------------------------------------

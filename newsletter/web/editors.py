@@ -23,7 +23,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
-from newsletter.adapters.i18n import format_long_date
+from newsletter.adapters.i18n import N_, format_long_date
 from newsletter.domain.addresses import InvalidAddress, normalise_address
 from newsletter.domain.errors import NewsletterError
 from newsletter.domain.ratelimit import SlidingWindowLimiter
@@ -67,14 +67,18 @@ class EditorLogin:
             raise HTTPException(404)  # editors' pages are off: nothing here, not even a login
         client = client_of(request)
         if self.failed_logins.exceeded(client):
-            return self.site.message(429, "web_rate_limited_title", "web_rate_limited_text")
+            return self.site.message(
+                429, N_("Too many requests"), N_("Please try again in a few minutes.")
+            )
         header = request.headers.get("authorization")
         if header is not None and self.authorised(header):
             return None
         if header is not None:  # a first visit without credentials is not a failed login
             self.failed_logins.record(client)
         challenge = {"WWW-Authenticate": 'Basic realm="newsletter editors", charset="UTF-8"'}
-        return self.site.message(401, "web_login_title", "web_login_text", headers=challenge)
+        return self.site.message(
+            401, N_("Login required"), N_("This page is for the editors."), headers=challenge
+        )
 
     def authorised(self, header: str) -> bool:
         scheme, _, encoded = header.partition(" ")
@@ -168,7 +172,13 @@ class EditorConsole:
         day = edition_day(request)
         form = await self.site.read_form(request)
         if not self.form_ok(request, form):
-            return self.site.message(403, "web_bad_request_title", "web_form_expired_text")
+            return self.site.message(
+                403,
+                N_("Invalid request"),
+                N_(
+                    "The form has expired or does not come from this site. Reload the page and try again."
+                ),
+            )
         await run_in_threadpool(self.store.set_held, day, held)
         return RedirectResponse(self.site.url("editor"), status_code=303)
 
@@ -199,7 +209,7 @@ class EditorConsole:
         try:
             context = await run_in_threadpool(self.preview_context, day)
         except NewsletterError as err:  # every source failed, say: the editors need the reason
-            return self.site.message(503, "editor_preview_failed", detail=str(err))
+            return self.site.message(503, N_("This edition cannot be prepared"), detail=str(err))
         return self.site.page(
             "pages/preview.html",
             day=day.isoformat(),
@@ -214,19 +224,38 @@ class EditorConsole:
         day = edition_day(request)
         form = await self.site.read_form(request)
         if not self.form_ok(request, form):
-            return self.site.message(403, "web_bad_request_title", "web_form_expired_text")
-        back = (self.site.url("preview", day=day.isoformat()), "editor_back")
+            return self.site.message(
+                403,
+                N_("Invalid request"),
+                N_(
+                    "The form has expired or does not come from this site. Reload the page and try again."
+                ),
+            )
+        back = (self.site.url("preview", day=day.isoformat()), N_("Back to the editions"))
         try:
             address = normalise_address(text_field(form, "address")).normalized
             await run_in_threadpool(send_test, self.store, self.settings, day, [address])
         except InvalidAddress as err:
             return self.site.message(
-                400, "web_invalid_address_title", "web_invalid_address_text", detail=err.reason
+                400,
+                N_("Invalid email address"),
+                N_("This address cannot receive email. Check it and try again."),
+                detail=err.reason,
             )
         except NothingToSend:
-            return self.site.message(409, "editor_test_failed", "editor_empty", link=back)
+            return self.site.message(
+                409,
+                N_("The test send failed"),
+                N_("No article in this edition’s window: nothing will be sent."),
+                link=back,
+            )
         except NewsletterError as err:  # the relay: editors need the reason to fix it
-            return self.site.message(502, "editor_test_failed", detail=str(err), link=back)
+            return self.site.message(502, N_("The test send failed"), detail=str(err), link=back)
         return self.site.message(
-            200, "editor_test_send", "editor_test_sent", link=back, date=day, address=address
+            200,
+            N_("Test send"),
+            N_("Edition of %(date)s sent as a test to %(address)s."),
+            link=back,
+            date=day,
+            address=address,
         )

@@ -12,6 +12,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
+from newsletter.adapters.i18n import N_, nN_
 from newsletter.adapters.links import CONFIRM_PATH
 from newsletter.adapters.store import DatabaseBusy
 from newsletter.adapters.tokens import InvalidToken
@@ -49,19 +50,35 @@ class ErrorPages:
 
     def too_large(self) -> Response:
         """The 413 page; BodyLimit also sends it for a declared Content-Length over the cap."""
-        return self.site.message(413, "web_too_large_title", "web_bad_request_text")
+        return self.site.message(
+            413,
+            N_("Request too large"),
+            N_("The form could not be read. Go back to the previous page and try again."),
+        )
 
     async def on_http_error(self, request: Request, exc: Exception) -> Response:
         assert isinstance(exc, HTTPException)
         keys = {
-            404: ("web_not_found_title", "web_not_found_text"),
-            405: ("web_method_title", "web_bad_request_text"),
-            413: ("web_too_large_title", "web_bad_request_text"),
+            404: (N_("Page not found"), N_("There is no page at this address.")),
+            405: (
+                N_("Method not allowed"),
+                N_("The form could not be read. Go back to the previous page and try again."),
+            ),
+            413: (
+                N_("Request too large"),
+                N_("The form could not be read. Go back to the previous page and try again."),
+            ),
         }.get(exc.status_code)
         if keys is None and exc.status_code < 500:
-            keys = ("web_bad_request_title", "web_bad_request_text")
+            keys = (
+                N_("Invalid request"),
+                N_("The form could not be read. Go back to the previous page and try again."),
+            )
         elif keys is None:
-            keys = ("web_error_title", "web_error_text")
+            keys = (
+                N_("Something went wrong"),
+                N_("We could not handle your request. Please try again later."),
+            )
         return self.site.message(exc.status_code, *keys, headers=exc.headers)
 
     async def on_bad_token(self, request: Request, exc: Exception) -> Response:
@@ -69,13 +86,20 @@ class ErrorPages:
         if request.url.path.startswith(CONFIRM_PATH):
             return self.site.message(
                 status,
-                "web_bad_link_title",
-                "web_bad_link_text",
-                "web_confirm_expired_text",
-                link=(self.site.url("subscribe_form"), "web_signup_again"),
-                days=self.site.settings.confirm_days,
+                N_("This link is not valid"),
+                N_("It may be incomplete (copy all of it) or too old."),
+                nN_(
+                    "Confirmation links are valid for %(num)d day. Sign up again to get a new one.",
+                    "Confirmation links are valid for %(num)d days. Sign up again to get a new one.",
+                    self.site.settings.confirm_days,
+                ),
+                link=(self.site.url("subscribe_form"), N_("Sign up again")),
             )
-        return self.site.message(status, "web_bad_link_title", "web_bad_link_text")
+        return self.site.message(
+            status,
+            N_("This link is not valid"),
+            N_("It may be incomplete (copy all of it) or too old."),
+        )
 
     async def on_too_large(self, request: Request, exc: Exception) -> Response:
         return self.too_large()
@@ -83,16 +107,27 @@ class ErrorPages:
     async def on_too_slow(self, request: Request, exc: Exception) -> Response:
         # Connection: close makes uvicorn drop the connection once this page is sent.
         return self.site.message(
-            408, "web_bad_request_title", "web_request_timeout", headers={"Connection": "close"}
+            408,
+            N_("Invalid request"),
+            N_("The request arrived too slowly."),
+            headers={"Connection": "close"},
         )
 
     async def on_unsupported(self, request: Request, exc: Exception) -> Response:
-        return self.site.message(415, "web_bad_request_title", "web_bad_request_text")
+        return self.site.message(
+            415,
+            N_("Invalid request"),
+            N_("The form could not be read. Go back to the previous page and try again."),
+        )
 
     async def on_service_error(self, request: Request, exc: Exception) -> Response:
         # The database is down or similar: say so without details (they may name servers).
         log.error("%s %s: %s", request.method, redact_path(request.url.path), exc)
-        return self.site.message(503, "web_error_title", "web_error_text")
+        return self.site.message(
+            503,
+            N_("Something went wrong"),
+            N_("We could not handle your request. Please try again later."),
+        )
 
     async def on_busy(self, request: Request, exc: Exception) -> Response:
         # The store's bounded wait for the write lock ran out (DatabaseBusy), or the driver
@@ -107,8 +142,10 @@ class ErrorPages:
         )
         return self.site.message(
             503,
-            "web_busy_title",
-            "web_busy_text",
+            N_("Service briefly unavailable"),
+            N_(
+                "We are very busy right now. Please try again in a few seconds: nothing was changed."
+            ),
             headers={"Retry-After": str(BUSY_RETRY_AFTER)},
         )
 
@@ -122,4 +159,8 @@ class ErrorPages:
         log.error(
             "%s %s failed: %s", request.method, redact_path(request.url.path), type(exc).__name__
         )
-        return self.site.message(500, "web_error_title", "web_error_text")
+        return self.site.message(
+            500,
+            N_("Something went wrong"),
+            N_("We could not handle your request. Please try again later."),
+        )

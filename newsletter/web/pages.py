@@ -19,7 +19,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse
 from starlette.routing import Router
 
-from newsletter.adapters.i18n import gettext
+from newsletter.adapters.i18n import Text, translations
 from newsletter.adapters.render import make_environment
 from newsletter.adapters.store import Store
 from newsletter.config import Settings
@@ -105,9 +105,17 @@ class Site:
 
     # -- pages -----------------------------------------------------------------------------------
 
-    def t(self, locale: str | None, key: str, **fields: Any) -> str:
-        text = gettext(locale or self.settings.locale, key)
-        return text.format(**fields) if fields else text
+    def t(self, locale: str | None, message: Text, **fields: Any) -> str:
+        """``message`` (an English msgid, or ``nN_``'s counted text) in ``locale``, fields filled.
+
+        A counted text's number is the field ``num``.
+        """
+        found = translations(locale or self.settings.locale)
+        if isinstance(message, tuple):
+            singular, plural, n = message
+            return found.ngettext(singular, plural, n) % {**fields, "num": n}
+        text = found.gettext(message)
+        return text % fields if fields else text
 
     def page(
         self,
@@ -132,22 +140,25 @@ class Site:
     def message(
         self,
         status: int,
-        heading_key: str,
-        *line_keys: str,
+        heading: str,
+        *lines: Text,
         locale: str | None = None,
         detail: str = "",
         link: tuple[str, str] | None = None,
         headers: Mapping[str, str] | None = None,
         **fields: Any,
     ) -> HTMLResponse:
-        """A short page: a heading, a few lines, maybe one link (always one of our own URLs)."""
+        """A short page: a heading, a few lines, maybe one link (always one of our own URLs).
+
+        The heading, the lines and the link's text are msgids (``N_``, ``nN_``), translated here.
+        """
         return self.page(
             "pages/message.html",
             status=status,
             locale=locale,
             headers=headers,
-            heading=self.t(locale, heading_key),
-            lines=[self.t(locale, key, **fields) for key in line_keys],
+            heading=self.t(locale, heading),
+            lines=[self.t(locale, line, **fields) for line in lines],
             detail=detail,
             link_url=link[0] if link else "",
             link_text=self.t(locale, link[1]) if link else "",

@@ -36,7 +36,7 @@ import httptools
 import uvicorn
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
-from newsletter.adapters.i18n import gettext
+from newsletter.adapters.i18n import N_, gettext
 from newsletter.config import Settings
 
 #: seconds between refusing a request (431, 408) and closing its connection
@@ -183,7 +183,11 @@ class LimitedHttpTools(HttpToolsProtocol):
             # it. Read no more, and close once it is sent.
             self.cycle.keep_alive = False
             return
-        key = "web_headers_too_large" if status == 431 else "web_request_timeout"
+        key = (
+            N_("Request headers too large.")
+            if status == 431
+            else N_("The request arrived too slowly.")
+        )
         body = gettext(self.limits.locale, key).encode("utf-8") + b"\n"
         head = [STATUS_LINE[status]]
         head += [

@@ -12,6 +12,7 @@ from starlette.datastructures import FormData
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
+from newsletter.adapters.i18n import N_
 from newsletter.adapters.smtp import SmtpConfig
 from newsletter.adapters.tokens import Purpose
 from newsletter.domain import Subscriber, SubscriberStatus, category_key
@@ -73,7 +74,9 @@ class SubscriberPages:
         form = await self.site.read_form(request)
         client = client_of(request)
         if not self.signups.allow(client):
-            return self.site.message(429, "web_rate_limited_title", "web_rate_limited_text")
+            return self.site.message(
+                429, N_("Too many requests"), N_("Please try again in a few minutes.")
+            )
         if text_field(form, "website"):  # the honeypot: only robots fill a field nobody sees
             return self.signed_up(request, form)
         email, name = text_field(form, "email"), text_field(form, "name")
@@ -81,9 +84,19 @@ class SubscriberPages:
         try:
             signup = parse_signup(self.settings, email, name, sections, text_field(form, "locale"))
         except InvalidAddress as err:
-            return self.invalid_signup("web_invalid_address_text", err.reason, email, name)
+            return self.invalid_signup(
+                N_("This address cannot receive email. Check it and try again."),
+                err.reason,
+                email,
+                name,
+            )
         except InvalidValue as err:
-            return self.invalid_signup("web_invalid_form_text", err.reason, email, name)
+            return self.invalid_signup(
+                N_("A field of the form is not accepted. Check it and try again."),
+                err.reason,
+                email,
+                name,
+            )
         mail = await run_in_threadpool(self.subscriptions.sign_up, signup, client)
         response = self.signed_up(request, form)
         if mail is not None:
@@ -93,7 +106,7 @@ class SubscriberPages:
 
     def invalid_signup(self, text_key: str, reason: str, email: str, name: str) -> Response:
         error = {
-            "heading": self.site.t(None, "web_invalid_address_title"),
+            "heading": self.site.t(None, N_("Invalid email address")),
             "text": self.site.t(None, text_key),
             "detail": reason,
         }
@@ -137,12 +150,17 @@ class SubscriberPages:
 
     def confirmed_page(self, subscriber: Subscriber, *, already: bool) -> HTMLResponse:
         locale = subscriber.locale or None
-        prefix = "web_already_confirmed" if already else "web_confirmed"
+        if already:
+            heading = N_("Subscription already confirmed")
+            text = N_("This address already receives %(title)s. There is nothing else to do.")
+        else:
+            heading = N_("Subscription confirmed")
+            text = N_("Thank you! You will receive %(title)s from the next edition.")
         return self.site.page(
             "pages/confirmed.html",
             locale=locale,
-            heading=self.site.t(locale, f"{prefix}_title"),
-            text=self.site.t(locale, f"{prefix}_text", title=self.settings.title),
+            heading=self.site.t(locale, heading),
+            text=self.site.t(locale, text, title=self.settings.title),
             preferences_url=self.subscriptions.links.preferences_url(
                 subscriber.id, subscriber.email_key
             ),
@@ -162,7 +180,12 @@ class SubscriberPages:
         token = request.path_params["token"]
         subscriber, _nonce = await run_in_threadpool(self.subscriptions.confirmation_for, token)
         if not self.site.form_ok(request, form, "confirm", str(subscriber.id)):
-            error = self.site.t(subscriber.locale or None, "web_form_expired_text")
+            error = self.site.t(
+                subscriber.locale or None,
+                N_(
+                    "The form has expired or does not come from this site. Reload the page and try again."
+                ),
+            )
             return self.confirm_page(token, subscriber, status=403, error=error)
         confirmed, activated = await run_in_threadpool(
             self.subscriptions.confirm, token, client_of(request)
@@ -238,7 +261,12 @@ class SubscriberPages:
             self.subscriptions.subscriber_for, Purpose.PREFERENCES, token
         )
         if not self.site.form_ok(request, form, "preferences", str(subscriber.id)):
-            error = self.site.t(subscriber.locale or None, "web_form_expired_text")
+            error = self.site.t(
+                subscriber.locale or None,
+                N_(
+                    "The form has expired or does not come from this site. Reload the page and try again."
+                ),
+            )
             return self.preferences_page(token, subscriber, status=403, error=error)
         try:
             updated = await run_in_threadpool(
