@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from newsletter.adapters.files import write_atomically
 from newsletter.adapters.links import Links
 from newsletter.adapters.message import ListIdentity, MessageTemplate, Recipient, Sender, unstuff
 from newsletter.adapters.render import PREFERENCES_SLOT, UNSUBSCRIBE_SLOT, RenderedVariant
@@ -135,16 +135,8 @@ def write_preview(
         "digest.txt": preview.text.encode(),
         "digest.eml": preview.eml,
     }
-    paths = tuple(_write_atomically(out_dir / name, data) for name, data in files.items())
+    paths = tuple(write_atomically(out_dir / name, data) for name, data in files.items())
     return PreviewFiles(preview, paths)
-
-
-def _write_atomically(path: Path, data: bytes) -> Path:
-    """Write through a temporary file and rename: a crash never leaves half a preview file."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
-    return path
 
 
 def summary_lines(files: PreviewFiles) -> Sequence[str]:
