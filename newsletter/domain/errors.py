@@ -6,6 +6,8 @@ entry points (cli, web, scheduler) can turn any of them into a clean one-line me
 
 from __future__ import annotations
 
+from newsletter.domain.text import one_line
+
 
 class NewsletterError(Exception):
     """A failure the user can act on. ``str(err)`` is one line: the problem, then the fix."""
@@ -26,3 +28,15 @@ class UsageError(NewsletterError):
     """A bad argument or setting: the user must change how they call us."""
 
     exit_code = 2
+
+
+def error_line(err: BaseException) -> str:
+    """An exception as one safe log line: our errors say it all, others get their type.
+
+    A foreign exception keeps only its first line (a driver's traceback-like detail stays out);
+    either way the result goes through ``one_line``, so no message can forge a log line.
+    """
+    if isinstance(err, NewsletterError):
+        return one_line(str(err))
+    lines = str(err).strip().splitlines()
+    return f"{type(err).__name__}: {one_line(lines[0]) if lines else ''}".rstrip(": ")

@@ -3,25 +3,16 @@
 from __future__ import annotations
 
 import html
-import re
-import unicodedata
 from collections.abc import Iterable
 from urllib.parse import urlsplit, urlunsplit
 
 from newsletter.domain import Article, category_key
+from newsletter.domain.text import one_line
 
-_SPACES = re.compile(r"[^\S\u00a0\u202f]+")  # whitespace runs, except no-break spaces
-_BREAKING = frozenset({"Cc", "Zl", "Zp"})  # control characters, line and paragraph separators
-
-
-def clean_line(text: str) -> str:
-    """``text`` on one line: control characters and line breaks become spaces, runs collapse.
-
-    Titles, authors and categories end up in mail headers; a CR/LF there would forge headers.
-    No-break spaces (U+00A0, U+202F) survive: French puts them before : ; ? ! and inside « ».
-    """
-    spaced = "".join(" " if unicodedata.category(ch) in _BREAKING else ch for ch in text)
-    return _SPACES.sub(" ", spaced).strip()
+# Titles, authors and categories end up in mail headers, where a CR/LF would forge headers;
+# they are cleaned by the one rule for "text to one safe line" (no-break spaces survive: French
+# puts them before : ; ? ! and inside « »).
+clean_line = one_line
 
 
 def clean_categories(names: Iterable[str]) -> tuple[str, ...]:
