@@ -11,7 +11,7 @@ from newsletter.adapters.links import Links
 from newsletter.adapters.message import ListIdentity, MessageTemplate, Recipient, Sender, unstuff
 from newsletter.adapters.render import PREFERENCES_SLOT, UNSUBSCRIBE_SLOT, RenderedVariant
 from newsletter.config import Settings
-from newsletter.domain import Edition
+from newsletter.domain import Edition, Reader
 from newsletter.services.compose import VariantRenderer
 
 PLACEHOLDER_EMAIL = "lectrice@example.com"
@@ -20,16 +20,12 @@ PLACEHOLDER_FROM = "Newsletter <newsletter@example.com>"
 PLACEHOLDER_BASE_URL = "https://newsletter.example.com"
 
 
-@dataclass(frozen=True, slots=True)
-class PreviewSubscriber:
-    subscriber_id: int
-    email: str
-    name: str
-    categories: tuple[str, ...] = ()
-    locale: str = ""
-
-
-PLACEHOLDER = PreviewSubscriber(0, PLACEHOLDER_EMAIL, PLACEHOLDER_NAME)
+PLACEHOLDER = Reader(
+    subscriber_id=0,
+    email=PLACEHOLDER_EMAIL,
+    email_key=PLACEHOLDER_EMAIL.lower(),
+    name=PLACEHOLDER_NAME,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,9 +83,9 @@ def links_for(settings: Settings, sender: Sender) -> Links:
     )
 
 
-def recipient_for(links: Links, subscriber: PreviewSubscriber) -> Recipient:
-    own = links.for_subscriber(subscriber.subscriber_id, subscriber.email.lower())
-    return Recipient.with_links(subscriber.subscriber_id, subscriber.email, subscriber.name, own)
+def recipient_for(links: Links, subscriber: Reader) -> Recipient:
+    own = links.for_subscriber(subscriber.subscriber_id, subscriber.email_key)
+    return Recipient.with_links(subscriber, own)
 
 
 def fill_slots(text: str, recipient: Recipient) -> str:
@@ -99,7 +95,7 @@ def fill_slots(text: str, recipient: Recipient) -> str:
 
 
 def render_preview(
-    settings: Settings, edition: Edition, subscriber: PreviewSubscriber = PLACEHOLDER
+    settings: Settings, edition: Edition, subscriber: Reader = PLACEHOLDER
 ) -> Preview:
     """The subscriber's variant of ``edition`` with its links filled in, or an empty preview."""
     variant = VariantRenderer.for_settings(edition, settings).variant_for(
@@ -123,7 +119,7 @@ def write_preview(
     settings: Settings,
     edition: Edition,
     out_dir: Path,
-    subscriber: PreviewSubscriber = PLACEHOLDER,
+    subscriber: Reader = PLACEHOLDER,
 ) -> PreviewFiles:
     """Render the subscriber's variant and write the three files; nothing written when empty."""
     preview = render_preview(settings, edition, subscriber)

@@ -28,9 +28,12 @@ CATEGORY_SEPARATOR = "|"
 LOOKUP_CHUNK = 900
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class NewSubscriber:
-    """What a caller supplies to create a subscriber; the store adds id and timestamps."""
+    """What a caller supplies to create a subscriber; the store adds id and timestamps.
+
+    Keyword-only: several fields share a type, so a call by position could swap them unseen.
+    """
 
     address: Address
     name: str
@@ -131,7 +134,13 @@ class SubscriberQueries(StoreBase):
             existing = self.find_by_email(email.key, c)
             if existing is None:
                 new = NewSubscriber(
-                    email, name, locale, tuple(categories), SubscriberStatus.PENDING, source, detail
+                    address=email,
+                    name=name,
+                    locale=locale,
+                    categories=tuple(categories),
+                    status=SubscriberStatus.PENDING,
+                    consent_source=source,
+                    consent_detail=detail,
                 )
                 created = self.add(new, c)
                 c.execute(_touch(created.id, self.now()).values(confirm_nonce=new_nonce()))

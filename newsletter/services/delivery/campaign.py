@@ -21,7 +21,7 @@ from newsletter.adapters.smtp import (
 )
 from newsletter.adapters.store import Store
 from newsletter.config import Settings
-from newsletter.domain import DeliveryStatus, EditionStatus, SendReport
+from newsletter.domain import DeliveryStatus, EditionStatus, Reader, SendReport
 from newsletter.domain.addresses import normalise_address
 from newsletter.domain.errors import NewsletterError
 from newsletter.services.compose import VariantRenderer
@@ -93,9 +93,8 @@ def send_test(store: Store, settings: Settings, day: date, addresses: Sequence[s
     try:
         for address in targets:
             # id 0 is never a subscriber: the links in a test message lead to a "not valid" page.
-            recipient = Recipient.with_links(
-                0, address.normalized, "", links.for_subscriber(0, address.key)
-            )
+            reader = Reader(subscriber_id=0, email=address.normalized, email_key=address.key)
+            recipient = Recipient.with_links(reader, links.for_subscriber(0, address.key))
             connection.send(
                 identity.sender.address, address.normalized, template.personalise(recipient)
             )

@@ -43,9 +43,10 @@ class MessageBuilder:
 
     def personalise(self, row: ClaimedDelivery) -> bytes | None:
         """The message for ``row``, or None when none of its sections is in the edition."""
-        keys = self.edition.variant_keys(row.categories)
+        reader = row.reader
+        keys = self.edition.variant_keys(reader.categories)
         if not keys:
             return None
-        links = self.links.for_subscriber(row.subscriber_id, row.email_key)
-        recipient = Recipient.with_links(row.subscriber_id, row.email, row.name, links)
-        return self.template(keys, row.locale).personalise(recipient)
+        links = self.links.for_subscriber(reader.subscriber_id, reader.email_key)
+        recipient = Recipient.with_links(reader, links)
+        return self.template(keys, reader.locale).personalise(recipient)

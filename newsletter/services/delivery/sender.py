@@ -125,10 +125,10 @@ class EditionSender:
                     return
                 self._sleep(0.5)  # rows in backoff or held by another live sender
             for row in rows:
-                if not row.email.isascii():
+                if not row.reader.email.isascii():
                     # Never tried, so not a bounce: the address stays active for a relay that
                     # speaks SMTPUTF8 (RFC 6531) once we support it.
-                    reason = f"{row.email}: a non-ASCII address needs SMTPUTF8 (not supported yet)"
+                    reason = f"{row.reader.email}: a non-ASCII address needs SMTPUTF8 (not supported yet)"
                     self.store.mark_failed(row.delivery_id, self.owner, reason, bounce=False)
                     continue
                 data = self.messages.personalise(row)
@@ -219,7 +219,7 @@ class EditionSender:
         try:
             self._ensure_open(connection)
             self._rate.wait()
-            connection.send(self.messages.identity.sender.address, row.email, item.data)
+            connection.send(self.messages.identity.sender.address, row.reader.email, item.data)
         except PermanentFailure as err:
             bounced = not isinstance(err, AddressNeedsSmtpUtf8)
             self.store.mark_failed(row.delivery_id, self.owner, str(err), bounce=bounced)
