@@ -22,7 +22,6 @@ from dotenv import dotenv_values
 
 from newsletter.domain import DEFAULT_SECTION_ORDER
 from newsletter.domain.errors import UsageError
-from newsletter.domain.text import breaks_line
 from newsletter.domain.timetable import Timetable
 from newsletter.domain.urls import is_secure_or_local_url, redact_url
 
@@ -386,6 +385,10 @@ def _locale(text: str) -> str:
 
 
 def _one_line(name: str, text: str) -> str:
+    # Imported here: the text rules compile their patterns and load nh3, which `--help` and the
+    # commands that read no settings need not pay for.
+    from newsletter.domain.text import breaks_line
+
     if breaks_line(text):
         raise ConfigError(
             f"{name} contains a line break or a control character", "write it on one line"

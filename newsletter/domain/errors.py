@@ -6,8 +6,6 @@ entry points (cli, web, scheduler) can turn any of them into a clean one-line me
 
 from __future__ import annotations
 
-from newsletter.domain.text import one_line
-
 
 class NewsletterError(Exception):
     """A failure the user can act on. ``str(err)`` is one line: the problem, then the fix."""
@@ -36,6 +34,10 @@ def error_line(err: BaseException) -> str:
     A foreign exception keeps only its first line (a driver's traceback-like detail stays out);
     either way the result goes through ``one_line``, so no message can forge a log line.
     """
+    # Imported here: every entry point imports this module at start-up, the text rules only when
+    # an error is logged (they compile their patterns and load nh3).
+    from newsletter.domain.text import one_line
+
     if isinstance(err, NewsletterError):
         return one_line(str(err))
     lines = str(err).strip().splitlines()
