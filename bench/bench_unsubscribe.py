@@ -51,13 +51,13 @@ def populate(url: str, count: int) -> list[str]:
         store.add_many(
             [
                 NewSubscriber(
-                    normalise_address(f"lecteur.{n}@example.com"),
-                    "",
-                    "",
-                    (),
-                    SubscriberStatus.ACTIVE,
-                    ConsentSource.CLI,
-                    "bench",
+                    address=normalise_address(f"lecteur.{n}@example.com"),
+                    name="",
+                    locale="",
+                    categories=(),
+                    status=SubscriberStatus.ACTIVE,
+                    consent_source=ConsentSource.CLI,
+                    consent_detail="bench",
                 )
                 for n in range(count)
             ]

@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 from typing import Literal, TypeVar
-from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from dotenv import dotenv_values
@@ -24,6 +23,7 @@ from newsletter.domain import DEFAULT_SECTION_ORDER
 from newsletter.domain.errors import UsageError
 from newsletter.domain.locales import canonical_locale, locale_spelling
 from newsletter.domain.timetable import Timetable
+from newsletter.domain.urls import is_secure_or_local_url, redact_url
 
 N = TypeVar("N", int, float)
 SmtpSecurity = Literal["none", "starttls", "tls"]
@@ -188,9 +188,7 @@ class Settings:
 
     def __repr__(self) -> str:
         # Secrets must never reach a log line, even through a debug print of the settings.
-        return (
-            f"Settings(database_url={_redact_url(self.database_url)!r}, sources={self.sources!r})"
-        )
+        return f"Settings(database_url={redact_url(self.database_url)!r}, sources={self.sources!r})"
 
     @property
     def timetable(self) -> Timetable:
@@ -228,13 +226,6 @@ class Settings:
                 "NEWSLETTER_SECRET_KEY is not set",
                 "set a long random value, e.g. from `python -c 'import secrets; print(secrets.token_urlsafe(32))'`",
             )
-
-
-def _redact_url(url: str) -> str:
-    parts = urlsplit(url)
-    if parts.password:
-        return url.replace(f":{parts.password}@", ":***@")
-    return url
 
 
 def read_environment(
@@ -392,17 +383,21 @@ def _locale(text: str) -> str:
 
 
 def _one_line(name: str, text: str) -> str:
-    if "\r" in text or "\n" in text:
-        raise ConfigError(f"{name} contains a line break", "write it on one line")
+    # Imported here: the text rules compile their patterns and load nh3, which `--help` and the
+    # commands that read no settings need not pay for.
+    from newsletter.domain.text import breaks_line
+
+    if breaks_line(text):
+        raise ConfigError(
+            f"{name} contains a line break or a control character", "write it on one line"
+        )
     return text
 
 
 def _base_url(url: str) -> str:
     if not url:
         return url
-    parts = urlsplit(url)
-    loopback = parts.hostname in ("localhost", "127.0.0.1", "::1")
-    if parts.scheme == "https" or (parts.scheme == "http" and loopback):
+    if is_secure_or_local_url(url):
         return url
     raise ConfigError(
         f"NEWSLETTER_BASE_URL={url!r} is not an https URL",

@@ -48,7 +48,13 @@ def new_subscriber(
     detail: str = "",
 ) -> NewSubscriber:
     return NewSubscriber(
-        normalise_address(email), name, locale, tuple(categories), status, source, detail
+        address=normalise_address(email),
+        name=name,
+        locale=locale,
+        categories=tuple(categories),
+        status=status,
+        consent_source=source,
+        consent_detail=detail,
     )
 
 

@@ -41,6 +41,10 @@ def test_environment_wins_over_dotenv(tmp_path):
         ("NEWSLETTER_SMTP_SECURITY", "ssl", "none, starttls, tls"),
         ("NEWSLETTER_SMTP_CONNECTIONS", "zero", "int"),
         ("NEWSLETTER_BASE_URL", "http://news.example.com", "https"),
+        ("NEWSLETTER_BASE_URL", "https://[broken", "https"),
+        ("NEWSLETTER_FROM", "Rédaction <r@exemple.sn>\r\nBcc: x@y", "line break"),
+        ("NEWSLETTER_FROM", "Rédaction\u2028<r@exemple.sn>", "line break"),
+        ("NEWSLETTER_REPLY_TO", "r@exemple.sn\x00", "control character"),
     ],
 )
 def test_bad_settings_name_the_setting_and_the_form(tmp_path, name, value, needle):

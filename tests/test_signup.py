@@ -1,4 +1,4 @@
-"""The sign-up service and the rate limiter, on a real SQLite store (no web server)."""
+"""The sign-up service, on a real SQLite store (no web server)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,6 @@ from newsletter.adapters.tokens import InvalidToken, Purpose
 from newsletter.config import Settings, load_settings
 from newsletter.domain import ConsentSource, SubscriberStatus
 from newsletter.domain.addresses import InvalidAddress
-from newsletter.domain.ratelimit import Rule, SlidingWindowLimiter
 from newsletter.services.signup import (
     Subscriptions,
     UnknownLink,
@@ -48,36 +47,6 @@ def store(tmp_path: Path) -> Store:
 @pytest.fixture
 def service(tmp_path: Path, store: Store) -> Subscriptions:
     return Subscriptions(store, settings_for(tmp_path))
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-def test_limiter_sliding_window() -> None:
-    clock = Clock()
-    limiter = SlidingWindowLimiter(Rule(3, 60), clock=clock)
-    assert [limiter.allow("a") for _ in range(4)] == [True, True, True, False]
-    assert limiter.allow("b")
-    clock.now += 59
-    assert not limiter.allow("a")
-    clock.now += 1.5
-    assert limiter.allow("a")
-
-
-def test_limiter_record_and_bounded_keys() -> None:
-    limiter = SlidingWindowLimiter(Rule(2, 60), clock=Clock(), max_keys=10)
-    limiter.record("x")
-    assert not limiter.exceeded("x")
-    limiter.record("x")
-    assert limiter.exceeded("x")
-    for n in range(50):
-        limiter.record(f"k{n}")
-    assert len(limiter._hits) <= 10
 
 
 @given(st.lists(st.text(max_size=20), max_size=10))

@@ -288,3 +288,41 @@ def test_a_leading_byte_order_mark_is_dropped_with_or_without_markup() -> None:
     assert nh3.clean("\ufeffx") == "x" and nh3.clean("x\ufeffy") == "x\ufeffy"
     assert html_to_text("\ufeffx") == "x" == html_to_text("\ufeff<b>x</b>")
     assert html_to_text("x\ufeffy") == "x\ufeffy"
+
+
+# -- the one rule for "text to one safe line" (headers, log lines, feed titles, settings) ---------
+
+
+def test_one_line_keeps_french_no_break_spaces_and_drops_every_other_break() -> None:
+    # No-break spaces (U+00A0 before ":", U+202F inside « », U+2007 figure space) are kept as they
+    # are; tabs, CR/LF, VT/FF, NEL, the file separators, U+2028/U+2029, C1 controls and lone
+    # surrogates become one ordinary space; runs of spaces collapse, the ends are trimmed.
+    text = "\t« Titre\u202f» :\u00a0un\r\ndeux\x0btrois\x0cquatre\x1cx\x85y\u2028z\u2029\x9b\ud800 1\u2007000  "
+    assert one_line(text) == "« Titre\u202f» :\u00a0un deux trois quatre x y z 1\u2007000"
+
+
+def test_breaks_line_is_true_exactly_when_one_line_must_change_a_character() -> None:
+    from newsletter.domain.text import breaks_line
+
+    assert not breaks_line("Rédaction\u00a0<redaction@exemple.sn>")
+    for bad in ("a\rb", "a\nb", "a\tb", "a\x00b", "a\x85b", "a\u2028b", "a\x7fb"):
+        assert breaks_line(bad), repr(bad)
+
+
+def test_error_line_is_one_safe_line_for_our_errors_and_foreign_ones() -> None:
+    from newsletter.domain.errors import NewsletterError, error_line
+
+    assert error_line(NewsletterError("relay down\r\nX-Forged: 1", "retry")) == (
+        "relay down X-Forged: 1 (retry)"
+    )
+    assert error_line(ValueError("first line\nsecond line")) == "ValueError: first line"
+    assert error_line(OSError("bad\x00byte")) == "OSError: bad byte"
+    assert error_line(RuntimeError()) == "RuntimeError"
+
+
+def test_the_feed_reader_and_the_store_use_the_one_line_rule() -> None:
+    from newsletter.adapters.sources import clean_line
+    from newsletter.adapters.store.engine import _one_line as store_line
+
+    assert clean_line is one_line
+    assert store_line("no\r\nsuch\ttable:\u00a0x", "sqlite:///x") == "no such table:\u00a0x"

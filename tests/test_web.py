@@ -55,7 +55,13 @@ class LiveApp:
 
     def add(self, address: str, status: SubscriberStatus = SubscriberStatus.ACTIVE) -> int:
         new = NewSubscriber(
-            normalise_address(address), "", "", (), status, ConsentSource.CLI, "test"
+            address=normalise_address(address),
+            name="",
+            locale="",
+            categories=(),
+            status=status,
+            consent_source=ConsentSource.CLI,
+            consent_detail="test",
         )
         return self.store.add(new).id
 

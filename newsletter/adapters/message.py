@@ -28,6 +28,7 @@ from typing import Protocol
 
 from newsletter.adapters.render import PREFERENCES_SLOT, UNSUBSCRIBE_SLOT, RenderedVariant
 from newsletter.config import Settings
+from newsletter.domain import Reader
 from newsletter.domain.errors import UsageError
 from newsletter.domain.text import one_line
 
@@ -79,13 +80,11 @@ class Recipient:
     unsubscribe_mailto: str  # full mailto: URL for List-Unsubscribe
 
     @classmethod
-    def with_links(
-        cls, subscriber_id: int, email: str, name: str, links: RecipientLinks
-    ) -> Recipient:
+    def with_links(cls, reader: Reader, links: RecipientLinks) -> Recipient:
         return cls(
-            subscriber_id=subscriber_id,
-            email=email,
-            name=name,
+            subscriber_id=reader.subscriber_id,
+            email=reader.email,
+            name=reader.name,
             unsubscribe_url=links.unsubscribe_url,
             preferences_url=links.preferences_url,
             unsubscribe_mailto=links.unsubscribe_mailto,

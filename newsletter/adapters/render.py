@@ -25,7 +25,6 @@ from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import jinja2
 from premailer import Premailer
@@ -35,6 +34,7 @@ from newsletter.adapters.resources import templates_dir
 from newsletter.domain import GENERAL_SECTION_KEY, Article, Edition, Section
 from newsletter.domain.errors import NewsletterError
 from newsletter.domain.text import excerpt, html_to_text, one_line
+from newsletter.domain.urls import is_http_url
 
 UNSUBSCRIBE_SLOT = "__NL_UNSUBSCRIBE_URL__"
 PREFERENCES_SLOT = "__NL_PREFERENCES_URL__"
@@ -180,13 +180,7 @@ def safe_url(link: str) -> str:
     cleaned = re.sub(r"[\t\r\n]", "", link).strip(_C0_AND_SPACE)
     if not cleaned or len(cleaned) > URL_MAX or any(ch.isspace() or ord(ch) < 32 for ch in cleaned):
         return ""
-    try:
-        parts = urlsplit(cleaned)
-    except ValueError:  # e.g. an invalid IPv6 literal
-        return ""
-    if parts.scheme.lower() not in ("http", "https") or not parts.netloc:
-        return ""
-    return cleaned
+    return cleaned if is_http_url(cleaned) else ""
 
 
 def _script_lang(text: str) -> str:

@@ -23,12 +23,8 @@ from newsletter.domain.errors import NewsletterError
 if TYPE_CHECKING:
     from newsletter.adapters.store import Store
     from newsletter.config import Settings
+    from newsletter.domain import Reader
     from newsletter.services.delivery import SendReport
-    from newsletter.services.preview import PreviewSubscriber
-
-
-class UnknownSubscriber(NewsletterError):
-    """No subscriber has that address."""
 
 
 class OutputFolderError(NewsletterError):
@@ -91,16 +87,16 @@ def preview(ctx: click.Context, day: date | None, out_dir: Path, email: str | No
         click.echo(f"wrote {path}")
 
 
-def _preview_subscriber(ctx: click.Context, email: str) -> PreviewSubscriber:
+def _preview_subscriber(ctx: click.Context, email: str) -> Reader:
     from newsletter.adapters.store import open_store
     from newsletter.domain.addresses import normalise_address
-    from newsletter.services.preview import PreviewSubscriber
+    from newsletter.services.subscribers import UnknownSubscriber
 
     with open_store(settings_from(ctx).database_url) as store:
         found = store.find_by_email(normalise_address(email).key)
     if found is None:
-        raise UnknownSubscriber(f"no subscriber {email}", "see `newsletter subscribers list`")
-    return PreviewSubscriber(found.id, found.email, found.name, found.categories, found.locale)
+        raise UnknownSubscriber(email)
+    return found.reader
 
 
 @cli.command()

@@ -199,6 +199,35 @@ class Subscriber:
         """The preferences folded for matching feed categories ("economie" finds "Économie")."""
         return frozenset(category_key(c) for c in self.categories if c.strip())
 
+    @property
+    def reader(self) -> Reader:
+        """What a message needs of this subscriber."""
+        return Reader(
+            subscriber_id=self.id,
+            email=self.email,
+            email_key=self.email_key,
+            name=self.name,
+            locale=self.locale,
+            categories=self.categories,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Reader:
+    """What one message needs of its subscriber: the one record the ledger's claimed rows, the
+    previews and the test sends share (``Subscriber.reader`` makes one of a stored subscriber).
+
+    ``subscriber_id`` 0 is never a subscriber: a preview's placeholder or an editor's test
+    message, whose links lead to a "not valid" page.
+    """
+
+    subscriber_id: int
+    email: str
+    email_key: str  # email lower-cased: the key its links are signed for
+    name: str = ""
+    locale: str = ""  # "" = the newsletter's NEWSLETTER_LOCALE
+    categories: tuple[str, ...] = ()  # empty = every section
+
 
 class EditionStatus(enum.StrEnum):
     """Where an edition stands in the ledger."""

@@ -26,3 +26,19 @@ class UsageError(NewsletterError):
     """A bad argument or setting: the user must change how they call us."""
 
     exit_code = 2
+
+
+def error_line(err: BaseException) -> str:
+    """An exception as one safe log line: our errors say it all, others get their type.
+
+    A foreign exception keeps only its first line (a driver's traceback-like detail stays out);
+    either way the result goes through ``one_line``, so no message can forge a log line.
+    """
+    # Imported here: every entry point imports this module at start-up, the text rules only when
+    # an error is logged (they compile their patterns and load nh3).
+    from newsletter.domain.text import one_line
+
+    if isinstance(err, NewsletterError):
+        return one_line(str(err))
+    lines = str(err).strip().splitlines()
+    return f"{type(err).__name__}: {one_line(lines[0]) if lines else ''}".rstrip(": ")

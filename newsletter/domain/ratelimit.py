@@ -1,6 +1,11 @@
-"""A small in-memory sliding-window rate limiter, keyed by address or client.
+"""Rate limiting, both rules the project uses, in memory and per process.
 
-Per process: the counts live in this process's memory, so they reset on restart and are not
+- ``SlidingWindowLimiter``: at most ``limit`` hits per ``window`` seconds, keyed by address or
+  client (sign-ups, confirmation mails, failed logins); a hit over the limit is refused.
+- ``PacingLimiter``: at most ``rate`` acquisitions per second across all threads (the SMTP send
+  rate); an acquisition over the rate waits for its slot instead of being refused.
+
+The sliding window's counts live in this process's memory, so they reset on restart and are not
 shared between several ``newsletter serve`` processes (each one allows the full limit). That is
 enough to stop a script from mail-bombing an address through one server or guessing the editors'
 password; a site that runs several processes behind a load balancer should also limit at the
@@ -19,6 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 Clock = Callable[[], float]
+Sleep = Callable[[float], None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,3 +78,31 @@ class SlidingWindowLimiter:
         while hits and hits[0] <= cutoff:
             hits.popleft()
         return hits
+
+
+class PacingLimiter:
+    """At most ``rate`` acquisitions per second across all threads (0 = unlimited).
+
+    Slots are handed out ``1 / rate`` seconds apart, first come first served; ``wait`` sleeps
+    until the caller's slot. A slot not used in time is not saved up: after a pause the next
+    caller goes at once and the spacing starts again from there (no burst).
+    """
+
+    def __init__(
+        self, rate: float, *, clock: Clock = time.monotonic, sleep: Sleep = time.sleep
+    ) -> None:
+        self._interval = 1.0 / rate if rate > 0 else 0.0
+        self._clock = clock
+        self._sleep = sleep
+        self._next = clock()
+        self._lock = threading.Lock()
+
+    def wait(self) -> None:
+        if not self._interval:
+            return
+        with self._lock:
+            now = self._clock()
+            slot = max(self._next, now)
+            self._next = slot + self._interval
+        if slot > now:
+            self._sleep(slot - now)

@@ -423,8 +423,20 @@ def excerpt(text: str, limit: int) -> str:
 
 
 def one_line(text: str) -> str:
-    """``text`` made safe for a header: no CR/LF or other control or line-separator char."""
+    """``text`` made safe for a header or a log line: the one rule for "text to one safe line".
+
+    Every control character (C0 with CR, LF and TAB, DEL, C1 with NEL), the line and paragraph
+    separators U+2028/U+2029 and lone surrogates become a space; then runs of whitespace collapse
+    to one space and the ends are trimmed. The no-break spaces French typography needs (U+00A0,
+    U+202F, U+2007) are kept as they are.
+    """
     return collapse(_LINE_BREAKERS_RE.sub(" ", text))
+
+
+def breaks_line(text: str) -> bool:
+    """True when ``one_line`` would have to change a character of ``text`` (a setting that goes
+    into a header as written is refused rather than silently rewritten)."""
+    return _LINE_BREAKERS_RE.search(text) is not None
 
 
 class _TextCache:

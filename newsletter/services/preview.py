@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from newsletter.adapters.files import write_atomically
 from newsletter.adapters.i18n import english_ngettext
 from newsletter.adapters.links import Links
 from newsletter.adapters.message import ListIdentity, MessageTemplate, Recipient, Sender, unstuff
 from newsletter.adapters.render import PREFERENCES_SLOT, UNSUBSCRIBE_SLOT, RenderedVariant
 from newsletter.config import Settings
-from newsletter.domain import Edition
+from newsletter.domain import Edition, Reader
 from newsletter.services.compose import VariantRenderer
 
 PLACEHOLDER_EMAIL = "lectrice@example.com"
@@ -21,16 +21,12 @@ PLACEHOLDER_FROM = "Newsletter <newsletter@example.com>"
 PLACEHOLDER_BASE_URL = "https://newsletter.example.com"
 
 
-@dataclass(frozen=True, slots=True)
-class PreviewSubscriber:
-    subscriber_id: int
-    email: str
-    name: str
-    categories: tuple[str, ...] = ()
-    locale: str = ""
-
-
-PLACEHOLDER = PreviewSubscriber(0, PLACEHOLDER_EMAIL, PLACEHOLDER_NAME)
+PLACEHOLDER = Reader(
+    subscriber_id=0,
+    email=PLACEHOLDER_EMAIL,
+    email_key=PLACEHOLDER_EMAIL.lower(),
+    name=PLACEHOLDER_NAME,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,9 +84,9 @@ def links_for(settings: Settings, sender: Sender) -> Links:
     )
 
 
-def recipient_for(links: Links, subscriber: PreviewSubscriber) -> Recipient:
-    own = links.for_subscriber(subscriber.subscriber_id, subscriber.email.lower())
-    return Recipient.with_links(subscriber.subscriber_id, subscriber.email, subscriber.name, own)
+def recipient_for(links: Links, subscriber: Reader) -> Recipient:
+    own = links.for_subscriber(subscriber.subscriber_id, subscriber.email_key)
+    return Recipient.with_links(subscriber, own)
 
 
 def fill_slots(text: str, recipient: Recipient) -> str:
@@ -100,7 +96,7 @@ def fill_slots(text: str, recipient: Recipient) -> str:
 
 
 def render_preview(
-    settings: Settings, edition: Edition, subscriber: PreviewSubscriber = PLACEHOLDER
+    settings: Settings, edition: Edition, subscriber: Reader = PLACEHOLDER
 ) -> Preview:
     """The subscriber's variant of ``edition`` with its links filled in, or an empty preview."""
     variant = VariantRenderer.for_settings(edition, settings).variant_for(
@@ -124,7 +120,7 @@ def write_preview(
     settings: Settings,
     edition: Edition,
     out_dir: Path,
-    subscriber: PreviewSubscriber = PLACEHOLDER,
+    subscriber: Reader = PLACEHOLDER,
 ) -> PreviewFiles:
     """Render the subscriber's variant and write the three files; nothing written when empty."""
     preview = render_preview(settings, edition, subscriber)
@@ -136,16 +132,8 @@ def write_preview(
         "digest.txt": preview.text.encode(),
         "digest.eml": preview.eml,
     }
-    paths = tuple(_write_atomically(out_dir / name, data) for name, data in files.items())
+    paths = tuple(write_atomically(out_dir / name, data) for name, data in files.items())
     return PreviewFiles(preview, paths)
-
-
-def _write_atomically(path: Path, data: bytes) -> Path:
-    """Write through a temporary file and rename: a crash never leaves half a preview file."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
-    return path
 
 
 def summary_lines(files: PreviewFiles) -> Sequence[str]:

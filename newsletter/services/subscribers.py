@@ -76,7 +76,7 @@ class AddressRefused(NewsletterError):
     """The address stopped (unsubscribed, bounced, complained) or was forgotten. Exit status 1."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class SubscriberInput:
     """One validated subscriber as typed by the operator or read from a CSV row."""
 
@@ -88,7 +88,13 @@ class SubscriberInput:
 
     def new(self, source: ConsentSource, detail: str) -> NewSubscriber:
         return NewSubscriber(
-            self.address, self.name, self.locale, self.categories, self.status, source, detail
+            address=self.address,
+            name=self.name,
+            locale=self.locale,
+            categories=self.categories,
+            status=self.status,
+            consent_source=source,
+            consent_detail=detail,
         )
 
 
@@ -151,11 +157,11 @@ class InputParser:
         except InvalidAddress as err:
             raise InvalidValue(err.reason) from None
         return SubscriberInput(
-            address,
-            parse_name(name),
-            self._parse_categories(categories),
-            self._locale(locale),
-            parse_status(status),
+            address=address,
+            name=parse_name(name),
+            categories=self._parse_categories(categories),
+            locale=self._locale(locale),
+            status=parse_status(status),
         )
 
     def _parse_categories(self, text: str) -> tuple[str, ...]:

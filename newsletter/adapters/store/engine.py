@@ -32,6 +32,8 @@ from sqlalchemy.engine import RootTransaction, make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError
 
 from newsletter.domain.errors import NewsletterError, UsageError
+from newsletter.domain.text import one_line
+from newsletter.domain.urls import redact_url, split_password
 
 Clock = Callable[[], datetime]
 
@@ -84,7 +86,7 @@ def utc_now() -> datetime:
 
 def create_store_engine(url: str, *, for_web: bool = False) -> Engine:
     """An engine for a SQLite or PostgreSQL URL, without touching the schema."""
-    if "@" in (_credentials(url)[1] or ""):
+    if "@" in (split_password(url)[1] or ""):
         raise UsageError(
             "the password in NEWSLETTER_DATABASE_URL contains '@', which ends the user part of "
             "a URL",
@@ -110,18 +112,13 @@ def create_store_engine(url: str, *, for_web: bool = False) -> Engine:
     return engine.execution_options(**{_ATTEMPTS_OPTION: attempts})
 
 
-def redact_url(url: str) -> str:
-    """``url`` with its password (if any) replaced by ***: fit for any message or log line."""
-    return _credentials(url)[0]
-
-
 def mask_password(message: str, url: str) -> str:
     """``message`` with the password of database ``url`` masked wherever it appears.
 
     The drivers and SQLAlchemy sometimes quote the URL or DSN they were given, so the password is
     masked as plain text (as written and as decoded), not only in URL form.
     """
-    _, written = _credentials(url)
+    _, written = split_password(url)
     secrets = {written} if written else set()
     try:
         decoded = make_url(url).password
@@ -134,26 +131,9 @@ def mask_password(message: str, url: str) -> str:
     return message
 
 
-def _credentials(url: str) -> tuple[str, str | None]:
-    """(``url`` with its password masked, the password as written or None).
-
-    Done on the text, not with make_url, because it must also work for what make_url cannot
-    parse, and because the user info ends at the *last* @ (a password with an unencoded @ is
-    split differently by SQLAlchemy, which would show its tail as the host name).
-    """
-    scheme, sep, rest = url.partition("://")
-    if not sep:
-        return (f"***@{url.rpartition('@')[2]}" if "@" in url else url), None
-    userinfo, at, location = rest.rpartition("@")
-    if not at or ":" not in userinfo:
-        return url, None
-    user, _, password = userinfo.partition(":")
-    return f"{scheme}://{user}:***@{location}", password
-
-
 def _one_line(err: object, url: str) -> str:
     """A driver's or SQLAlchemy's message as one line, with no password of ``url`` in it."""
-    return mask_password(" ".join(str(err).split()), url)
+    return mask_password(one_line(str(err)), url)
 
 
 def _busy_timeout_ms(wanted: int | None = None) -> int:

@@ -30,6 +30,7 @@ from newsletter.domain import (
     DeliveryStatus,
     EditionRecord,
     EditionStatus,
+    Reader,
     SubscriberStatus,
 )
 
@@ -502,24 +503,21 @@ class ClaimedDelivery:
     """One ledger row claimed for sending, with what the message needs of its subscriber."""
 
     delivery_id: int
-    subscriber_id: int
-    email: str
-    email_key: str
-    name: str
-    locale: str
-    categories: tuple[str, ...]
+    reader: Reader
     attempts: int  # before this claim
 
 
 def _claimed(row: Row[Any]) -> ClaimedDelivery:
     return ClaimedDelivery(
         delivery_id=row.delivery_id,
-        subscriber_id=row.subscriber_id,
-        email=row.email,
-        email_key=row.email_key,
-        name=row.name,
-        locale=row.locale,
-        categories=split_categories(row.categories),
+        reader=Reader(
+            subscriber_id=row.subscriber_id,
+            email=row.email,
+            email_key=row.email_key,
+            name=row.name,
+            locale=row.locale,
+            categories=split_categories(row.categories),
+        ),
         attempts=row.attempts,
     )
 

@@ -35,9 +35,12 @@ CATEGORY_SEPARATOR = "|"
 LOOKUP_CHUNK = 900
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class NewSubscriber:
-    """What a caller supplies to create a subscriber; the store adds id and timestamps."""
+    """What a caller supplies to create a subscriber; the store adds id and timestamps.
+
+    Keyword-only: several fields share a type, so a call by position could swap them unseen.
+    """
 
     address: Address
     name: str
@@ -137,7 +140,13 @@ class SubscriberQueries(StoreBase):
             effect = signup_effect(existing.status if existing else None)
             if existing is None or effect is SignupEffect.CREATE:
                 new = NewSubscriber(
-                    email, name, locale, tuple(categories), SubscriberStatus.PENDING, source, detail
+                    address=email,
+                    name=name,
+                    locale=locale,
+                    categories=tuple(categories),
+                    status=SubscriberStatus.PENDING,
+                    consent_source=source,
+                    consent_detail=detail,
                 )
                 created = self.add(new)
                 c.execute(_touch(created.id, self.now()).values(confirm_nonce=new_nonce()))

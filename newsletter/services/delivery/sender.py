@@ -1,46 +1,23 @@
-"""Service: deliver one edition to its frozen recipients, exactly once per ledger row.
+"""Delivery, orchestration of one run: the claimer, the lease watcher and the SMTP workers.
 
-The pipeline, by stage (as in listmonk's manager):
-- campaign: ``send_edition`` freezes the edition (its articles and its recipients) in the ledger;
-- message: the claimer thread claims pending rows with a lease and personalises each one by
-  substitution into its variant's pre-encoded ``MessageTemplate``;
-- worker: one thread per SMTP connection takes messages from a small queue, sends them, and
-  records each outcome in the ledger before it takes the next, so a kill -9 can repeat at most
-  the message in flight and the one being recorded, per connection;
-- SMTP pool: each worker's own ``SmtpConnection``, reconnected with bounded backoff.
-
-A 4xx or a dropped connection puts the row back with a short backoff (bounded attempts per run);
-a 5xx marks it failed and the subscriber bounced. A relay that cannot be reached at all stops
-the run with every unsent row back to pending.
-
-Right before each message a worker checks, without a query, that the row is still its own (its
-lease has not run out since the last extend-and-verify; when it may have, it renews and verifies
-first) and that its subscriber has not left since the claim (a set the watcher thread refreshes
-every second). So a sender paused past its lease costs at most what a crash costs (per
-connection, the message on the wire and the one not yet recorded), and an unsubscribe is honoured
-for every message that has not started within about a second of it.
+The claimer claims pending rows with a lease and hands each personalised message to the workers
+through a small queue; each worker (one per SMTP connection) checks, right before each message,
+that the row is still its own and its subscriber has not left, sends it, and has the outcome
+recorded before it takes the next one.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import queue
-import socket
 import threading
 import time
-import uuid
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from datetime import date
+from collections.abc import Callable
 
-from newsletter.adapters.links import Links
-from newsletter.adapters.message import ListIdentity, MessageTemplate, Recipient, Sender
 from newsletter.adapters.smtp import (
     AddressNeedsSmtpUtf8,
     ConnectionLost,
     PermanentFailure,
-    RelayRefusedSender,
     RelayTimedOut,
     RelayUnreachable,
     SmtpConfig,
@@ -50,184 +27,39 @@ from newsletter.adapters.smtp import (
 )
 from newsletter.adapters.store import ClaimedDelivery, Store
 from newsletter.config import Settings
-from newsletter.domain import DeliveryStatus, Edition, EditionStatus, SendReport
-from newsletter.domain.addresses import normalise_address
+from newsletter.domain import Edition
 from newsletter.domain.errors import NewsletterError
-from newsletter.services.compose import VariantRenderer
-from newsletter.services.editions import frozen_edition
+from newsletter.domain.ratelimit import PacingLimiter
+from newsletter.services.delivery.lease import (
+    LEASE_SECONDS,
+    LEASE_TRUST_SECONDS,
+    RENEW_EVERY,
+    WATCH_EVERY,
+    lease_clock,
+    new_owner_id,
+    owner_is_dead,
+)
+from newsletter.services.delivery.message import MessageBuilder, OutgoingMessage
+from newsletter.services.delivery.pool import (
+    DEFER_TO_NEXT_RUN,
+    RECONNECT_BACKOFF,
+    RETRY_BACKOFF,
+    TIMEOUT_STRIKES,
+    RelayUnresponsive,
+    _backoff_scale,
+    open_with_backoff,
+)
+from newsletter.services.delivery.recorder import Recorder
 
-LEASE_SECONDS = 30.0  # a crashed sender's rows come back after this, or at once if its pid is gone
-# A sender trusts its lease this long after its last renewal began, then renews and verifies
-# before it sends again: the margin covers the renewal's own time and clock-rate differences.
-LEASE_TRUST_SECONDS = LEASE_SECONDS - 10.0
-RENEW_EVERY = LEASE_SECONDS / 3
-WATCH_EVERY = 1.0  # how often the set of subscribers who left since the claim is refreshed
 STOP_GRACE = 5.0  # after a stop, messages in flight get this long before their sockets are cut
-TIMEOUT_STRIKES = 3  # replies timed out in a row: the relay is not answering, the run ends
 CLAIM_BATCH = 200
-RETRY_BACKOFF = (1.0, 2.0, 4.0, 8.0)  # seconds before attempts 2, 3, 4, 5 of one row in one run
-DEFER_TO_NEXT_RUN = 3600.0  # after that, the row waits; the next `send` retries it at once
 RETRY_HORIZON = 60.0  # a run waits for rows coming back within this many seconds
-RECONNECT_BACKOFF = (0.5, 1.0, 2.0, 4.0, 8.0)  # about 15 s; then the relay counts as unreachable
-# Private and undocumented: a factor (0 < f <= 1) on RETRY_BACKOFF and RECONNECT_BACKOFF that
-# lets the tests shorten those waits without changing their number or order. Read only by
-# EditionSender; no command sets it, and anything else leaves the real backoffs in place.
-_TEST_BACKOFF_SCALE_ENV = "NEWSLETTER_TEST_BACKOFF_SCALE"
-
 
 log = logging.getLogger("newsletter.services.delivery")
 
 
-def _backoff_scale() -> float:
-    try:
-        scale = float(os.environ.get(_TEST_BACKOFF_SCALE_ENV) or 1.0)
-    except ValueError:
-        return 1.0
-    return scale if 0.0 < scale <= 1.0 else 1.0
-
-
-def lease_clock() -> float:
-    """Seconds that keep counting while the process is stopped or the machine sleeps.
-
-    A lease is measured in the database's time, which goes on during a SIGSTOP or a suspend;
-    CLOCK_BOOTTIME does too, where plain monotonic time stops during a suspend.
-    """
-    return time.clock_gettime(time.CLOCK_BOOTTIME)
-
-
-class RelayUnresponsive(RelayUnreachable):
-    """The relay keeps the connection open but does not answer in time, message after message."""
-
-
-class NothingToSend(NewsletterError):
-    """The edition has no article in its window: there is nothing to send."""
-
-    exit_code = 0
-
-
-def new_owner_id() -> str:
-    """Who holds a lease: host, pid and a nonce, so a dead owner on this host can be detected."""
-    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-
-
-def owner_is_dead(owner: str) -> bool:
-    """True when ``owner`` ran on this host and its process no longer exists."""
-    host, _, rest = owner.partition(":")
-    pid_text = rest.partition(":")[0]
-    if host != socket.gethostname() or not pid_text.isdigit():
-        return False  # another machine's sender: only its lease expiry frees its rows
-    pid = int(pid_text)
-    if pid == os.getpid():
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
-        return False
-    return _is_zombie(pid)
-
-
-def _is_zombie(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
-            return stat.read().rpartition(")")[2].split()[0] == "Z"
-    except OSError:
-        return False
-
-
-class RateLimiter:
-    """At most ``rate`` acquisitions per second across all threads (0 = unlimited)."""
-
-    def __init__(self, rate: float) -> None:
-        self._interval = 1.0 / rate if rate > 0 else 0.0
-        self._next = time.monotonic()
-        self._lock = threading.Lock()
-
-    def wait(self) -> None:
-        if not self._interval:
-            return
-        with self._lock:
-            now = time.monotonic()
-            slot = max(self._next, now)
-            self._next = slot + self._interval
-        if slot > now:
-            time.sleep(slot - now)
-
-
-class Recorder:
-    """Group commit of "sent" outcomes: one transaction for what every worker finished meanwhile.
-
-    A worker hands in the id of a message the relay accepted and goes on with the next one; before
-    it hands in that next one it waits until the previous id is committed. So a kill -9 can repeat
-    at most two messages per connection (one being recorded, one on the wire), while the database
-    sees one commit per batch and the wait is almost always already over when it starts.
-    """
-
-    def __init__(self, store: Store, owner: str) -> None:
-        self._store = store
-        self._owner = owner
-        self.lost = 0  # messages another sender had taken over by the time they were recorded
-        self._queue: queue.Queue[tuple[int, threading.Event] | None] = queue.Queue()
-        self._thread = threading.Thread(target=self._run, name="recorder", daemon=True)
-        self.error: BaseException | None = None
-        self._thread.start()
-
-    def submit(self, delivery_id: int) -> threading.Event:
-        """Queue ``delivery_id`` as sent; the event is set once it is committed (or failed)."""
-        done = threading.Event()
-        self._queue.put((delivery_id, done))
-        return done
-
-    def wait(self, done: threading.Event) -> None:
-        done.wait()
-        if self.error is not None:
-            raise RecordingFailed(f"cannot record a sent message in the ledger: {self.error}")
-
-    def _run(self) -> None:
-        while (first := self._queue.get()) is not None:
-            batch = [first]
-            while True:
-                try:
-                    item = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if item is None:
-                    self._queue.put(None)  # stop after this batch
-                    break
-                batch.append(item)
-            try:
-                lost = self._store.mark_sent([delivery_id for delivery_id, _ in batch], self._owner)
-                if lost:
-                    self.lost += len(lost)
-                    log.warning(
-                        "%d message(s) went out after another sender took their rows over "
-                        "(this one was paused past its lease): the relay may have them twice; "
-                        "the other sender's record stands",
-                        len(lost),
-                    )
-            except Exception as err:  # the ledger is unusable: stop the run, lose nothing more
-                self.error = err
-            for _, done in batch:
-                done.set()
-
-    def close(self) -> None:
-        self._queue.put(None)
-        self._thread.join()
-
-
-class RecordingFailed(NewsletterError):
-    """The ledger could not record a sent message; the run stops so nothing is sent twice."""
-
-
 class SendingStopped(NewsletterError):
     """A worker hit an unexpected error (the ledger failing); the run stops, rows are released."""
-
-
-@dataclass(frozen=True, slots=True)
-class OutgoingMessage:
-    delivery: ClaimedDelivery
-    data: bytes
 
 
 class EditionSender:
@@ -250,14 +82,11 @@ class EditionSender:
         self.stop = stop or threading.Event()
         self.progress = progress
         self.owner = new_owner_id()
-        self.identity = ListIdentity.from_settings(settings)
-        self.links = Links.from_settings(settings, self.identity.sender.domain)
-        self.variants = VariantRenderer.for_settings(edition, settings)
-        self._templates: dict[tuple[frozenset[str], str], MessageTemplate] = {}
+        self.messages = MessageBuilder(settings, edition)
         self._queue: queue.Queue[OutgoingMessage | None] = queue.Queue(
             maxsize=4 * settings.smtp_connections
         )
-        self._rate = RateLimiter(settings.smtp_rate)
+        self._rate = PacingLimiter(settings.smtp_rate)
         self._fatal: NewsletterError | None = None
         self._abort = threading.Event()
         self._sent = 0
@@ -279,22 +108,6 @@ class EditionSender:
         self.reconnect_backoff = tuple(pause * scale for pause in RECONNECT_BACKOFF)
 
     # -- message stage ---------------------------------------------------------------------------
-    def _template(self, keys: frozenset[str], locale: str) -> MessageTemplate:
-        if (keys, locale) not in self._templates:
-            variant = self.variants.variant(keys, locale)
-            self._templates[keys, locale] = MessageTemplate(
-                variant, self.identity, self.edition.date
-            )
-        return self._templates[keys, locale]
-
-    def _personalise(self, row: ClaimedDelivery) -> bytes | None:
-        keys = self.edition.variant_keys(row.categories)
-        if not keys:
-            return None
-        links = self.links.for_subscriber(row.subscriber_id, row.email_key)
-        recipient = Recipient.with_links(row.subscriber_id, row.email, row.name, links)
-        return self._template(keys, row.locale).personalise(recipient)
-
     def _claim_loop(self) -> None:
         """Claim rows and feed the workers until nothing is left or the run must stop."""
         while not self._must_stop():
@@ -312,13 +125,13 @@ class EditionSender:
                     return
                 self._sleep(0.5)  # rows in backoff or held by another live sender
             for row in rows:
-                if not row.email.isascii():
+                if not row.reader.email.isascii():
                     # Never tried, so not a bounce: the address stays active for a relay that
                     # speaks SMTPUTF8 (RFC 6531) once we support it.
-                    reason = f"{row.email}: a non-ASCII address needs SMTPUTF8 (not supported yet)"
+                    reason = f"{row.reader.email}: a non-ASCII address needs SMTPUTF8 (not supported yet)"
                     self.store.mark_failed(row.delivery_id, self.owner, reason, bounce=False)
                     continue
-                data = self._personalise(row)
+                data = self.messages.personalise(row)
                 if data is None:
                     self.store.mark_skipped(
                         row.delivery_id,
@@ -406,7 +219,7 @@ class EditionSender:
         try:
             self._ensure_open(connection)
             self._rate.wait()
-            connection.send(self.identity.sender.address, row.email, item.data)
+            connection.send(self.messages.identity.sender.address, row.reader.email, item.data)
         except PermanentFailure as err:
             bounced = not isinstance(err, AddressNeedsSmtpUtf8)
             self.store.mark_failed(row.delivery_id, self.owner, str(err), bounce=bounced)
@@ -457,17 +270,9 @@ class EditionSender:
         self.store.release([row.delivery_id], self.owner, error, delay=delay)
 
     def _ensure_open(self, connection: SmtpConnection) -> None:
-        """Open (or reopen) the connection, backing off; RelayUnreachable when it never comes."""
-        if connection.is_open:
-            return
-        for pause in (*self.reconnect_backoff, None):
-            try:
-                connection.open()
-                return
-            except RelayUnreachable:
-                if pause is None or self._must_stop():
-                    raise
-                self._sleep(pause)
+        open_with_backoff(
+            connection, self.reconnect_backoff, must_stop=self._must_stop, sleep=self._sleep
+        )
 
     # -- run -------------------------------------------------------------------------------------
     def _must_stop(self) -> bool:
@@ -552,72 +357,3 @@ class EditionSender:
                     for connection in list(self._connections):
                         connection.abort()
                     worker.join()
-
-
-def send_edition(
-    store: Store,
-    settings: Settings,
-    day: date,
-    *,
-    smtp: SmtpConfig | None = None,
-    stop: threading.Event | None = None,
-    progress: Callable[[int], None] | None = None,
-    on_frozen: Callable[[int], None] | None = None,
-) -> SendReport:
-    """Deliver edition ``day`` to every frozen recipient; re-running continues where it stopped."""
-    settings.require_sending()
-    Sender.parse(settings.from_address)
-    edition = frozen_edition(store, settings, day)
-    if edition.is_empty:
-        store.record_edition_status(day, EditionStatus.EMPTY, "no article in its window")
-        raise NothingToSend(
-            f"edition {day.isoformat()} has no article in its window: nothing to send"
-        )
-    store.freeze_edition(day, edition.articles)
-    store.clear_backoff(day)  # rows deferred by an earlier run are retried now
-    if on_frozen:
-        # Every row still to send: pending ones, and those a killed sender left claimed.
-        counts = store.delivery_counts(day)
-        on_frozen(sum(counts.get(s, 0) for s in (DeliveryStatus.PENDING, DeliveryStatus.SENDING)))
-    sender = EditionSender(store, settings, edition, smtp=smtp, stop=stop, progress=progress)
-    error: str | None = None
-    try:
-        sent = sender.run()
-    except (RelayUnreachable, RelayRefusedSender) as err:
-        sent, error = sender.sent, str(err)
-        if isinstance(err, RelayRefusedSender):
-            raise
-    report = SendReport(
-        day, store.delivery_counts(day), store.delivery_failures(day), sent, error, edition.warnings
-    )
-    if report.complete:
-        store.mark_edition_sent(day)
-    return report
-
-
-def send_test(store: Store, settings: Settings, day: date, addresses: Sequence[str]) -> int:
-    """Send the full edition to ``addresses`` (editors); the ledger is not touched."""
-    settings.require_sending()
-    targets = [normalise_address(a) for a in addresses]
-    edition = frozen_edition(store, settings, day)
-    if edition.is_empty:
-        raise NothingToSend(
-            f"edition {day.isoformat()} has no article in its window: nothing to send"
-        )
-    identity = ListIdentity.from_settings(settings)
-    variant = VariantRenderer.for_settings(edition, settings).variant(edition.section_keys)
-    template = MessageTemplate(variant, identity, edition.date)
-    links = Links.from_settings(settings, identity.sender.domain)
-    connection = SmtpConnection(SmtpConfig.from_settings(settings))
-    try:
-        for address in targets:
-            # id 0 is never a subscriber: the links in a test message lead to a "not valid" page.
-            recipient = Recipient.with_links(
-                0, address.normalized, "", links.for_subscriber(0, address.key)
-            )
-            connection.send(
-                identity.sender.address, address.normalized, template.personalise(recipient)
-            )
-    finally:
-        connection.close()
-    return len(targets)

@@ -1,0 +1,103 @@
+"""Delivery, campaign stage: freeze an edition and its recipients, then run the sender.
+
+``send_edition`` freezes the edition (its articles and its recipients) in the ledger and runs an
+``EditionSender`` over it; re-running continues where a run stopped. ``send_test`` sends the full
+edition to a few editors' addresses without touching the ledger.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Sequence
+from datetime import date
+
+from newsletter.adapters.links import Links
+from newsletter.adapters.message import ListIdentity, MessageTemplate, Recipient, Sender
+from newsletter.adapters.smtp import (
+    RelayRefusedSender,
+    RelayUnreachable,
+    SmtpConfig,
+    SmtpConnection,
+)
+from newsletter.adapters.store import Store
+from newsletter.config import Settings
+from newsletter.domain import DeliveryStatus, EditionStatus, Reader, SendReport
+from newsletter.domain.addresses import normalise_address
+from newsletter.domain.errors import NewsletterError
+from newsletter.services.compose import VariantRenderer
+from newsletter.services.delivery.sender import EditionSender
+from newsletter.services.editions import frozen_edition
+
+
+class NothingToSend(NewsletterError):
+    """The edition has no article in its window: there is nothing to send."""
+
+    exit_code = 0
+
+
+def send_edition(
+    store: Store,
+    settings: Settings,
+    day: date,
+    *,
+    smtp: SmtpConfig | None = None,
+    stop: threading.Event | None = None,
+    progress: Callable[[int], None] | None = None,
+    on_frozen: Callable[[int], None] | None = None,
+) -> SendReport:
+    """Deliver edition ``day`` to every frozen recipient; re-running continues where it stopped."""
+    settings.require_sending()
+    Sender.parse(settings.from_address)
+    edition = frozen_edition(store, settings, day)
+    if edition.is_empty:
+        store.record_edition_status(day, EditionStatus.EMPTY, "no article in its window")
+        raise NothingToSend(
+            f"edition {day.isoformat()} has no article in its window: nothing to send"
+        )
+    store.freeze_edition(day, edition.articles)
+    store.clear_backoff(day)  # rows deferred by an earlier run are retried now
+    if on_frozen:
+        # Every row still to send: pending ones, and those a killed sender left claimed.
+        counts = store.delivery_counts(day)
+        on_frozen(sum(counts.get(s, 0) for s in (DeliveryStatus.PENDING, DeliveryStatus.SENDING)))
+    sender = EditionSender(store, settings, edition, smtp=smtp, stop=stop, progress=progress)
+    error: str | None = None
+    try:
+        sent = sender.run()
+    except (RelayUnreachable, RelayRefusedSender) as err:
+        sent, error = sender.sent, str(err)
+        if isinstance(err, RelayRefusedSender):
+            raise
+    report = SendReport(
+        day, store.delivery_counts(day), store.delivery_failures(day), sent, error, edition.warnings
+    )
+    if report.complete:
+        store.mark_edition_sent(day)
+    return report
+
+
+def send_test(store: Store, settings: Settings, day: date, addresses: Sequence[str]) -> int:
+    """Send the full edition to ``addresses`` (editors); the ledger is not touched."""
+    settings.require_sending()
+    targets = [normalise_address(a) for a in addresses]
+    edition = frozen_edition(store, settings, day)
+    if edition.is_empty:
+        raise NothingToSend(
+            f"edition {day.isoformat()} has no article in its window: nothing to send"
+        )
+    identity = ListIdentity.from_settings(settings)
+    variant = VariantRenderer.for_settings(edition, settings).variant(edition.section_keys)
+    template = MessageTemplate(variant, identity, edition.date)
+    links = Links.from_settings(settings, identity.sender.domain)
+    connection = SmtpConnection(SmtpConfig.from_settings(settings))
+    try:
+        for address in targets:
+            # id 0 is never a subscriber: the links in a test message lead to a "not valid" page.
+            reader = Reader(subscriber_id=0, email=address.normalized, email_key=address.key)
+            recipient = Recipient.with_links(reader, links.for_subscriber(0, address.key))
+            connection.send(
+                identity.sender.address, address.normalized, template.personalise(recipient)
+            )
+    finally:
+        connection.close()
+    return len(targets)

@@ -1,0 +1,52 @@
+"""Delivery, message stage: one pre-encoded template per variant, personalised per recipient.
+
+The variant of a subscriber is the set of the edition's sections they follow plus their locale;
+each variant is rendered and encoded once (``MessageTemplate``), then every message of it is a
+substitution of the subscriber's name, address and links.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from newsletter.adapters.links import Links
+from newsletter.adapters.message import ListIdentity, MessageTemplate, Recipient
+from newsletter.adapters.store import ClaimedDelivery
+from newsletter.config import Settings
+from newsletter.domain import Edition
+from newsletter.services.compose import VariantRenderer
+
+
+@dataclass(frozen=True, slots=True)
+class OutgoingMessage:
+    delivery: ClaimedDelivery
+    data: bytes
+
+
+class MessageBuilder:
+    """The messages of one edition: a template per (sections, locale), cached for the run."""
+
+    def __init__(self, settings: Settings, edition: Edition) -> None:
+        self.edition = edition
+        self.identity = ListIdentity.from_settings(settings)
+        self.links = Links.from_settings(settings, self.identity.sender.domain)
+        self.variants = VariantRenderer.for_settings(edition, settings)
+        self._templates: dict[tuple[frozenset[str], str], MessageTemplate] = {}
+
+    def template(self, keys: frozenset[str], locale: str) -> MessageTemplate:
+        if (keys, locale) not in self._templates:
+            variant = self.variants.variant(keys, locale)
+            self._templates[keys, locale] = MessageTemplate(
+                variant, self.identity, self.edition.date
+            )
+        return self._templates[keys, locale]
+
+    def personalise(self, row: ClaimedDelivery) -> bytes | None:
+        """The message for ``row``, or None when none of its sections is in the edition."""
+        reader = row.reader
+        keys = self.edition.variant_keys(reader.categories)
+        if not keys:
+            return None
+        links = self.links.for_subscriber(reader.subscriber_id, reader.email_key)
+        recipient = Recipient.with_links(reader, links)
+        return self.template(keys, reader.locale).personalise(recipient)

@@ -1,0 +1,77 @@
+"""Delivery, worker stage: the group commit of "sent" outcomes into the ledger."""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+
+from newsletter.adapters.store import Store
+from newsletter.domain.errors import NewsletterError
+
+log = logging.getLogger("newsletter.services.delivery")
+
+
+class Recorder:
+    """Group commit of "sent" outcomes: one transaction for what every worker finished meanwhile.
+
+    A worker hands in the id of a message the relay accepted and goes on with the next one; before
+    it hands in that next one it waits until the previous id is committed. So a kill -9 can repeat
+    at most two messages per connection (one being recorded, one on the wire), while the database
+    sees one commit per batch and the wait is almost always already over when it starts.
+    """
+
+    def __init__(self, store: Store, owner: str) -> None:
+        self._store = store
+        self._owner = owner
+        self.lost = 0  # messages another sender had taken over by the time they were recorded
+        self._queue: queue.Queue[tuple[int, threading.Event] | None] = queue.Queue()
+        self._thread = threading.Thread(target=self._run, name="recorder", daemon=True)
+        self.error: BaseException | None = None
+        self._thread.start()
+
+    def submit(self, delivery_id: int) -> threading.Event:
+        """Queue ``delivery_id`` as sent; the event is set once it is committed (or failed)."""
+        done = threading.Event()
+        self._queue.put((delivery_id, done))
+        return done
+
+    def wait(self, done: threading.Event) -> None:
+        done.wait()
+        if self.error is not None:
+            raise RecordingFailed(f"cannot record a sent message in the ledger: {self.error}")
+
+    def _run(self) -> None:
+        while (first := self._queue.get()) is not None:
+            batch = [first]
+            while True:
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if item is None:
+                    self._queue.put(None)  # stop after this batch
+                    break
+                batch.append(item)
+            try:
+                lost = self._store.mark_sent([delivery_id for delivery_id, _ in batch], self._owner)
+                if lost:
+                    self.lost += len(lost)
+                    log.warning(
+                        "%d message(s) went out after another sender took their rows over "
+                        "(this one was paused past its lease): the relay may have them twice; "
+                        "the other sender's record stands",
+                        len(lost),
+                    )
+            except Exception as err:  # the ledger is unusable: stop the run, lose nothing more
+                self.error = err
+            for _, done in batch:
+                done.set()
+
+    def close(self) -> None:
+        self._queue.put(None)
+        self._thread.join()
+
+
+class RecordingFailed(NewsletterError):
+    """The ledger could not record a sent message; the run stops so nothing is sent twice."""
