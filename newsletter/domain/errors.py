@@ -26,3 +26,11 @@ class UsageError(NewsletterError):
     """A bad argument or setting: the user must change how they call us."""
 
     exit_code = 2
+
+
+def error_line(err: BaseException) -> str:
+    """An exception as one log line: our errors say it all, others get their type."""
+    if isinstance(err, NewsletterError):
+        return str(err)
+    lines = str(err).strip().splitlines()
+    return f"{type(err).__name__}: {lines[0] if lines else ''}".rstrip(": ")

@@ -26,10 +26,8 @@ from __future__ import annotations
 import logging
 import os
 import queue
-import socket
 import threading
 import time
-import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import date
@@ -55,6 +53,7 @@ from newsletter.domain.addresses import normalise_address
 from newsletter.domain.errors import NewsletterError
 from newsletter.services.compose import VariantRenderer
 from newsletter.services.editions import frozen_edition
+from newsletter.services.leases import new_owner_id, owner_is_dead
 
 LEASE_SECONDS = 30.0  # a crashed sender's rows come back after this, or at once if its pid is gone
 # A sender trusts its lease this long after its last renewal began, then renews and verifies
@@ -103,37 +102,6 @@ class NothingToSend(NewsletterError):
     """The edition has no article in its window: there is nothing to send."""
 
     exit_code = 0
-
-
-def new_owner_id() -> str:
-    """Who holds a lease: host, pid and a nonce, so a dead owner on this host can be detected."""
-    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-
-
-def owner_is_dead(owner: str) -> bool:
-    """True when ``owner`` ran on this host and its process no longer exists."""
-    host, _, rest = owner.partition(":")
-    pid_text = rest.partition(":")[0]
-    if host != socket.gethostname() or not pid_text.isdigit():
-        return False  # another machine's sender: only its lease expiry frees its rows
-    pid = int(pid_text)
-    if pid == os.getpid():
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
-        return False
-    return _is_zombie(pid)
-
-
-def _is_zombie(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
-            return stat.read().rpartition(")")[2].split()[0] == "Z"
-    except OSError:
-        return False
 
 
 class RateLimiter:
