@@ -6,9 +6,9 @@ processes) and a pool of four threads runs three jobs, at most one instance of e
   (``services/leases.py``); having a worker of its own, it goes on while a long send runs, and
   stops the send when the lease is lost;
 - ``send`` and ``preview`` (``jobs.py``): each returns the moment, on the daemon's clock, at which
-  it wants to run next, computed from the timetable; the listener of EVENT_JOB_EXECUTED schedules
-  it there with a DateTrigger at the equivalent real instant (the same instant unless
-  ``run --now`` shifted the clock). Taking the lease over schedules both at once.
+  it wants to run next, computed from the timetable; once it has run, it is scheduled there with
+  a DateTrigger at the equivalent real instant (the same instant unless ``run --now`` shifted the
+  clock). Taking the lease over schedules both at once.
 A job that comes late (a paused process, a busy machine) still runs, once: ``misfire_grace_time``
 is None and ``coalesce`` True, and the job itself decides from the clock what is still due (catch
 up, or record the edition skipped-late). Since the lease job runs at least every 10 s, the
@@ -29,13 +29,7 @@ import threading
 from datetime import datetime, timedelta
 from types import FrameType
 
-from apscheduler.events import (
-    EVENT_JOB_ERROR,
-    EVENT_JOB_EXECUTED,
-    EVENT_JOB_MAX_INSTANCES,
-    EVENT_JOB_MISSED,
-    JobEvent,
-)
+from apscheduler.events import EVENT_JOB_MAX_INSTANCES, JobSubmissionEvent
 from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.jobstores.memory import MemoryJobStore
 from apscheduler.schedulers.background import BackgroundScheduler
@@ -88,10 +82,7 @@ class Daemon:
             executors={"default": ThreadPoolExecutor(len(self._runs) + 1)},
             job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": None},
         )
-        self.scheduler.add_listener(
-            self._after_run,
-            EVENT_JOB_EXECUTED | EVENT_JOB_ERROR | EVENT_JOB_MISSED | EVENT_JOB_MAX_INSTANCES,
-        )
+        self.scheduler.add_listener(self._not_run, EVENT_JOB_MAX_INSTANCES)
 
     # -- the jobs' schedule ----------------------------------------------------------------------
     def plan(self, job_id: str, moment: datetime | None) -> None:
@@ -99,31 +90,34 @@ class Daemon:
         if moment is None or self.stopping.is_set():
             return
         self.scheduler.add_job(
-            self._runs[job_id],
+            self._run_job,
             DateTrigger(real_instant(self.clock, moment)),
+            args=[job_id],
             id=job_id,
             name=JOB_NAMES[job_id],
             replace_existing=True,
         )
 
-    def _after_run(self, event: JobEvent) -> None:
-        """Schedule a job's next run: where it asked to, or a little later if it could not run."""
-        if self.stopping.is_set() or event.job_id not in self._runs:
-            return
+    def _run_job(self, job_id: str) -> None:
+        """Run one job, then schedule its next run where it asks to.
+
+        Its DateTrigger has fired, so APScheduler drops the job: planning it again from here, in
+        the job's own thread, comes after that (the scheduler holds its job store lock until then).
+        """
         try:
-            if event.code == EVENT_JOB_EXECUTED:
-                moment = event.retval
-                if moment is None and event.job_id != LEASE and self.jobs.may_act():
-                    moment = self.clock()  # the lease was lost and taken again meanwhile
-            elif event.code == EVENT_JOB_MAX_INSTANCES:
-                moment = self.clock() + timedelta(seconds=1)  # after the instance still running
-            elif event.job_id == LEASE:
-                moment = self.clock() + timedelta(seconds=self.lease.poll_every)
-            else:
-                moment = self.clock() + LOOK_AGAIN
-            self.plan(event.job_id, moment)
-        except Exception as err:  # a listener must not raise into APScheduler
-            log.error("scheduling %s failed: %s", JOB_NAMES[event.job_id], error_line(err))
+            moment = self._runs[job_id]()
+            if moment is None and job_id != LEASE and self.jobs.may_act():
+                moment = self.clock()  # the lease was lost and taken again meanwhile
+        except Exception as err:  # a bug: one line, and the job runs again later
+            log.error("%s failed: %s", JOB_NAMES[job_id], error_line(err))
+            later = timedelta(seconds=self.lease.poll_every) if job_id == LEASE else LOOK_AGAIN
+            moment = self.clock() + later
+        self.plan(job_id, moment)
+
+    def _not_run(self, event: JobSubmissionEvent) -> None:
+        """Planned while its previous run was still going on (a takeover mid-send): a bit later."""
+        if event.job_id in self._runs:
+            self.plan(event.job_id, self.clock() + timedelta(seconds=1))
 
     def _renew_lease(self) -> datetime:
         return self.clock() + timedelta(seconds=self.lease.tick())
