@@ -353,6 +353,18 @@ def test_sigint_stops_a_standby_cleanly_too(
     assert_clean(daemon)
 
 
+def test_a_signal_while_the_daemon_starts_up_stops_it_cleanly(
+    tmp_path: Path, smtp_server: SmtpServer, daemons: list[Daemon]
+) -> None:
+    # The handler may run while the main thread is anywhere in start-up, holding any lock.
+    env = daemon_env(tmp_path, smtp_server.port, NEWSLETTER_EDITORS="redaction@exemple.ma")
+    for text in ("newsletter run: started", "lock taken", "next send"):
+        daemon = start(daemons, tmp_path, env, now="2026-01-27T06:30:00+01:00")
+        daemon.wait_for(text)
+        daemon.stop()
+        assert_clean(daemon)
+
+
 def test_run_refuses_to_start_without_what_sending_needs(tmp_path: Path) -> None:
     env = base_env(tmp_path)
     proc = run_cli("run", env=env, cwd=tmp_path, timeout=30)

@@ -14,15 +14,17 @@ is None and ``coalesce`` True, and the job itself decides from the clock what is
 up, or record the edition skipped-late). Since the lease job runs at least every 10 s, the
 scheduler wakes up that often, so a job due while the machine slept runs within seconds of waking.
 
-SIGTERM or SIGINT only sets the ``stopping`` event (and the stop event of the send in progress);
-the main thread, which was waiting for it, then calls ``scheduler.shutdown(wait=True)``, which
-waits for the job in progress (the messages in flight are finished and recorded), releases the
-lock and exits 0.
+SIGTERM or SIGINT only requests the stop: its handler writes the signal's number on a pipe. The
+main thread, which was waiting on that pipe, sets the ``stopping`` event and the stop event of the
+send in progress, then calls ``scheduler.shutdown(wait=True)``, which waits for the job in
+progress (the messages in flight are finished and recorded), releases the lock and exits 0.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import signal
 import sys
 import threading
@@ -70,6 +72,7 @@ class Daemon:
         self.store = store
         self.clock = clock
         self.stopping = threading.Event()
+        self._planning = threading.Lock()
         self.lease = Lease(
             store, owner or new_owner_id(), on_taken=self._lease_taken, on_lost=self._lease_lost
         )
@@ -87,16 +90,17 @@ class Daemon:
     # -- the jobs' schedule ----------------------------------------------------------------------
     def plan(self, job_id: str, moment: datetime | None) -> None:
         """Run job ``job_id`` when the daemon's clock reads ``moment`` (None: leave it unplanned)."""
-        if moment is None or self.stopping.is_set():
-            return
-        self.scheduler.add_job(
-            self._run_job,
-            DateTrigger(real_instant(self.clock, moment)),
-            args=[job_id],
-            id=job_id,
-            name=JOB_NAMES[job_id],
-            replace_existing=True,
-        )
+        with self._planning:  # never once the stop is requested: shutdown() empties the schedule
+            if moment is None or self.stopping.is_set():
+                return
+            self.scheduler.add_job(
+                self._run_job,
+                DateTrigger(real_instant(self.clock, moment)),
+                args=[job_id],
+                id=job_id,
+                name=JOB_NAMES[job_id],
+                replace_existing=True,
+            )
 
     def _run_job(self, job_id: str) -> None:
         """Run one job, then schedule its next run where it asks to.
@@ -148,11 +152,19 @@ class Daemon:
     # -- run and stop ----------------------------------------------------------------------------
     def run(self) -> int:
         """Block until SIGTERM or SIGINT; 0 when stopped cleanly."""
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(signum, self._on_signal)
-        self.start()
-        self.stopping.wait()
-        self.shutdown()
+        readable, self._signalled = os.pipe()
+        os.set_blocking(self._signalled, False)
+        previous = {s: signal.signal(s, self._on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+        try:
+            self.start()
+            signum = os.read(readable, 1)[0]  # until a signal handler writes its number
+            self.request_stop(signal.Signals(signum).name)
+            self.shutdown()
+        finally:
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+            os.close(readable)
+            os.close(self._signalled)
         return 0
 
     def start(self) -> None:
@@ -162,19 +174,28 @@ class Daemon:
         self.scheduler.start()
 
     def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
-        self.request_stop(signal.Signals(signum).name)
+        # Only a byte on a pipe: the handler runs in the main thread between two bytecodes, maybe
+        # while that thread holds a lock (an Event's, the scheduler's) that anything more would
+        # need. run() reads it and requests the stop.
+        with contextlib.suppress(OSError):
+            os.write(self._signalled, bytes([signum]))
 
     def request_stop(self, reason: str) -> None:
         """Ask the daemon to stop: the send in progress finishes its messages in flight."""
-        if self.stopping.is_set():
-            return
+        with self._planning:
+            if self.stopping.is_set():
+                return
+            self.stopping.set()
         log.info("%s received: finishing the messages in flight, then stopping", reason)
-        self.stopping.set()
         self.jobs.stop_send()
 
     def shutdown(self) -> None:
         """Wait for the job in progress, release the lock; after ``request_stop``."""
         if self.scheduler.running:
+            # APScheduler 3.11 marks itself stopped before it takes its job store lock: a pass
+            # over due jobs caught in between fails to drop a fired job and its thread dies with
+            # a traceback. Emptied first (that waits for a pass in progress), nothing is due.
+            self.scheduler.remove_all_jobs()
             self.scheduler.shutdown(wait=True)
         self.lease.release()
         log.info("stopped")
