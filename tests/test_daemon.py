@@ -256,6 +256,31 @@ def test_a_sender_that_loses_its_lock_stops_sending(
     assert_clean(daemon)
 
 
+@pytest.mark.slow
+def test_a_daemon_paused_past_the_send_time_sends_once_when_it_resumes(
+    tmp_path: Path, smtp_server: SmtpServer, daemons: list[Daemon]
+) -> None:
+    env = daemon_env(tmp_path, smtp_server.port)
+    add_subscribers(tmp_path, env, 3)
+    daemon = start(daemons, tmp_path, env, now="2026-01-27T06:59:57+01:00")
+    daemon.wait_for("next send: edition 2026-01-27 at 2026-01-27 07:00 +0100")
+    # SIGSTOP past the send time and past a lease renewal (every 10 s), within the lease (25 s).
+    daemon.process.send_signal(signal.SIGSTOP)
+    time.sleep(13)
+    assert smtp_server.log() == []
+    daemon.process.send_signal(signal.SIGCONT)
+    daemon.wait_for("(complete)")
+    daemon.wait_for("next send: edition 2026-01-28")
+    time.sleep(1)
+    daemon.stop()
+    assert sorted(Counter(smtp_server.recipients()).values()) == [1, 1, 1]
+    # Run once, late: within the on-time tolerance it is a send, not a catch-up.
+    assert daemon.output.count("edition 2026-01-27: sending") == 1
+    assert "catching up" not in daemon.output and "lock lost" not in daemon.output
+    assert "missed by" not in daemon.output and "maximum number" not in daemon.output
+    assert_clean(daemon)
+
+
 def test_past_the_deadline_the_edition_is_recorded_skipped_late_and_nothing_is_sent(
     tmp_path: Path, smtp_server: SmtpServer, daemons: list[Daemon]
 ) -> None:
@@ -326,6 +351,18 @@ def test_sigint_stops_a_standby_cleanly_too(
     daemon.wait_for("standby: the scheduler lock is held by elsewhere:1:other")
     daemon.stop(signal.SIGINT)
     assert_clean(daemon)
+
+
+def test_a_signal_while_the_daemon_starts_up_stops_it_cleanly(
+    tmp_path: Path, smtp_server: SmtpServer, daemons: list[Daemon]
+) -> None:
+    # The handler may run while the main thread is anywhere in start-up, holding any lock.
+    env = daemon_env(tmp_path, smtp_server.port, NEWSLETTER_EDITORS="redaction@exemple.ma")
+    for text in ("newsletter run: started", "lock taken", "next send"):
+        daemon = start(daemons, tmp_path, env, now="2026-01-27T06:30:00+01:00")
+        daemon.wait_for(text)
+        daemon.stop()
+        assert_clean(daemon)
 
 
 def test_run_refuses_to_start_without_what_sending_needs(tmp_path: Path) -> None:

@@ -335,10 +335,10 @@ def test_take_over_lock_only_from_the_named_owner(two_stores) -> None:
     assert a.lock_holder("scheduler")[0] == "host:2:b"
 
 
-def test_the_lease_thread_stands_by_and_takes_over_when_the_holder_stops(
+def test_the_lease_stands_by_and_takes_over_when_the_holder_stops(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.INFO, "newsletter.daemon")
+    caplog.set_level(logging.INFO, "newsletter.leases")
     url = sqlite_url(tmp_path)
     with open_store(url) as one, open_store(url) as two:
         taken: list[str] = []
@@ -346,19 +346,44 @@ def test_the_lease_thread_stands_by_and_takes_over_when_the_holder_stops(
         second = Lease(
             two, "second", on_taken=lambda: taken.append("second"), on_lost=print, poll_every=0.1
         )
-        first.start()
-        second.start()
+        # The holder is ticked again before its lease could lapse, the standby at its poll.
+        assert 0 < first.tick() <= first.renew_every
+        assert second.tick() == 0.1
         try:
             assert first.holds() and not second.holds()
             assert "standby: the scheduler lock is held by first" in caplog.text
-            first.stop()  # releases the lock
-            deadline = systime.monotonic() + 5
-            while not second.holds() and systime.monotonic() < deadline:
-                systime.sleep(0.05)
+            assert first.tick() <= first.renew_every and first.holds()  # a renewal
+            assert second.tick() == 0.1 and not second.holds()
+            assert caplog.text.count("standby:") == 1  # said once per holder
+            first.release()
+            assert not first.holds()
+            assert second.tick() <= second.renew_every
             assert second.holds()
             assert taken == ["first", "second"]
         finally:
-            second.stop()
+            second.release()
+
+
+def test_a_holder_whose_renewals_fail_loses_its_lease_when_it_runs_out(tmp_path: Path) -> None:
+    url = sqlite_url(tmp_path)
+    lost: list[str] = []
+    with open_store(url) as store:
+        lease = Lease(store, "holder", on_taken=lambda: None, on_lost=lost.append, ttl=5.3)
+        lease.tick()
+        assert lease.holds()
+
+        def unreachable(*_args: object) -> bool:
+            raise OSError("database unreachable")
+
+        store.acquire_lock = unreachable  # type: ignore[method-assign]
+        wait = lease.tick()  # a failed renewal: the lease still trusted until it runs out
+        assert lease.holds() and wait <= 0.3 + 0.05
+        systime.sleep(wait)
+        while lease.holds():
+            systime.sleep(0.01)
+        lease.tick()
+        assert lost == ["its lease ran out before it could be renewed"]
+        assert not lease.holds()
 
 
 def test_a_dead_holder_on_this_host_is_taken_over_at_once(tmp_path: Path) -> None:
@@ -368,12 +393,12 @@ def test_a_dead_holder_on_this_host_is_taken_over_at_once(tmp_path: Path) -> Non
         dead = f"{socket.gethostname()}:99999999:deadbeef"
         assert store.acquire_lock("scheduler", dead, 30)
         lease = Lease(store, "alive", on_taken=lambda: None, on_lost=print)
-        lease.start()
+        lease.tick()
         try:
             assert lease.holds()
             assert store.lock_holder("scheduler")[0] == "alive"
         finally:
-            lease.stop()
+            lease.release()
         assert store.lock_holder("scheduler") is None  # released on stop
 
 
@@ -402,9 +427,9 @@ def settings_for(tmp_path: Path, **extra: str) -> Settings:
 
 def checked_daemon(settings: Settings, store: Store, now: datetime) -> Daemon:
     daemon = Daemon(settings, store, clock=lambda: now, owner="test:1:owner")
-    daemon.lease.start()
-    daemon.check()
-    daemon.lease.stop()
+    daemon.lease.tick()
+    daemon.jobs.send()
+    daemon.lease.release()
     return daemon
 
 
@@ -432,12 +457,12 @@ def test_the_check_does_not_send_a_held_edition_and_says_so_once(
     with open_store(settings.database_url) as store:
         store.set_held(DAY, True)
         daemon = Daemon(settings, store, clock=lambda: now, owner="test:1:owner")
-        daemon.lease.start()
+        daemon.lease.tick()
         try:
-            daemon.check()
-            daemon.check()
+            daemon.jobs.send()
+            daemon.jobs.send()
         finally:
-            daemon.lease.stop()
+            daemon.lease.release()
         found = store.edition_record(DAY)
     assert found is not None and found.held and found.status is EditionStatus.OPEN
     assert caplog.text.count("held by an editor, not sent") == 1

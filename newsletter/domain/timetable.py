@@ -1,8 +1,9 @@
 """When the daily send happens, pure: given now, the settings and an edition's ledger record, decide.
 
-Nothing here reads a clock, a file or the database: the daemon (``scheduler.py``) passes ``now``
-and the records in, and carries the decision out. That keeps every rule testable with an
-injected clock, minute by minute through a DST change, in milliseconds.
+Nothing here reads a clock, a file or the database: the daemon (``newsletter/daemon/``) passes
+``now`` and the records in, carries the decision out, and schedules its jobs at the moments
+given here. That keeps every rule testable with an injected clock, minute by minute through a
+DST change, in milliseconds.
 
 Every instant is an aware datetime and is compared in UTC: Python compares two datetimes that
 share a ``ZoneInfo`` by wall clock, which is wrong across a DST change (see edition.Window).

@@ -6,10 +6,20 @@ them over when the lease runs out, or at once when the owner's process is gone f
 
 from __future__ import annotations
 
-import os
-import socket
 import time
-import uuid
+
+# Who holds a lease, and whether its process is gone: one owner, shared with the daemon's lock.
+from newsletter.services.leases import new_owner_id, owner_is_dead
+
+__all__ = [
+    "LEASE_SECONDS",
+    "LEASE_TRUST_SECONDS",
+    "RENEW_EVERY",
+    "WATCH_EVERY",
+    "lease_clock",
+    "new_owner_id",
+    "owner_is_dead",
+]
 
 LEASE_SECONDS = 30.0  # a crashed sender's rows come back after this, or at once if its pid is gone
 # A sender trusts its lease this long after its last renewal began, then renews and verifies
@@ -26,34 +36,3 @@ def lease_clock() -> float:
     CLOCK_BOOTTIME does too, where plain monotonic time stops during a suspend.
     """
     return time.clock_gettime(time.CLOCK_BOOTTIME)
-
-
-def new_owner_id() -> str:
-    """Who holds a lease: host, pid and a nonce, so a dead owner on this host can be detected."""
-    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-
-
-def owner_is_dead(owner: str) -> bool:
-    """True when ``owner`` ran on this host and its process no longer exists."""
-    host, _, rest = owner.partition(":")
-    pid_text = rest.partition(":")[0]
-    if host != socket.gethostname() or not pid_text.isdigit():
-        return False  # another machine's sender: only its lease expiry frees its rows
-    pid = int(pid_text)
-    if pid == os.getpid():
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
-        return False
-    return _is_zombie(pid)
-
-
-def _is_zombie(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
-            return stat.read().rpartition(")")[2].split()[0] == "Z"
-    except OSError:
-        return False
