@@ -212,7 +212,7 @@ def test_kill_9_of_the_sender_the_standby_takes_over_at_once_and_completes(
     env = daemon_env(tmp_path, smtp.port)
     add_subscribers(tmp_path, env, 200)
     first = start(daemons, tmp_path, env)
-    first.wait_for("recipient(s) to send to")
+    first.wait_for("to send to")
     second = start(daemons, tmp_path, env)
     second.wait_for("standby")
     smtp.wait_for(10)
@@ -238,7 +238,7 @@ def test_a_sender_that_loses_its_lock_stops_sending(
     env = daemon_env(tmp_path, smtp.port, NEWSLETTER_SMTP_CONNECTIONS="2")
     add_subscribers(tmp_path, env, 300)
     daemon = start(daemons, tmp_path, env)
-    daemon.wait_for("recipient(s) to send to")
+    daemon.wait_for("to send to")
     with open_store(env["NEWSLETTER_DATABASE_URL"]) as store:
         holder = store.lock_holder("scheduler")
         assert holder is not None
@@ -331,7 +331,7 @@ def test_editors_get_the_preview_once_before_the_send_time(
         daemon.wait_for("next send: edition 2026-01-27 at 2026-01-27 07:00 +0100")
         daemon.stop()
     assert smtp_server.recipients() == ["redaction@exemple.ma"]
-    assert "editors' preview sent to 1 address(es)" in daemons[0].output
+    assert "editors' preview sent to 1 address;" in daemons[0].output
     assert "preview sent" not in daemons[1].output
     with open_store(env["NEWSLETTER_DATABASE_URL"]) as store:
         assert store.preview_sent_at(DAY) is not None

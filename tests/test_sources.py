@@ -335,8 +335,8 @@ def test_items_without_date_or_http_link_are_dropped_with_a_warning() -> None:
     assert not any(a.title in ("Sans date", "Lien hostile") for a in report.articles)
     name = FEEDS / "wordpress.xml"
     assert report.warnings == (
-        f"source {name}: 1 item(s) dropped (no date)",
-        f"source {name}: 1 item(s) dropped (no http(s) link)",
+        f"source {name}: 1 item dropped (no date)",
+        f"source {name}: 1 item dropped (no http(s) link)",
     )
     assert report.failed == ()
 
@@ -459,7 +459,7 @@ def test_json_folder_with_nothing_usable_is_a_failed_source(tmp_path: Path) -> N
 
     message = str(caught.value)
     assert f"{empty} (no .json files in the folder)" in message
-    assert f"{bad} (no usable article in 1 file(s); first: x.json item 1 skipped" in message
+    assert f"{bad} (no usable article in 1 file; first: x.json item 1 skipped" in message
 
 
 # ------------------------------------------------------------------------------ merging

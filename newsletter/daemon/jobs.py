@@ -19,6 +19,7 @@ import logging
 import threading
 from datetime import date, datetime, timedelta
 
+from newsletter.adapters.i18n import english_ngettext
 from newsletter.adapters.store import Store
 from newsletter.config import Settings
 from newsletter.daemon.clock import Clock
@@ -194,7 +195,11 @@ class Jobs:
                 day,
                 stop=stop,
                 on_frozen=lambda pending: log.info(
-                    "edition %s: %d recipient(s) to send to", day, pending
+                    "edition %(day)s: "
+                    + english_ngettext(
+                        "%(num)d recipient to send to", "%(num)d recipients to send to", pending
+                    ),
+                    {"day": day, "num": pending},
                 ),
             )
         except NothingToSend:
@@ -280,10 +285,10 @@ class Jobs:
             return True, now + RETRY_AFTER
         self.store.record_preview_sent(due, count)
         log.info(
-            "edition %s: editors' preview sent to %d address(es); the edition goes out at %s",
-            due,
-            count,
-            self.timetable.local(self.timetable.send_at(due)),
+            "edition %(day)s: editors' preview sent to "
+            + english_ngettext("%(num)d address", "%(num)d addresses", count)
+            + "; the edition goes out at %(at)s",
+            {"day": due, "num": count, "at": self.timetable.local(self.timetable.send_at(due))},
         )
         return True, self._next_preview(self.clock())
 

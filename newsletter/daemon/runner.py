@@ -37,6 +37,7 @@ from apscheduler.jobstores.memory import MemoryJobStore
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.date import DateTrigger
 
+from newsletter.adapters.i18n import english_ngettext
 from newsletter.adapters.store import Store, open_store
 from newsletter.config import Settings
 from newsletter.daemon.clock import Clock, real_instant, shifted_clock, system_clock
@@ -145,7 +146,9 @@ class Daemon:
         if self.jobs.previews:
             text += (
                 f", editors' preview {settings.preview_lead_minutes} min before "
-                f"to {len(settings.editors)} address(es)"
+                "to "
+                + english_ngettext("%(num)d address", "%(num)d addresses", len(settings.editors))
+                % {"num": len(settings.editors)}
             )
         return text
 

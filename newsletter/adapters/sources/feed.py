@@ -15,6 +15,7 @@ from typing import Any
 
 import feedparser
 
+from newsletter.adapters.i18n import english_ngettext
 from newsletter.adapters.sources.articles import clean_categories, clean_line
 from newsletter.adapters.sources.errors import _BadItem, _SourceFailure, display_name
 from newsletter.domain import Article
@@ -57,7 +58,12 @@ def parse_feed(
     if broken and not articles:
         raise _SourceFailure(f"unparsable feed ({broken})")
     name = display_name(source)
-    warnings = [f"source {name}: {n} item(s) dropped ({why})" for why, n in dropped.items()]
+    warnings = [
+        f"source {name}: "
+        + english_ngettext("%(num)d item dropped", "%(num)d items dropped", n) % {"num": n}
+        + f" ({why})"
+        for why, n in dropped.items()
+    ]
     if broken:
         warnings.append(f"source {name}: not well-formed XML ({broken}); read what was recoverable")
     return articles, warnings

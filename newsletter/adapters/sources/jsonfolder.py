@@ -45,6 +45,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from newsletter.adapters.i18n import english_ngettext
 from newsletter.adapters.sources.articles import clean_categories, clean_line
 from newsletter.adapters.sources.errors import (
     MAX_SOURCE_BYTES,
@@ -71,7 +72,10 @@ def read_json_folder(
         articles.extend(found)
         problems.extend(bad)
     if not articles and problems:
-        raise _SourceFailure(f"no usable article in {len(files)} file(s); first: {problems[0]}")
+        files_text = english_ngettext("%(num)d file", "%(num)d files", len(files))
+        raise _SourceFailure(
+            f"no usable article in {files_text % {'num': len(files)}}; first: {problems[0]}"
+        )
     name = display_name(source)
     return articles, [f"source {name}: {problem}" for problem in problems]
 

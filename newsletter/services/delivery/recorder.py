@@ -6,6 +6,7 @@ import logging
 import queue
 import threading
 
+from newsletter.adapters.i18n import english_ngettext
 from newsletter.adapters.store import Store
 from newsletter.domain.errors import NewsletterError
 
@@ -58,10 +59,14 @@ class Recorder:
                 if lost:
                     self.lost += len(lost)
                     log.warning(
-                        "%d message(s) went out after another sender took their rows over "
-                        "(this one was paused past its lease): the relay may have them twice; "
+                        english_ngettext(
+                            "%(num)d message went out after another sender took its row over",
+                            "%(num)d messages went out after another sender took their rows over",
+                            len(lost),
+                        )
+                        + " (this one was paused past its lease): the relay may have them twice; "
                         "the other sender's record stands",
-                        len(lost),
+                        {"num": len(lost)},
                     )
             except Exception as err:  # the ledger is unusable: stop the run, lose nothing more
                 self.error = err

@@ -14,6 +14,7 @@ import threading
 import time
 from collections.abc import Callable
 
+from newsletter.adapters.i18n import english_ngettext
 from newsletter.adapters.smtp import (
     AddressNeedsSmtpUtf8,
     ConnectionLost,
@@ -334,9 +335,14 @@ class EditionSender:
             self.store.release_owner(self.owner)
         if self._taken_over:
             log.warning(
-                "%d claimed message(s) not sent: another sender took them over while this one "
-                "was paused past its lease",
-                self._taken_over,
+                english_ngettext(
+                    "%(num)d claimed message not sent: another sender took it over while this "
+                    "one was paused past its lease",
+                    "%(num)d claimed messages not sent: another sender took them over while this "
+                    "one was paused past its lease",
+                    self._taken_over,
+                ),
+                {"num": self._taken_over},
             )
         if self._fatal is not None:
             raise self._fatal
