@@ -74,7 +74,7 @@ def readers(n: int) -> list[str]:
 
 def import_addresses(tmp_path: Path, env: dict[str, str], addresses: list[str]) -> None:
     """Import ``addresses`` with `newsletter subscribers import`, as an operator would."""
-    from tests.conftest import run_cli
+    from tests.support import run_cli
 
     csv_file = tmp_path / "subs.csv"
     csv_file.write_text("email;name\n" + "\n".join(f"{a};Lecteur" for a in addresses) + "\n")

@@ -14,7 +14,7 @@ import pytest
 
 from newsletter.adapters.tokens import Purpose
 from newsletter.domain import SubscriberStatus
-from tests.conftest import SAMPLE_DATE, SmtpServer
+from tests.support import SAMPLE_DATE, SmtpServer
 from tests.test_web import ADMIN_PASSWORD, LiveApp, confirmation_link, running_app, wait_mails
 
 playwright_api = pytest.importorskip("playwright.sync_api")

@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import sqlite3
 import subprocess
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import SAMPLE_DATE, SmtpServer, base_env, run_cli, send_env
+from testkit.processes import kill_9, spawn_cli
+from tests.support import SAMPLE_DATE, SmtpServer, base_env, run_cli, send_env
 
 # The issue saw 800,000 rows: 40 s of import alone here, 60 s and more beside the other processes.
 # 400,000 (about 25 s beside them) is the largest that keeps the test near 30 s; it still fails
@@ -33,17 +33,6 @@ def write_list(path: Path, rows: int, status: str = "") -> Path:
         for n in range(rows):
             out.write(f"lecteur.{n}@import.example;Lecteur {n};{status}\r\n")
     return path
-
-
-def spawn_cli(*args: str, env: dict[str, str], cwd: Path) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "newsletter", *args],
-        env=env,
-        cwd=cwd,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
 
 
 def count_rows(database: Path) -> int:
@@ -110,7 +99,7 @@ def test_an_import_commits_in_batches_and_a_killed_import_finishes_when_run_agai
     while importer.poll() is None and not 0 < max(seen) < rows - 20_000:
         seen.add(count_rows(database))
         time.sleep(0.02)
-    importer.kill()  # like kill -9 or a crash: no clean-up runs
+    kill_9(importer)  # like a crash: no clean-up runs
     importer.communicate()
     done = count_rows(database)
     # Whole batches were written before the kill (one transaction would have left 0 or all).

@@ -12,8 +12,8 @@ from newsletter.adapters.store import Store, open_store
 from newsletter.domain import SubscriberStatus
 from newsletter.services.inbound import NoUnsubscribeToken, unsubscribe_from_mail
 from newsletter.services.signup import Subscriptions
-from tests.conftest import TEST_SECRET, base_env, run_cli
 from tests.factories import new_subscriber
+from tests.support import TEST_SECRET, base_env, run_cli
 from tests.test_signup import settings_for
 
 

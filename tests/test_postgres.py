@@ -23,7 +23,7 @@ from newsletter.adapters.store import open_store, utc_now
 from newsletter.config import load_settings
 from newsletter.domain import DeliveryStatus, SubscriberStatus
 from newsletter.services.delivery import send_edition
-from tests.conftest import SAMPLE_DATE, free_port, run_cli, send_env, wait_for_port
+from tests.support import SAMPLE_DATE, free_port, run_cli, send_env, wait_for_port
 
 DAY = date.fromisoformat(SAMPLE_DATE)
 # Under `make test` (pytest-xdist, --dist loadgroup) the whole module runs on one worker, so its

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import os
-import signal
 import subprocess
-import sys
 import time
 from collections import Counter
 from datetime import date
@@ -18,7 +15,8 @@ from newsletter.adapters.tokens import Purpose, TokenSigner
 from newsletter.config import load_settings
 from newsletter.domain import DeliveryStatus, SubscriberStatus
 from newsletter.services.delivery import send_edition
-from tests.conftest import SAMPLE_DATE, TEST_SECRET, base_env, free_port, run_cli, send_env
+from testkit.processes import kill_9, spawn_cli
+from tests.support import SAMPLE_DATE, TEST_SECRET, base_env, free_port, run_cli, send_env
 
 DAY = date.fromisoformat(SAMPLE_DATE)
 
@@ -154,16 +152,17 @@ def test_kill_9_mid_send_then_rerun_completes_with_bounded_duplicates(tmp_path, 
     server = smtp_factory("--delay", "0.02")
     env = send_env(tmp_path, server.port, NEWSLETTER_SMTP_CONNECTIONS="4")
     import_subscribers(tmp_path, env, many(300))
-    victim = subprocess.Popen(
-        [sys.executable, "-m", "newsletter", "send", "--date", SAMPLE_DATE],
+    victim = spawn_cli(
+        "send",
+        "--date",
+        SAMPLE_DATE,
         env=env,
         cwd=tmp_path,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
     server.wait_for(60, timeout=60)
-    os.kill(victim.pid, signal.SIGKILL)
-    victim.wait()
+    kill_9(victim)
     before = len(server.log())
     assert 0 < before < 300
     started = time.monotonic()

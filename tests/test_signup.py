@@ -25,8 +25,8 @@ from newsletter.services.signup import (
     parse_signup,
 )
 from newsletter.services.subscribers import InvalidValue
-from tests.conftest import TEST_SECRET, base_env
 from tests.factories import make_store, new_subscriber
+from tests.support import TEST_SECRET, base_env
 
 
 def settings_for(tmp_path: Path, **env: str) -> Settings:

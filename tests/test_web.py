@@ -31,7 +31,7 @@ from newsletter.domain.addresses import normalise_address
 from newsletter.domain.ratelimit import Rule
 from newsletter.web import WebLimits, create_app
 from newsletter.web.server import ServerLimits, server_config
-from tests.conftest import SAMPLE_DATE, TEST_SECRET, SmtpServer, base_env, free_port
+from tests.support import SAMPLE_DATE, TEST_SECRET, SmtpServer, base_env, free_port
 
 ADMIN_PASSWORD = "correct horse battery staple"
 SAMPLE_DAY = date.fromisoformat(SAMPLE_DATE)

@@ -73,14 +73,17 @@ RECONNECT_BACKOFF = (0.5, 1.0, 2.0, 4.0, 8.0)  # about 15 s; then the relay coun
 # lets the tests shorten those waits without changing their number or order. Read only by
 # EditionSender; no command sets it, and anything else leaves the real backoffs in place.
 _TEST_BACKOFF_SCALE_ENV = "NEWSLETTER_TEST_BACKOFF_SCALE"
+# Private and undocumented too: the same kind of factor on LEASE_SECONDS, LEASE_TRUST_SECONDS and
+# RENEW_EVERY together, so a test can let a paused sender's lease run out in seconds.
+_TEST_LEASE_SCALE_ENV = "NEWSLETTER_TEST_LEASE_SCALE"
 
 
 log = logging.getLogger("newsletter.services.delivery")
 
 
-def _backoff_scale() -> float:
+def _backoff_scale(env: str = _TEST_BACKOFF_SCALE_ENV) -> float:
     try:
-        scale = float(os.environ.get(_TEST_BACKOFF_SCALE_ENV) or 1.0)
+        scale = float(os.environ.get(env) or 1.0)
     except ValueError:
         return 1.0
     return scale if 0.0 < scale <= 1.0 else 1.0
@@ -277,6 +280,10 @@ class EditionSender:
         scale = _backoff_scale()
         self.retry_backoff = tuple(pause * scale for pause in RETRY_BACKOFF)
         self.reconnect_backoff = tuple(pause * scale for pause in RECONNECT_BACKOFF)
+        lease_scale = _backoff_scale(_TEST_LEASE_SCALE_ENV)
+        self.lease_seconds = LEASE_SECONDS * lease_scale
+        self.lease_trust_seconds = LEASE_TRUST_SECONDS * lease_scale
+        self.renew_every = RENEW_EVERY * lease_scale
 
     # -- message stage ---------------------------------------------------------------------------
     def _template(self, keys: frozenset[str], locale: str) -> MessageTemplate:
@@ -302,7 +309,7 @@ class EditionSender:
             with self._renew_lock:  # a renewal must not replace the set while it grows
                 began = lease_clock()
                 rows = self.store.claim_deliveries(
-                    self.edition.date, self.owner, CLAIM_BATCH, LEASE_SECONDS
+                    self.edition.date, self.owner, CLAIM_BATCH, self.lease_seconds
                 )
                 if not self._owned:
                     self._trusted_since = began  # the first claim starts the lease
@@ -345,7 +352,7 @@ class EditionSender:
                 self._gone = frozenset(
                     self.store.stopped_among_claimed(self.edition.date, self.owner)
                 )
-                if lease_clock() - self._trusted_since > RENEW_EVERY:
+                if lease_clock() - self._trusted_since > self.renew_every:
                     self._renew()
             except Exception as err:  # the ledger failing: stop the run, rows go back
                 self._fail_run(SendingStopped(f"sending stopped: {type(err).__name__}: {err}"))
@@ -356,14 +363,14 @@ class EditionSender:
             began = lease_clock()
             if began - self._trusted_since <= only_if_older_than:
                 return  # another thread renewed meanwhile
-            self._owned = self.store.renew_leases(self.owner, LEASE_SECONDS)
+            self._owned = self.store.renew_leases(self.owner, self.lease_seconds)
             self._trusted_since = began
 
     def _may_send(self, row: ClaimedDelivery) -> bool:
         """True when the row is still this sender's and its subscriber has not left."""
-        if lease_clock() - self._trusted_since > LEASE_TRUST_SECONDS:
+        if lease_clock() - self._trusted_since > self.lease_trust_seconds:
             # Paused, or the database was slow: verify before anything goes out.
-            self._renew(only_if_older_than=LEASE_TRUST_SECONDS)
+            self._renew(only_if_older_than=self.lease_trust_seconds)
             self._gone = frozenset(self.store.stopped_among_claimed(self.edition.date, self.owner))
         if row.delivery_id not in self._owned:
             with self._sent_lock:
