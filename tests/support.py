@@ -7,6 +7,7 @@ tests/factories.py), and the process-level helpers that bench/ uses too live in 
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import subprocess
 import sys
@@ -97,8 +98,24 @@ def process_state(env: dict[str, str], cwd: Path) -> Iterator[None]:
         os.environ.update(saved_env)
 
 
+class _RunnerStderr(logging.StreamHandler):
+    """Like logging.lastResort: message only, to whatever sys.stderr is at the time."""
+
+    @property  # type: ignore[override]
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value) -> None:
+        pass
+
+
 def invoke_cli(
-    *args: str, env: dict[str, str], cwd: Path, input: str | None = None
+    *args: str,
+    env: dict[str, str],
+    cwd: Path,
+    input: str | None = None,
+    timeout: float | None = None,  # accepted like run_cli's; a call in-process is not cut short
 ) -> subprocess.CompletedProcess[str]:
     """The `newsletter` command in this process through click's CliRunner: same arguments,
     environment, folder and result shape as ``run_cli``, without a Python start-up per call.
@@ -111,8 +128,17 @@ def invoke_cli(
 
     from newsletter.cli import cli
 
+    # A fresh `newsletter` process configures no logging: its warnings reach stderr through
+    # logging's last-resort handler. pytest's own handlers would swallow them here, so a handler
+    # that writes to the runner's stderr stands in for it during the call.
+    last_resort = _RunnerStderr(logging.WARNING)
+    root = logging.getLogger()
     with process_state(env, cwd):
-        result = CliRunner().invoke(cli, list(args), input=input, prog_name="newsletter")
+        root.addHandler(last_resort)
+        try:
+            result = CliRunner().invoke(cli, list(args), input=input, prog_name="newsletter")
+        finally:
+            root.removeHandler(last_resort)
     stderr = result.stderr
     if result.exception is not None and not isinstance(result.exception, SystemExit):
         stderr += "".join(traceback.format_exception(*result.exc_info))  # type: ignore[misc]

@@ -20,7 +20,7 @@ import pytest
 from newsletter.adapters.store import open_store
 from newsletter.domain import DeliveryStatus
 from testkit.processes import LoggedCli, kill_9, spawn_cli, wait_until
-from tests.support import SAMPLE_DATE, SmtpServer, run_cli
+from tests.support import SAMPLE_DATE, SmtpServer, invoke_cli, run_cli
 from tests.support import send_env as shared_send_env
 
 DAY = date.fromisoformat(SAMPLE_DATE)
@@ -38,7 +38,7 @@ def import_readers(tmp_path: Path, env: dict[str, str]) -> list[str]:
     addresses = [f"lecteur{i}@exemple.ma" for i in range(SUBSCRIBERS)]
     csv = tmp_path / "subs.csv"
     csv.write_text("email;name\n" + "\n".join(f"{a};Lecteur {i}" for i, a in enumerate(addresses)))
-    proc = run_cli("subscribers", "import", str(csv), env=env, cwd=tmp_path)
+    proc = invoke_cli("subscribers", "import", str(csv), env=env, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     return addresses
 
