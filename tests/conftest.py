@@ -28,3 +28,37 @@ def smtp_factory(tmp_path: Path) -> Iterator[Callable[..., SmtpServer]]:
 @pytest.fixture
 def smtp_server(smtp_factory: Callable[..., SmtpServer]) -> SmtpServer:
     return smtp_factory()
+
+
+# Longest first. The xdist workers take tests (or a whole xdist_group) in collection order, so a
+# test that runs for tens of seconds near the end keeps one worker busy while the other idles.
+# The tests marked slow go first, then the modules made of real processes and servers, then the
+# many short ones that fill in around them; both workers then finish at about the same time.
+HEAVY_MODULES = frozenset(
+    {
+        "test_browser",
+        "test_busy_database",
+        "test_crash",
+        "test_daemon",
+        "test_faults",
+        "test_package",
+        "test_postgres",
+        "test_security",
+        "test_send",
+        "test_send_guarantees",
+        "test_web_hardening",
+    }
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    def weight(item: pytest.Item) -> int:
+        if item.get_closest_marker("slow"):
+            return 0
+        return (
+            1
+            if item.module is not None and item.module.__name__.split(".")[-1] in HEAVY_MODULES
+            else 2
+        )
+
+    items.sort(key=weight)  # stable: the order inside each weight is pytest's own

@@ -14,9 +14,13 @@ import sys
 import traceback
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from testkit.net import free_port, wait_for_port
 from testkit.smtp import MisbehavingRelay, SmtpServer, start_smtp_server
+
+if TYPE_CHECKING:
+    from newsletter.config import Settings
 
 TESTS = Path(__file__).resolve().parent
 ROOT = TESTS.parent
@@ -35,6 +39,7 @@ __all__ = [
     "invoke_cli",
     "run_cli",
     "send_env",
+    "settings_for",
     "start_smtp_server",
     "wait_for_port",
 ]
@@ -65,6 +70,20 @@ def send_env(tmp_path: Path, port: int, **overrides: str) -> dict[str, str]:
         NEWSLETTER_SECRET_KEY=TEST_SECRET,
         **overrides,
     )
+
+
+def settings_for(tmp_path: Path, **env: str) -> Settings:
+    """Settings of a site at lettre.example.com, built in-process (no .env file is read)."""
+    from newsletter.config import load_settings
+
+    values = base_env(
+        tmp_path,
+        NEWSLETTER_BASE_URL="https://lettre.example.com",
+        NEWSLETTER_SECRET_KEY=TEST_SECRET,
+        NEWSLETTER_FROM="La Lettre <lettre@example.com>",
+        **env,
+    )
+    return load_settings(env_file=tmp_path / "absent.env", environ=values)
 
 
 def run_cli(

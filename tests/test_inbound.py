@@ -13,8 +13,7 @@ from newsletter.domain import SubscriberStatus
 from newsletter.services.inbound import NoUnsubscribeToken, unsubscribe_from_mail
 from newsletter.services.signup import Subscriptions
 from tests.factories import new_subscriber
-from tests.support import TEST_SECRET, base_env, invoke_cli
-from tests.test_signup import settings_for
+from tests.support import TEST_SECRET, base_env, invoke_cli, settings_for
 
 
 def raw_mail(subject: str, body: str = "", charset: str = "utf-8") -> bytes:

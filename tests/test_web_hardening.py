@@ -33,7 +33,7 @@ from tests.support import (
     run_cli,
     wait_for_port,
 )
-from tests.test_web import (
+from tests.web_support import (
     ADMIN_PASSWORD,
     SAMPLE_DATE,
     LiveApp,
