@@ -1,7 +1,8 @@
 """The `newsletter` command as a real background process, and the one kill -9 harness.
 
-Every test that kills a sender, a daemon or an import with SIGKILL does it with ``kill_9``:
-no clean-up, no atexit, no finally runs in the victim, as after a crash or an OOM kill.
+The crash tests kill a sender, a daemon or an import with ``kill_9``: no clean-up, no atexit, no
+finally runs in the victim, as after a crash or an OOM kill. (tests/test_daemon.py still calls
+Popen.kill() itself in its standby test; it moves to kill_9 with the daemon rework.)
 """
 
 from __future__ import annotations
