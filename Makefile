@@ -17,7 +17,8 @@ demo: setup
 	$(BIN)/newsletter demo
 
 lint: setup
-	$(BIN)/ruff check newsletter tests bench
+	$(BIN)/ruff check newsletter tests bench testkit
+	$(BIN)/lint-imports  # the layers contracts in pyproject.toml
 
 # The suite runs on TEST_WORKERS processes (pytest-xdist): most tests wait on subprocesses,
 # sockets and timers, so two workers overlap that waiting even on a two-core machine.

@@ -19,7 +19,6 @@ import os
 import re
 import shutil
 import smtplib
-import socket
 import subprocess
 import sys
 import tempfile
@@ -29,15 +28,13 @@ from email.message import EmailMessage
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from testkit.net import free_port, wait_for_port  # noqa: E402
+
 SINK = shutil.which("smtp-sink") or "/usr/sbin/smtp-sink"
 SOURCE = shutil.which("smtp-source") or "/usr/sbin/smtp-source"
 DAY = "2026-01-27"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 class Sink:
@@ -51,14 +48,7 @@ class Sink:
             stdout=self.out,
             stderr=subprocess.STDOUT,
         )
-        deadline = time.monotonic() + 5
-        while time.monotonic() < deadline:
-            try:
-                socket.create_connection(("127.0.0.1", self.port), 0.2).close()
-                return
-            except OSError:
-                time.sleep(0.05)
-        raise RuntimeError("smtp-sink did not start")
+        wait_for_port(self.port, timeout=5)
 
     def count(self) -> int:
         time.sleep(0.3)
@@ -180,7 +170,6 @@ def smtp_source(count: int, size: int, sessions: int = 4) -> dict[str, float]:
 
 def naive_loop(count: int) -> dict[str, float]:
     """What a per-subscriber pipeline costs: render, inline, build, send; one connection."""
-    sys.path.insert(0, str(ROOT))
     from newsletter.adapters.render import Renderer
     from newsletter.config import load_settings
     from newsletter.services.compose import compose_edition

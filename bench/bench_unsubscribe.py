@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import http.client
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -34,14 +33,9 @@ from newsletter.adapters.store import NewSubscriber, open_store  # noqa: E402
 from newsletter.adapters.tokens import Purpose, TokenSigner  # noqa: E402
 from newsletter.domain import ConsentSource, SubscriberStatus  # noqa: E402
 from newsletter.domain.addresses import normalise_address  # noqa: E402
+from testkit.net import free_port  # noqa: E402
 
 SECRET = "bench-secret-key-0123456789abcdef"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def populate(url: str, count: int) -> list[str]:

@@ -79,12 +79,13 @@ def readers(n: int) -> list[str]:
 
 
 def import_addresses(tmp_path: Path, env: dict[str, str], addresses: list[str]) -> None:
-    """Import ``addresses`` with `newsletter subscribers import`, as an operator would."""
-    from tests.conftest import run_cli
+    """Import ``addresses`` with `newsletter subscribers import`, as an operator would (the
+    command in this process: the tests that use it are about the send that follows)."""
+    from tests.support import invoke_cli
 
     csv_file = tmp_path / "subs.csv"
     csv_file.write_text("email;name\n" + "\n".join(f"{a};Lecteur" for a in addresses) + "\n")
-    proc = run_cli("subscribers", "import", str(csv_file), env=env, cwd=tmp_path)
+    proc = invoke_cli("subscribers", "import", str(csv_file), env=env, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
 
 

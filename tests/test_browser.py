@@ -14,8 +14,8 @@ import pytest
 
 from newsletter.adapters.tokens import Purpose
 from newsletter.domain import SubscriberStatus
-from tests.conftest import SAMPLE_DATE, SmtpServer
-from tests.test_web import ADMIN_PASSWORD, LiveApp, confirmation_link, running_app, wait_mails
+from tests.support import SAMPLE_DATE, SmtpServer
+from tests.web_support import ADMIN_PASSWORD, LiveApp, confirmation_link, running_app, wait_mails
 
 playwright_api = pytest.importorskip("playwright.sync_api")
 CHROMIUM = "/usr/bin/chromium"

@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import sqlite3
 import subprocess
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import SAMPLE_DATE, SmtpServer, base_env, run_cli, send_env
+from testkit.processes import kill_9, spawn_cli
+from tests.support import SAMPLE_DATE, SmtpServer, base_env, invoke_cli, run_cli, send_env
 
 # The issue saw 800,000 rows: 40 s of import alone here, 60 s and more beside the other processes.
 # 400,000 (about 25 s beside them) is the largest that keeps the test near 30 s; it still fails
@@ -33,17 +33,6 @@ def write_list(path: Path, rows: int, status: str = "") -> Path:
         for n in range(rows):
             out.write(f"lecteur.{n}@import.example;Lecteur {n};{status}\r\n")
     return path
-
-
-def spawn_cli(*args: str, env: dict[str, str], cwd: Path) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "newsletter", *args],
-        env=env,
-        cwd=cwd,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
 
 
 def count_rows(database: Path) -> int:
@@ -103,35 +92,39 @@ def test_an_import_commits_in_batches_and_a_killed_import_finishes_when_run_agai
     database = tmp_path / "newsletter.db"
     rows = 80_000
     write_list(tmp_path / "list.csv", rows)
-    assert run_cli("subscribers", "list", env=env, cwd=tmp_path).returncode == 0  # creates it
+    assert invoke_cli("subscribers", "list", env=env, cwd=tmp_path).returncode == 0  # creates it
 
     importer = spawn_cli("subscribers", "import", "list.csv", env=env, cwd=tmp_path)
     seen = {count_rows(database)}
     while importer.poll() is None and not 0 < max(seen) < rows - 20_000:
         seen.add(count_rows(database))
         time.sleep(0.02)
-    importer.kill()  # like kill -9 or a crash: no clean-up runs
+    kill_9(importer)  # like a crash: no clean-up runs
     importer.communicate()
     done = count_rows(database)
     # Whole batches were written before the kill (one transaction would have left 0 or all).
     assert 0 < done < rows, seen
     assert done % 10_000 == 0
 
-    again = run_cli("subscribers", "import", "list.csv", env=env, cwd=tmp_path)
+    again = invoke_cli("subscribers", "import", "list.csv", env=env, cwd=tmp_path)
     assert again.returncode == 0, again.stderr
     assert again.stdout.strip() == (
         f"list.csv: {rows - done} added, 0 updated, {done} unchanged, 0 rejected"
     )
     fresh_env = base_env(tmp_path, NEWSLETTER_DATABASE_URL=f"sqlite:///{tmp_path / 'fresh.db'}")
-    assert run_cli("subscribers", "import", "list.csv", env=fresh_env, cwd=tmp_path).returncode == 0
-    export = run_cli("subscribers", "export", env=env, cwd=tmp_path)
-    fresh = run_cli("subscribers", "export", env=fresh_env, cwd=tmp_path)
+    assert (
+        invoke_cli("subscribers", "import", "list.csv", env=fresh_env, cwd=tmp_path).returncode == 0
+    )
+    export = invoke_cli("subscribers", "export", env=env, cwd=tmp_path)
+    fresh = invoke_cli("subscribers", "export", env=fresh_env, cwd=tmp_path)
     assert export.stdout == fresh.stdout and export.stdout.count("\n") == rows + 1
 
 
 def test_a_writer_that_waits_too_long_says_so_in_one_line_and_exits_75(tmp_path: Path) -> None:
     env = base_env(tmp_path, NEWSLETTER_TEST_BUSY_TIMEOUT_MS="200")
-    assert run_cli("subscribers", "add", "first@exemple.ma", env=env, cwd=tmp_path).returncode == 0
+    assert (
+        invoke_cli("subscribers", "add", "first@exemple.ma", env=env, cwd=tmp_path).returncode == 0
+    )
     holder = sqlite3.connect(tmp_path / "newsletter.db", isolation_level=None)
     try:
         holder.execute("BEGIN IMMEDIATE")  # another process holding the write lock throughout
@@ -156,7 +149,9 @@ def test_a_writer_that_waits_too_long_says_so_in_one_line_and_exits_75(tmp_path:
 
 def test_a_database_failure_is_one_line_without_a_traceback(tmp_path: Path) -> None:
     env = base_env(tmp_path)
-    assert run_cli("subscribers", "add", "first@exemple.ma", env=env, cwd=tmp_path).returncode == 0
+    assert (
+        invoke_cli("subscribers", "add", "first@exemple.ma", env=env, cwd=tmp_path).returncode == 0
+    )
     database = tmp_path / "newsletter.db"
     with sqlite3.connect(database) as conn:
         conn.execute("DROP TABLE suppressions")  # schema damaged behind our back

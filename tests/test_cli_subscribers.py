@@ -1,4 +1,9 @@
-"""`newsletter subscribers ...` run as a user runs it: a subprocess on a real SQLite file."""
+"""`newsletter subscribers ...` as a user runs it, on a real SQLite file.
+
+The command runs in this process (click's CliRunner, through tests.support.invoke_cli) with the
+environment and folder a subprocess would get: these tests are about what the commands read,
+write and say; the real process is exercised by test_hostile, test_send and the crash tests.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +11,6 @@ import csv
 import io
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -14,8 +18,7 @@ import pytest
 from newsletter.config import load_settings
 from newsletter.services.signup import parse_signup
 from tests.factories import csv_text, write_file
-
-ROOT = Path(__file__).resolve().parent.parent
+from tests.support import invoke_cli
 
 SPREADSHEET = (
     "Email;name;categories;status\r\n"
@@ -36,19 +39,10 @@ class Cli:
         self.env = {
             **{k: v for k, v in os.environ.items() if not k.startswith("NEWSLETTER_")},
             "NEWSLETTER_DATABASE_URL": f"sqlite:///{tmp_path / 'data' / 'list.db'}",
-            "PYTHONPATH": str(ROOT),
         }
 
     def __call__(self, *args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "newsletter", "subscribers", *args],
-            cwd=self.cwd,
-            env=self.env,
-            capture_output=True,
-            text=True,
-            encoding="utf-8",
-            timeout=60,
-        )
+        return invoke_cli("subscribers", *args, env=self.env, cwd=self.cwd)
 
 
 @pytest.fixture

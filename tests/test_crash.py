@@ -9,10 +9,7 @@ original's Message-ID. The same trial is run against the scheduler daemon (`news
 
 from __future__ import annotations
 
-import os
-import signal
 import subprocess
-import sys
 import time
 from collections import Counter, defaultdict
 from datetime import date
@@ -22,8 +19,9 @@ import pytest
 
 from newsletter.adapters.store import open_store
 from newsletter.domain import DeliveryStatus
-from tests.conftest import SAMPLE_DATE, SmtpServer, run_cli
-from tests.conftest import send_env as shared_send_env
+from testkit.processes import LoggedCli, kill_9, spawn_cli, wait_until
+from tests.support import SAMPLE_DATE, SmtpServer, invoke_cli, run_cli
+from tests.support import send_env as shared_send_env
 
 DAY = date.fromisoformat(SAMPLE_DATE)
 SUBSCRIBERS = 300
@@ -40,28 +38,14 @@ def import_readers(tmp_path: Path, env: dict[str, str]) -> list[str]:
     addresses = [f"lecteur{i}@exemple.ma" for i in range(SUBSCRIBERS)]
     csv = tmp_path / "subs.csv"
     csv.write_text("email;name\n" + "\n".join(f"{a};Lecteur {i}" for i, a in enumerate(addresses)))
-    proc = run_cli("subscribers", "import", str(csv), env=env, cwd=tmp_path)
+    proc = invoke_cli("subscribers", "import", str(csv), env=env, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     return addresses
-
-
-def wait_until(condition, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"no {what} within {timeout}s")
-        time.sleep(0.02)
 
 
 def claimed_rows(env: dict[str, str]) -> int:
     with open_store(env["NEWSLETTER_DATABASE_URL"]) as store:
         return store.delivery_counts(DAY).get(DeliveryStatus.SENDING, 0)
-
-
-def kill_9(process: subprocess.Popen[bytes]) -> None:
-    os.kill(process.pid, signal.SIGKILL)
-    process.wait(10)
-    assert process.returncode == -signal.SIGKILL
 
 
 def check_after_crash(server: SmtpServer, env: dict[str, str], addresses: list[str]) -> int:
@@ -100,8 +84,10 @@ def test_kill_9_of_send_then_an_immediate_rerun_completes(tmp_path, smtp_factory
     server = smtp_factory("--delay", "0.03")
     env = send_env(tmp_path, server.port)
     addresses = import_readers(tmp_path, env)
-    victim = subprocess.Popen(
-        [sys.executable, "-m", "newsletter", "send", "--date", SAMPLE_DATE],
+    victim = spawn_cli(
+        "send",
+        "--date",
+        SAMPLE_DATE,
         env=env,
         cwd=tmp_path,
         stdout=subprocess.DEVNULL,
@@ -143,31 +129,8 @@ def test_kill_9_of_send_then_an_immediate_rerun_completes(tmp_path, smtp_factory
 AFTER_SEND_TIME = "2026-01-27T07:05:00+01:00"  # 5 minutes after the sample edition's send time
 
 
-class DaemonProcess:
-    def __init__(self, tmp_path: Path, env: dict[str, str], name: str) -> None:
-        self.log_path = tmp_path / f"{name}.log"
-        self._log = self.log_path.open("wb")
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "newsletter", "run", "--now", AFTER_SEND_TIME],
-            cwd=tmp_path,
-            env=env,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-        )
-
-    @property
-    def output(self) -> str:
-        return self.log_path.read_text(encoding="utf-8", errors="replace")
-
-    def close(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(20)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(10)
-        self._log.close()
+def daemon(tmp_path: Path, env: dict[str, str], name: str) -> LoggedCli:
+    return LoggedCli(tmp_path, env, name, "run", "--now", AFTER_SEND_TIME)
 
 
 @pytest.mark.parametrize(
@@ -183,15 +146,15 @@ def test_kill_9_of_the_daemon_then_a_restart_completes(tmp_path, smtp_factory, m
     server = smtp_factory("--delay", "0.03")
     env = send_env(tmp_path, server.port)
     addresses = import_readers(tmp_path, env)
-    first = DaemonProcess(tmp_path, env, "first")
-    second: DaemonProcess | None = None
+    first = daemon(tmp_path, env, "first")
+    second: LoggedCli | None = None
     try:
         wait_until(lambda: len(server.log()) >= at, 60, f"{at} messages at the relay")
         kill_9(first.process)
         before = len(server.log())
         assert before < SUBSCRIBERS, "the send finished before the kill: nothing was tested"
         started = time.monotonic()
-        second = DaemonProcess(tmp_path, env, "second")
+        second = daemon(tmp_path, env, "second")
         wait_until(lambda: "(complete)" in second.output, 60, "complete edition")
         took = time.monotonic() - started
         assert took < RERUN_WITHIN + 10, second.output

@@ -21,7 +21,7 @@ import pytest
 
 from newsletter.adapters.store import open_store
 from newsletter.domain import DeliveryStatus, EditionStatus
-from tests.conftest import SAMPLE_DATE, SmtpServer, base_env, run_cli, send_env
+from tests.support import SAMPLE_DATE, SmtpServer, base_env, run_cli, send_env
 
 DAY = date.fromisoformat(SAMPLE_DATE)
 AFTER_SEND_TIME = "2026-01-27T07:05:00+01:00"

@@ -19,7 +19,7 @@ from newsletter.adapters.store import open_store
 from newsletter.daemon import Daemon, shifted_clock
 from newsletter.daemon import jobs as daemon_jobs
 from newsletter.domain import DeliveryStatus, EditionStatus, SendReport
-from tests.test_schedule import DAY, local, settings_for
+from tests.daemon_support import DAY, local, settings_for
 
 
 def wait_until(condition, timeout: float = 10.0) -> None:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import SAMPLE_DATE, free_port, run_cli, send_env
+from tests.support import SAMPLE_DATE, free_port, run_cli, send_env
 
 PASSWORD = "Pw-9f3kQz7x"
 

@@ -1,4 +1,4 @@
-"""Issue 7, part 1: real sends against a fault-injecting relay (tests/smtp_server.py, its own process).
+"""Issue 7, part 1: real sends against a fault-injecting relay (testkit/smtp_server.py, its own process).
 
 Every test drives the real `newsletter` command against a real SQLite file. What each one proves
 is in RELIABILITY.md; the figures printed here (timings) are quoted there.
@@ -18,8 +18,8 @@ from newsletter.adapters.store import open_store
 from newsletter.config import load_settings
 from newsletter.domain import DeliveryStatus, SubscriberStatus
 from newsletter.services.delivery import RECONNECT_BACKOFF, send_edition
-from tests.conftest import SAMPLE_DATE, free_port, run_cli, send_env
 from tests.factories import import_addresses, ledger, readers
+from tests.support import SAMPLE_DATE, free_port, run_cli, send_env
 
 DAY = date.fromisoformat(SAMPLE_DATE)
 REJECTED = [f"inconnu{i}@exemple.ma" for i in range(5)]

@@ -24,7 +24,7 @@ from newsletter.adapters.store import open_store
 from newsletter.adapters.tokens import InvalidToken, Purpose, TokenSigner
 from newsletter.domain.errors import NewsletterError
 from newsletter.services import subscribers as service
-from tests.conftest import SAMPLE_DATE, TEST_SECRET, base_env, run_cli
+from tests.support import SAMPLE_DATE, TEST_SECRET, base_env, invoke_cli, run_cli
 
 FUZZ = settings(
     max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
@@ -295,12 +295,12 @@ def test_unreadable_csv_exits_2_with_one_line_and_writes_nothing(
     env = cli_env(tmp_path)
     seed = tmp_path / "seed.csv"
     seed.write_text("email\nalready@exemple.ma\n")
-    assert run_cli("subscribers", "import", str(seed), env=env, cwd=tmp_path).returncode == 0
+    assert invoke_cli("subscribers", "import", str(seed), env=env, cwd=tmp_path).returncode == 0
     before = db_rows(tmp_path)
     path = tmp_path / name
     path.write_bytes(content)
     for extra in (["--strict"], []):
-        proc = run_cli("subscribers", "import", str(path), *extra, env=env, cwd=tmp_path)
+        proc = invoke_cli("subscribers", "import", str(path), *extra, env=env, cwd=tmp_path)
         assert "Traceback" not in proc.stderr, proc.stderr
         if proc.returncode == 2:
             errors = proc.stderr.strip().splitlines()
@@ -318,13 +318,13 @@ def test_strict_import_of_a_file_broken_halfway_writes_nothing(tmp_path: Path) -
     env = cli_env(tmp_path)
     seed = tmp_path / "seed.csv"
     seed.write_text("email\nalready@exemple.ma\n")
-    assert run_cli("subscribers", "import", str(seed), env=env, cwd=tmp_path).returncode == 0
+    assert invoke_cli("subscribers", "import", str(seed), env=env, cwd=tmp_path).returncode == 0
     before = db_rows(tmp_path)
     good = "".join(f"r{i}@exemple.ma\n" for i in range(5000)).encode()
     path = tmp_path / "half.csv"
     path.write_bytes(b"email\n" + good + b"\xe9t\xe9@exemple.ma\n" + good.replace(b"r", b"s"))
     for extra in ([], ["--strict"]):
-        proc = run_cli("subscribers", "import", str(path), *extra, env=env, cwd=tmp_path)
+        proc = invoke_cli("subscribers", "import", str(path), *extra, env=env, cwd=tmp_path)
         assert proc.returncode == 2, proc.stdout + proc.stderr
         assert "not UTF-8" in proc.stderr and "Traceback" not in proc.stderr
         assert db_rows(tmp_path) == before
@@ -445,7 +445,7 @@ HOSTILE_DATES = [
     + [(c, "0001-01-01") for c in ("preview", "send", "status", "hold")],
 )
 def test_hostile_dates_are_usage_errors(tmp_path: Path, command: str, value: str) -> None:
-    proc = run_cli(command, "--date", value, env=cli_env(tmp_path), cwd=tmp_path)
+    proc = invoke_cli(command, "--date", value, env=cli_env(tmp_path), cwd=tmp_path)
     assert_one_line_error(proc, 2)
     assert "--date" in proc.stderr
 
@@ -464,7 +464,9 @@ def test_preview_out_folders(tmp_path: Path, out: str, fails: bool) -> None:
     work = tmp_path / "work"
     work.mkdir()
     (work / "a-file").write_text("keep me")
-    proc = run_cli("preview", "--date", SAMPLE_DATE, "--out", out, env=cli_env(tmp_path), cwd=work)
+    proc = invoke_cli(
+        "preview", "--date", SAMPLE_DATE, "--out", out, env=cli_env(tmp_path), cwd=work
+    )
     if fails:
         assert_one_line_error(proc, 2)
         assert (work / "a-file").read_text() == "keep me"
@@ -515,16 +517,18 @@ def test_user_mistakes_give_one_line_and_a_non_zero_exit(
             NEWSLETTER_SECRET_KEY=TEST_SECRET,
         )
     env.update(env_extra)
-    proc = run_cli(*args, env=env, cwd=tmp_path)
+    proc = invoke_cli(*args, env=env, cwd=tmp_path)
     assert_one_line_error(proc, code)
 
 
 def test_forgotten_then_reimported_address_stays_out(tmp_path: Path) -> None:
     env = cli_env(tmp_path)
-    assert run_cli("subscribers", "add", "moi@exemple.ma", env=env, cwd=tmp_path).returncode == 0
-    assert run_cli("subscribers", "forget", "moi@exemple.ma", env=env, cwd=tmp_path).returncode == 0
+    assert invoke_cli("subscribers", "add", "moi@exemple.ma", env=env, cwd=tmp_path).returncode == 0
+    assert (
+        invoke_cli("subscribers", "forget", "moi@exemple.ma", env=env, cwd=tmp_path).returncode == 0
+    )
     csv = tmp_path / "back.csv"
     csv.write_text("email\nMOI@exemple.ma\n")
-    proc = run_cli("subscribers", "import", str(csv), "--strict", env=env, cwd=tmp_path)
+    proc = invoke_cli("subscribers", "import", str(csv), "--strict", env=env, cwd=tmp_path)
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
     assert db_rows(tmp_path) == []

@@ -12,9 +12,8 @@ from newsletter.adapters.store import Store, open_store
 from newsletter.domain import SubscriberStatus
 from newsletter.services.inbound import NoUnsubscribeToken, unsubscribe_from_mail
 from newsletter.services.signup import Subscriptions
-from tests.conftest import TEST_SECRET, base_env, run_cli
 from tests.factories import new_subscriber
-from tests.test_signup import settings_for
+from tests.support import TEST_SECRET, base_env, invoke_cli, settings_for
 
 
 def raw_mail(subject: str, body: str = "", charset: str = "utf-8") -> bytes:
@@ -89,9 +88,9 @@ def test_cli_unsubscribe_mail(tmp_path: Path, service: Subscriptions) -> None:
         NEWSLETTER_SECRET_KEY=TEST_SECRET,
         NEWSLETTER_FROM="La Lettre <lettre@example.com>",
     )
-    done = run_cli("unsubscribe-mail", env=env, cwd=tmp_path, input=raw_mail(subject).decode())
+    done = invoke_cli("unsubscribe-mail", env=env, cwd=tmp_path, input=raw_mail(subject).decode())
     assert done.returncode == 0, done.stderr
     assert f"subscriber {reader.id}: unsubscribed" in done.stdout
     assert store.get(reader.id).status is SubscriberStatus.UNSUBSCRIBED  # type: ignore[union-attr]
-    ignored = run_cli("unsubscribe-mail", env=env, cwd=tmp_path, input="Subject: hi\n\nhello\n")
+    ignored = invoke_cli("unsubscribe-mail", env=env, cwd=tmp_path, input="Subject: hi\n\nhello\n")
     assert ignored.returncode == 0 and "ignored" in ignored.stderr

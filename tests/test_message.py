@@ -22,7 +22,7 @@ from newsletter.adapters.message import (
 from newsletter.adapters.render import PREFERENCES_SLOT, UNSUBSCRIBE_SLOT, RenderedVariant, Renderer
 from newsletter.config import load_settings
 from newsletter.services.compose import compose_edition
-from tests.conftest import SAMPLE_DATE
+from tests.support import SAMPLE_DATE
 
 DAY = date.fromisoformat(SAMPLE_DATE)
 

@@ -11,7 +11,7 @@ import click
 from click.testing import CliRunner
 
 from newsletter.cli import cli
-from tests.conftest import ROOT, SAMPLE_DATE, base_env, run_cli
+from tests.support import ROOT, SAMPLE_DATE, base_env, run_cli
 
 
 def test_wheel_ships_templates_and_sample_and_works_from_another_folder(tmp_path):

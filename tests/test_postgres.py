@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import sys
 import tempfile
 from collections import Counter
 from collections.abc import Iterator
@@ -23,7 +22,8 @@ from newsletter.adapters.store import open_store, utc_now
 from newsletter.config import load_settings
 from newsletter.domain import DeliveryStatus, SubscriberStatus
 from newsletter.services.delivery import send_edition
-from tests.conftest import SAMPLE_DATE, free_port, run_cli, send_env, wait_for_port
+from testkit.processes import spawn_cli
+from tests.support import SAMPLE_DATE, free_port, invoke_cli, send_env, wait_for_port
 
 DAY = date.fromisoformat(SAMPLE_DATE)
 # Under `make test` (pytest-xdist, --dist loadgroup) the whole module runs on one worker, so its
@@ -108,12 +108,12 @@ def test_import_export_round_trip_on_postgres(tmp_path, database):
         "pas-une-adresse;X;;\r\n",
         encoding="utf-8",
     )
-    proc = run_cli("subscribers", "import", str(csv), env=env, cwd=tmp_path)
+    proc = invoke_cli("subscribers", "import", str(csv), env=env, cwd=tmp_path)
     assert proc.returncode == 1 and "line 4" in proc.stderr
-    first = run_cli("subscribers", "export", env=env, cwd=tmp_path)
-    again = run_cli("subscribers", "import", str(csv), env=env, cwd=tmp_path)
+    first = invoke_cli("subscribers", "export", env=env, cwd=tmp_path)
+    again = invoke_cli("subscribers", "import", str(csv), env=env, cwd=tmp_path)
     assert "0 added" in again.stdout
-    assert first.stdout == run_cli("subscribers", "export", env=env, cwd=tmp_path).stdout
+    assert first.stdout == invoke_cli("subscribers", "export", env=env, cwd=tmp_path).stdout
     assert "Aicha@exemple.ma,Aïcha Ouédraogo,Économie|Sport,,active" in first.stdout
     assert 'karim@exemple.ma,"Benali, Karim",,,unsubscribed' in first.stdout
 
@@ -125,18 +125,8 @@ def test_two_senders_at_once_share_the_edition_without_a_duplicate(
     env = send_env(tmp_path, server.port, NEWSLETTER_DATABASE_URL=database)
     csv = tmp_path / "s.csv"
     csv.write_text("email\n" + "\n".join(f"lecteur{i}@exemple.ma" for i in range(150)) + "\n")
-    assert run_cli("subscribers", "import", str(csv), env=env, cwd=tmp_path).returncode == 0
-    senders = [
-        subprocess.Popen(
-            [sys.executable, "-m", "newsletter", "send", "--date", SAMPLE_DATE],
-            env=env,
-            cwd=tmp_path,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for _ in range(2)
-    ]
+    assert invoke_cli("subscribers", "import", str(csv), env=env, cwd=tmp_path).returncode == 0
+    senders = [spawn_cli("send", "--date", SAMPLE_DATE, env=env, cwd=tmp_path) for _ in range(2)]
     outputs = [s.communicate(timeout=120) for s in senders]
     assert all(s.returncode == 0 for s in senders), outputs
     counts = Counter(server.recipients())
@@ -155,15 +145,8 @@ def test_a_sender_whose_clock_runs_a_minute_fast_takes_no_row_another_holds(
     )
     csv = tmp_path / "s.csv"
     csv.write_text("email\n" + "\n".join(f"lecteur{i}@exemple.ma" for i in range(300)) + "\n")
-    assert run_cli("subscribers", "import", str(csv), env=env, cwd=tmp_path).returncode == 0
-    honest = subprocess.Popen(
-        [sys.executable, "-m", "newsletter", "send", "--date", SAMPLE_DATE],
-        env=env,
-        cwd=tmp_path,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    assert invoke_cli("subscribers", "import", str(csv), env=env, cwd=tmp_path).returncode == 0
+    honest = spawn_cli("send", "--date", SAMPLE_DATE, env=env, cwd=tmp_path)
     server.wait_for(30, timeout=60)
     settings = load_settings(env_file=tmp_path / "absent", environ=env)
 
@@ -185,13 +168,15 @@ def test_a_sender_whose_clock_runs_a_minute_fast_takes_no_row_another_holds(
 def test_forget_erases_the_delivery_history_and_blocks_reimport(tmp_path, database, smtp_server):
     env = send_env(tmp_path, smtp_server.port, NEWSLETTER_DATABASE_URL=database)
     for address in ("a@exemple.ma", "b@exemple.ma"):
-        assert run_cli("subscribers", "add", address, env=env, cwd=tmp_path).returncode == 0
-    assert run_cli("send", "--date", SAMPLE_DATE, env=env, cwd=tmp_path).returncode == 0
-    assert run_cli("subscribers", "forget", "a@exemple.ma", env=env, cwd=tmp_path).returncode == 0
+        assert invoke_cli("subscribers", "add", address, env=env, cwd=tmp_path).returncode == 0
+    assert invoke_cli("send", "--date", SAMPLE_DATE, env=env, cwd=tmp_path).returncode == 0
+    assert (
+        invoke_cli("subscribers", "forget", "a@exemple.ma", env=env, cwd=tmp_path).returncode == 0
+    )
     with open_store(database) as store:
         assert store.find_by_email("a@exemple.ma") is None
         assert store.delivery_counts(DAY) == {DeliveryStatus.SENT: 1}
-    readd = run_cli("subscribers", "add", "a@exemple.ma", env=env, cwd=tmp_path)
+    readd = invoke_cli("subscribers", "add", "a@exemple.ma", env=env, cwd=tmp_path)
     assert readd.returncode == 1 and "forgotten" in readd.stderr
 
 

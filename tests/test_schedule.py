@@ -15,17 +15,16 @@ import pytest
 from apscheduler.triggers.cron import CronTrigger
 
 from newsletter.adapters.store import EditionRecord, Store, open_store
-from newsletter.config import Settings, load_settings
+from newsletter.config import Settings
 from newsletter.daemon import Daemon, Lease, parse_now, shifted_clock
 from newsletter.domain import EditionStatus
 from newsletter.domain.edition import edition_date_for
 from newsletter.domain.timetable import Action, Timetable, decide_preview, decide_send
 from newsletter.services.editions import set_hold
+from tests.daemon_support import CASABLANCA, DAY, local, settings_for
 from tests.factories import FakeClock, sqlite_url
 
 PARIS = ZoneInfo("Europe/Paris")
-CASABLANCA = ZoneInfo("Africa/Casablanca")
-DAY = date(2026, 1, 27)
 
 
 def timetable(
@@ -40,11 +39,6 @@ def timetable(
         deadline=timedelta(hours=deadline_hours),
         preview_lead=timedelta(minutes=lead_minutes),
     )
-
-
-def local(text: str, zone: ZoneInfo = CASABLANCA) -> datetime:
-    """A local wall-clock time in ``zone`` as the UTC instant the daemon's clock returns."""
-    return datetime.fromisoformat(text).replace(tzinfo=zone).astimezone(UTC)
 
 
 def record(
@@ -405,24 +399,6 @@ def test_a_dead_holder_on_this_host_is_taken_over_at_once(tmp_path: Path) -> Non
 # ---------------------------------------------------------------------------------------------
 # The daemon's check, driven in-process with an injected clock (no SMTP needed on these paths)
 # ---------------------------------------------------------------------------------------------
-
-
-def settings_for(tmp_path: Path, **extra: str) -> Settings:
-    return load_settings(
-        env_file=tmp_path / "absent.env",
-        environ={
-            "NEWSLETTER_DATABASE_URL": sqlite_url(tmp_path),
-            "NEWSLETTER_TIMEZONE": "Africa/Casablanca",
-            "NEWSLETTER_SEND_TIME": "07:00",
-            "NEWSLETTER_SMTP_HOST": "127.0.0.1",
-            "NEWSLETTER_SMTP_PORT": "9",  # discard: nothing listens; these paths never send
-            "NEWSLETTER_SMTP_SECURITY": "none",
-            "NEWSLETTER_FROM": "La Lettre <lettre@exemple.ma>",
-            "NEWSLETTER_BASE_URL": "http://localhost:8000",
-            "NEWSLETTER_SECRET_KEY": "test-secret-key-0123456789abcdef",
-            **extra,
-        },
-    )
 
 
 def checked_daemon(settings: Settings, store: Store, now: datetime) -> Daemon:

@@ -23,7 +23,7 @@ import pytest
 
 from newsletter.adapters.store import open_store
 from newsletter.domain import DeliveryStatus
-from tests.conftest import (
+from tests.support import (
     SAMPLE_DATE,
     SmtpServer,
     base_env,

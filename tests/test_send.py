@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import os
-import signal
 import subprocess
-import sys
 import time
 from collections import Counter
 from datetime import date
@@ -18,7 +15,16 @@ from newsletter.adapters.tokens import Purpose, TokenSigner
 from newsletter.config import load_settings
 from newsletter.domain import DeliveryStatus, SubscriberStatus
 from newsletter.services.delivery import send_edition
-from tests.conftest import SAMPLE_DATE, TEST_SECRET, base_env, free_port, run_cli, send_env
+from testkit.processes import kill_9, spawn_cli
+from tests.support import (
+    SAMPLE_DATE,
+    TEST_SECRET,
+    base_env,
+    free_port,
+    invoke_cli,
+    run_cli,
+    send_env,
+)
 
 DAY = date.fromisoformat(SAMPLE_DATE)
 
@@ -26,7 +32,7 @@ DAY = date.fromisoformat(SAMPLE_DATE)
 def import_subscribers(tmp_path: Path, env: dict[str, str], rows: list[str]) -> None:
     csv = tmp_path / "subs.csv"
     csv.write_text("email;name;categories\n" + "\n".join(rows) + "\n", encoding="utf-8")
-    proc = run_cli("subscribers", "import", str(csv), env=env, cwd=tmp_path)
+    proc = invoke_cli("subscribers", "import", str(csv), env=env, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
 
 
@@ -56,7 +62,7 @@ def test_one_message_per_active_subscriber_with_correct_headers(tmp_path, smtp_s
         left = store.find_by_email("culture@exemple.ma")
         store.unsubscribe(left.id)
 
-    proc = run_cli("send", "--date", SAMPLE_DATE, env=env, cwd=tmp_path)
+    proc = invoke_cli("send", "--date", SAMPLE_DATE, env=env, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert "2 sent this run" in proc.stdout and "complete" in proc.stdout
     assert sorted(smtp_server.recipients()) == ["aicha@exemple.ma", "sport@exemple.ma"]
@@ -86,11 +92,11 @@ def test_one_message_per_active_subscriber_with_correct_headers(tmp_path, smtp_s
     assert signer.matches(claim, "sport@exemple.ma")
     assert f"/unsubscribe/{token}" in sport_text
 
-    again = run_cli("send", "--date", SAMPLE_DATE, env=env, cwd=tmp_path)
+    again = invoke_cli("send", "--date", SAMPLE_DATE, env=env, cwd=tmp_path)
     assert again.returncode == 0 and "0 sent this run" in again.stdout
     assert len(smtp_server.log()) == 2
 
-    status = run_cli("status", "--date", SAMPLE_DATE, env=env, cwd=tmp_path)
+    status = invoke_cli("status", "--date", SAMPLE_DATE, env=env, cwd=tmp_path)
     assert status.returncode == 0
     assert "2 sent, 0 failed, 0 pending" in status.stdout
 
@@ -98,7 +104,7 @@ def test_one_message_per_active_subscriber_with_correct_headers(tmp_path, smtp_s
 def test_subscriber_whose_sections_are_empty_gets_nothing(tmp_path, smtp_server):
     env = send_env(tmp_path, smtp_server.port)
     import_subscribers(tmp_path, env, ["meteo@exemple.ma;;Météo", "all@exemple.ma;;"])
-    proc = run_cli("send", "--date", SAMPLE_DATE, env=env, cwd=tmp_path)
+    proc = invoke_cli("send", "--date", SAMPLE_DATE, env=env, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert smtp_server.recipients() == ["all@exemple.ma"]
     assert "1 skipped" in proc.stdout
@@ -108,23 +114,24 @@ def test_hard_bounces_fail_at_once_and_are_never_retried(tmp_path, smtp_factory)
     server = smtp_factory("--reject-rcpt", "bad")
     env = send_env(tmp_path, server.port)
     import_subscribers(tmp_path, env, [*many(10), "bad1@exemple.ma;;", "bad2@exemple.ma;;"])
-    proc = run_cli("send", "--date", SAMPLE_DATE, env=env, cwd=tmp_path)
+    proc = invoke_cli("send", "--date", SAMPLE_DATE, env=env, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr  # failed is final
     assert "10 sent" in proc.stdout and "2 failed" in proc.stdout
     assert "bad1@exemple.ma" in proc.stderr
     with open_store(env["NEWSLETTER_DATABASE_URL"]) as store:
         assert store.find_by_email("bad1@exemple.ma").status is SubscriberStatus.BOUNCED
         assert store.find_by_email("lecteur1@exemple.ma").status is SubscriberStatus.ACTIVE
-    rerun = run_cli("send", "--date", SAMPLE_DATE, env=env, cwd=tmp_path)
+    rerun = invoke_cli("send", "--date", SAMPLE_DATE, env=env, cwd=tmp_path)
     assert "0 sent this run" in rerun.stdout
     assert len(server.log()) == 10
-    status = run_cli("status", "--date", SAMPLE_DATE, env=env, cwd=tmp_path)
+    status = invoke_cli("status", "--date", SAMPLE_DATE, env=env, cwd=tmp_path)
     assert "failed: bad1@exemple.ma: 550" in status.stdout
 
 
 def test_deferrals_and_dropped_connections_are_retried_and_delivered_once(tmp_path, smtp_factory):
     server = smtp_factory("--defer-fraction", "0.2", "--drop-every", "7")
-    env = send_env(tmp_path, server.port)
+    # The retry backoff at a tenth: the real one runs in test_faults.py's acceptance test.
+    env = send_env(tmp_path, server.port, NEWSLETTER_TEST_BACKOFF_SCALE="0.1")
     import_subscribers(tmp_path, env, many(60))
     proc = run_cli("send", "--date", SAMPLE_DATE, env=env, cwd=tmp_path, timeout=180)
     assert proc.returncode == 0, proc.stderr
@@ -154,16 +161,17 @@ def test_kill_9_mid_send_then_rerun_completes_with_bounded_duplicates(tmp_path, 
     server = smtp_factory("--delay", "0.02")
     env = send_env(tmp_path, server.port, NEWSLETTER_SMTP_CONNECTIONS="4")
     import_subscribers(tmp_path, env, many(300))
-    victim = subprocess.Popen(
-        [sys.executable, "-m", "newsletter", "send", "--date", SAMPLE_DATE],
+    victim = spawn_cli(
+        "send",
+        "--date",
+        SAMPLE_DATE,
         env=env,
         cwd=tmp_path,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
     server.wait_for(60, timeout=60)
-    os.kill(victim.pid, signal.SIGKILL)
-    victim.wait()
+    kill_9(victim)
     before = len(server.log())
     assert 0 < before < 300
     started = time.monotonic()
@@ -206,7 +214,7 @@ def test_edition_is_frozen_at_first_send(tmp_path, smtp_server):
         first = frozen_edition(store, settings, DAY)
         store.freeze_edition(DAY, first.articles)
     env["NEWSLETTER_SOURCES"] = str(tmp_path / "gone.xml")  # the feed disappeared
-    proc = run_cli("send", "--date", SAMPLE_DATE, env=env, cwd=tmp_path)
+    proc = invoke_cli("send", "--date", SAMPLE_DATE, env=env, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert len(smtp_server.log()) == 2
 
@@ -214,21 +222,21 @@ def test_edition_is_frozen_at_first_send(tmp_path, smtp_server):
 def test_send_without_from_is_a_configuration_error(tmp_path, smtp_server):
     env = send_env(tmp_path, smtp_server.port)
     env.pop("NEWSLETTER_FROM")
-    proc = run_cli("send", "--date", SAMPLE_DATE, env=env, cwd=tmp_path)
+    proc = invoke_cli("send", "--date", SAMPLE_DATE, env=env, cwd=tmp_path)
     assert proc.returncode == 2
     assert "NEWSLETTER_FROM" in proc.stderr and "Traceback" not in proc.stderr
 
 
 @pytest.mark.parametrize("bad", ["27/01/2026", "2026-1-27", "tomorrow", "2026-02-30"])
 def test_date_must_be_iso(tmp_path, bad):
-    proc = run_cli("send", "--date", bad, env=base_env(tmp_path), cwd=tmp_path)
+    proc = invoke_cli("send", "--date", bad, env=base_env(tmp_path), cwd=tmp_path)
     assert proc.returncode == 2 and "YYYY-MM-DD" in proc.stderr
 
 
 def test_test_send_goes_only_to_the_given_addresses_and_leaves_the_ledger(tmp_path, smtp_server):
     env = send_env(tmp_path, smtp_server.port)
     import_subscribers(tmp_path, env, many(3))
-    proc = run_cli(
+    proc = invoke_cli(
         "send", "--date", SAMPLE_DATE, "--test", "editor@exemple.ma", env=env, cwd=tmp_path
     )
     assert proc.returncode == 0, proc.stderr
@@ -240,7 +248,7 @@ def test_test_send_goes_only_to_the_given_addresses_and_leaves_the_ledger(tmp_pa
 def test_dry_run_sends_and_records_nothing(tmp_path, smtp_server):
     env = send_env(tmp_path, smtp_server.port)
     import_subscribers(tmp_path, env, [*many(3), "s@exemple.ma;;Sport"])
-    proc = run_cli("send", "--date", SAMPLE_DATE, "--dry-run", env=env, cwd=tmp_path)
+    proc = invoke_cli("send", "--date", SAMPLE_DATE, "--dry-run", env=env, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert "would send 4 messages in 2 content variants" in proc.stdout
     assert smtp_server.log() == []
@@ -251,7 +259,7 @@ def test_dry_run_sends_and_records_nothing(tmp_path, smtp_server):
 def test_empty_edition_sends_nothing(tmp_path, smtp_server):
     env = send_env(tmp_path, smtp_server.port)
     import_subscribers(tmp_path, env, many(2))
-    proc = run_cli("send", "--date", "2026-03-01", env=env, cwd=tmp_path)
+    proc = invoke_cli("send", "--date", "2026-03-01", env=env, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert "nothing to send" in proc.stdout + proc.stderr
     assert smtp_server.log() == []
@@ -265,7 +273,7 @@ def test_a_failed_source_is_named_and_the_edition_goes_out_from_the_others(tmp_p
         tmp_path, smtp_server.port, NEWSLETTER_SOURCES=f"{sample_dir() / 'feed.xml'},{missing}"
     )
     import_subscribers(tmp_path, env, many(2))
-    proc = run_cli("send", "--date", SAMPLE_DATE, env=env, cwd=tmp_path)
+    proc = invoke_cli("send", "--date", SAMPLE_DATE, env=env, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert "warning:" in proc.stderr and "missing-feed.xml" in proc.stderr
     assert len(smtp_server.log()) == 2
@@ -274,7 +282,7 @@ def test_a_failed_source_is_named_and_the_edition_goes_out_from_the_others(tmp_p
 def test_a_non_ascii_local_part_fails_without_being_marked_bounced(tmp_path, smtp_server):
     env = send_env(tmp_path, smtp_server.port)
     import_subscribers(tmp_path, env, ["aïcha@exemple.ma;Aïcha;", "plain@exemple.ma;;"])
-    proc = run_cli("send", "--date", SAMPLE_DATE, env=env, cwd=tmp_path)
+    proc = invoke_cli("send", "--date", SAMPLE_DATE, env=env, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert smtp_server.recipients() == ["plain@exemple.ma"]
     assert "SMTPUTF8" in proc.stderr

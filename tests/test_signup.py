@@ -12,7 +12,6 @@ from hypothesis import strategies as st
 
 from newsletter.adapters.store import Store
 from newsletter.adapters.tokens import InvalidToken, Purpose
-from newsletter.config import Settings, load_settings
 from newsletter.domain import ConsentSource, SubscriberStatus
 from newsletter.domain.addresses import InvalidAddress
 from newsletter.services.signup import (
@@ -24,19 +23,8 @@ from newsletter.services.signup import (
     parse_signup,
 )
 from newsletter.services.subscribers import InvalidValue
-from tests.conftest import TEST_SECRET, base_env
 from tests.factories import make_store, new_subscriber
-
-
-def settings_for(tmp_path: Path, **env: str) -> Settings:
-    values = base_env(
-        tmp_path,
-        NEWSLETTER_BASE_URL="https://lettre.example.com",
-        NEWSLETTER_SECRET_KEY=TEST_SECRET,
-        NEWSLETTER_FROM="La Lettre <lettre@example.com>",
-        **env,
-    )
-    return load_settings(env_file=tmp_path / "absent.env", environ=values)
+from tests.support import settings_for
 
 
 @pytest.fixture

@@ -25,7 +25,7 @@ from newsletter.adapters.tokens import Purpose
 from newsletter.domain import SubscriberStatus
 from newsletter.web import WebLimits
 from newsletter.web.server import ServerLimits
-from tests.conftest import (
+from tests.support import (
     TEST_SECRET,
     SmtpServer,
     base_env,
@@ -33,7 +33,7 @@ from tests.conftest import (
     run_cli,
     wait_for_port,
 )
-from tests.test_web import (
+from tests.web_support import (
     ADMIN_PASSWORD,
     SAMPLE_DATE,
     LiveApp,

@@ -26,6 +26,10 @@ LEASE_SECONDS = 30.0  # a crashed sender's rows come back after this, or at once
 # before it sends again: the margin covers the renewal's own time and clock-rate differences.
 LEASE_TRUST_SECONDS = LEASE_SECONDS - 10.0
 RENEW_EVERY = LEASE_SECONDS / 3
+# Private and undocumented: a factor (0 < f <= 1) on LEASE_SECONDS, LEASE_TRUST_SECONDS and
+# RENEW_EVERY together, so a test can let a paused sender's lease run out in seconds. Read only by
+# EditionSender; no command sets it.
+_TEST_LEASE_SCALE_ENV = "NEWSLETTER_TEST_LEASE_SCALE"
 WATCH_EVERY = 1.0  # how often the set of subscribers who left since the claim is refreshed
 
 

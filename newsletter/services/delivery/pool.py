@@ -21,9 +21,9 @@ RECONNECT_BACKOFF = (0.5, 1.0, 2.0, 4.0, 8.0)  # about 15 s; then the relay coun
 _TEST_BACKOFF_SCALE_ENV = "NEWSLETTER_TEST_BACKOFF_SCALE"
 
 
-def _backoff_scale() -> float:
+def _backoff_scale(env: str = _TEST_BACKOFF_SCALE_ENV) -> float:
     try:
-        scale = float(os.environ.get(_TEST_BACKOFF_SCALE_ENV) or 1.0)
+        scale = float(os.environ.get(env) or 1.0)
     except ValueError:
         return 1.0
     return scale if 0.0 < scale <= 1.0 else 1.0

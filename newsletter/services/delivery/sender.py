@@ -32,6 +32,7 @@ from newsletter.domain import Edition
 from newsletter.domain.errors import NewsletterError
 from newsletter.domain.ratelimit import PacingLimiter
 from newsletter.services.delivery.lease import (
+    _TEST_LEASE_SCALE_ENV,
     LEASE_SECONDS,
     LEASE_TRUST_SECONDS,
     RENEW_EVERY,
@@ -107,6 +108,10 @@ class EditionSender:
         scale = _backoff_scale()
         self.retry_backoff = tuple(pause * scale for pause in RETRY_BACKOFF)
         self.reconnect_backoff = tuple(pause * scale for pause in RECONNECT_BACKOFF)
+        lease_scale = _backoff_scale(_TEST_LEASE_SCALE_ENV)
+        self.lease_seconds = LEASE_SECONDS * lease_scale
+        self.lease_trust_seconds = LEASE_TRUST_SECONDS * lease_scale
+        self.renew_every = RENEW_EVERY * lease_scale
 
     # -- message stage ---------------------------------------------------------------------------
     def _claim_loop(self) -> None:
@@ -116,7 +121,7 @@ class EditionSender:
             with self._renew_lock:  # a renewal must not replace the set while it grows
                 began = lease_clock()
                 rows = self.store.claim_deliveries(
-                    self.edition.date, self.owner, CLAIM_BATCH, LEASE_SECONDS
+                    self.edition.date, self.owner, CLAIM_BATCH, self.lease_seconds
                 )
                 if not self._owned:
                     self._trusted_since = began  # the first claim starts the lease
@@ -159,7 +164,7 @@ class EditionSender:
                 self._gone = frozenset(
                     self.store.stopped_among_claimed(self.edition.date, self.owner)
                 )
-                if lease_clock() - self._trusted_since > RENEW_EVERY:
+                if lease_clock() - self._trusted_since > self.renew_every:
                     self._renew()
             except Exception as err:  # the ledger failing: stop the run, rows go back
                 self._fail_run(SendingStopped(f"sending stopped: {type(err).__name__}: {err}"))
@@ -170,14 +175,14 @@ class EditionSender:
             began = lease_clock()
             if began - self._trusted_since <= only_if_older_than:
                 return  # another thread renewed meanwhile
-            self._owned = self.store.renew_leases(self.owner, LEASE_SECONDS)
+            self._owned = self.store.renew_leases(self.owner, self.lease_seconds)
             self._trusted_since = began
 
     def _may_send(self, row: ClaimedDelivery) -> bool:
         """True when the row is still this sender's and its subscriber has not left."""
-        if lease_clock() - self._trusted_since > LEASE_TRUST_SECONDS:
+        if lease_clock() - self._trusted_since > self.lease_trust_seconds:
             # Paused, or the database was slow: verify before anything goes out.
-            self._renew(only_if_older_than=LEASE_TRUST_SECONDS)
+            self._renew(only_if_older_than=self.lease_trust_seconds)
             self._gone = frozenset(self.store.stopped_among_claimed(self.edition.date, self.owner))
         if row.delivery_id not in self._owned:
             with self._sent_lock:

@@ -1,6 +1,6 @@
 """A real SMTP server for the tests: aiosmtpd, run in its own process, with optional faults.
 
-    python tests/smtp_server.py --port 2525 --out DIR [--reject-rcpt SUBSTR ...]
+    python testkit/smtp_server.py --port 2525 --out DIR [--reject-rcpt SUBSTR ...]
         [--defer-fraction F] [--drop-every N] [--delay SECONDS] [--reset-every N]
         [--tls-cert CERT --tls-key KEY]
 

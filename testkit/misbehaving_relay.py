@@ -1,6 +1,6 @@
 """A relay that misbehaves in ways aiosmtpd cannot, run in its own process for the tests.
 
-    python tests/misbehaving_relay.py --port 2526 --out DIR --mode MODE
+    python testkit/misbehaving_relay.py --port 2526 --out DIR --mode MODE
 
 Modes:
 - ``endless-reply``: answers MAIL with continuation lines ("250-...") every half second, forever;
