@@ -162,9 +162,11 @@ def test_sigterm_during_a_send_waits_for_its_work_in_flight_and_returns_0_prompt
     signalled: list[float] = []
 
     def signal_mid_send() -> None:
-        wait_until(lambda: "5 recipient(s) to send to" in caplog.text)
-        signalled.append(systime.monotonic())
-        os.kill(os.getpid(), signal.SIGTERM)
+        try:
+            wait_until(lambda: "5 recipients to send to" in caplog.text)
+        finally:  # a send that never starts must fail the test, not leave run() blocked
+            signalled.append(systime.monotonic())
+            os.kill(os.getpid(), signal.SIGTERM)
 
     with open_store(settings.database_url) as store:
         daemon = Daemon(settings, store, clock=lambda: local("2026-01-27T07:05"))
