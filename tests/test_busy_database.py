@@ -19,9 +19,9 @@ from testkit.processes import kill_9, spawn_cli
 from tests.support import SAMPLE_DATE, SmtpServer, base_env, invoke_cli, run_cli, send_env
 
 # The issue saw 800,000 rows: 40 s of import alone here, 60 s and more beside the other processes.
-# 400,000 (about 25 s beside them) is the largest that keeps the test near 30 s; it still fails
+# 250,000 (about 15 s beside them, twice WRITER_SECONDS) keeps the test near 20 s; it still fails
 # without batch commits, as the writers beside it then wait for the whole import.
-IMPORT_ROWS = 400_000
+IMPORT_ROWS = 250_000
 RECIPIENTS = 30
 # A writer beside the import waits at most about one batch; this allows for a slow start-up.
 WRITER_SECONDS = 8.0
@@ -90,7 +90,7 @@ def test_an_import_commits_in_batches_and_a_killed_import_finishes_when_run_agai
 ) -> None:
     env = base_env(tmp_path)
     database = tmp_path / "newsletter.db"
-    rows = 80_000
+    rows = 50_000
     write_list(tmp_path / "list.csv", rows)
     assert invoke_cli("subscribers", "list", env=env, cwd=tmp_path).returncode == 0  # creates it
 
