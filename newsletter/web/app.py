@@ -25,7 +25,6 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from sqlalchemy.exc import SQLAlchemyError
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.middleware import Middleware
@@ -35,7 +34,7 @@ from starlette.routing import BaseRoute, Route
 
 from newsletter.adapters.links import CONFIRM_PATH, PREFERENCES_PATH, UNSUBSCRIBE_PATH
 from newsletter.adapters.smtp import SmtpConfig
-from newsletter.adapters.store import Store, open_store
+from newsletter.adapters.store import DatabaseError, Store, open_store
 from newsletter.config import Settings
 from newsletter.domain.errors import NewsletterError
 from newsletter.web.editors import EditorConsole, Endpoint
@@ -52,7 +51,7 @@ def health_check(store: Store) -> Endpoint:
     async def healthz(request: Request) -> Response:
         try:
             await run_in_threadpool(store.schema_version)
-        except (SQLAlchemyError, NewsletterError):
+        except (DatabaseError, NewsletterError):
             log.warning("health check: the database does not answer")
             return PlainTextResponse("unavailable", status_code=503)
         return PlainTextResponse("ok")

@@ -7,14 +7,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
 from newsletter.adapters.i18n import N_, nN_
 from newsletter.adapters.links import CONFIRM_PATH
-from newsletter.adapters.store import DatabaseBusy
+from newsletter.adapters.store import DatabaseBusy, DatabaseFailure
 from newsletter.adapters.tokens import InvalidToken
 from newsletter.domain.errors import NewsletterError
 from newsletter.services.signup import UnknownLink
@@ -43,7 +42,7 @@ class ErrorPages:
             UnsupportedForm: self.on_unsupported,
             ClientDisconnect: self.on_client_gone,
             DatabaseBusy: self.on_busy,
-            OperationalError: self.on_busy,
+            DatabaseFailure: self.on_busy,
             NewsletterError: self.on_service_error,
             Exception: self.on_crash,
         }
@@ -135,7 +134,7 @@ class ErrorPages:
         # shortly" is the honest answer, not a 500. Only the class is logged (details may name
         # servers).
         reason = (
-            type(exc.orig).__name__ if isinstance(exc, OperationalError) else type(exc).__name__
+            type(exc.orig).__name__ if isinstance(exc, DatabaseFailure) else type(exc).__name__
         )
         log.warning(
             "%s %s: database busy (%s)", request.method, redact_path(request.url.path), reason

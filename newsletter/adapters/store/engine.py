@@ -29,11 +29,17 @@ from typing import Any, Self
 from sqlalchemy import Connection, Engine, Table, create_engine, event
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import RootTransaction, make_url
-from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError, SQLAlchemyError
 
 from newsletter.domain.errors import NewsletterError, UsageError
 from newsletter.domain.text import one_line
 from newsletter.domain.urls import redact_url, split_password
+
+# The entry points name the database's failures by these names, so that SQLAlchemy stays inside
+# this package: DatabaseFailure is the driver failing mid-query (a lost server, a locked or
+# damaged file), DatabaseError anything the database layer raises.
+DatabaseFailure = OperationalError
+DatabaseError = SQLAlchemyError
 
 Clock = Callable[[], datetime]
 
