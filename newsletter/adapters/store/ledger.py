@@ -64,7 +64,7 @@ class LedgerQueries(StoreBase):
         """One edition's ledger entry, or None when it was never held, frozen or recorded."""
         with self._using(write=False) as c:
             row = c.execute(select(editions).where(editions.c.edition_date == day)).first()
-        return _edition_record(row) if row else None
+        return edition_record_of(row) if row else None
 
     def latest_edition_date(self) -> date | None:
         """The most recent edition the ledger knows, for `status` without --date."""
@@ -522,7 +522,8 @@ def _claimed(row: Row[Any]) -> ClaimedDelivery:
     )
 
 
-def _edition_record(row: Row[Any]) -> EditionRecord:
+def edition_record_of(row: Row[Any]) -> EditionRecord:
+    """An ``editions`` row (with any extra columns) as the domain's EditionRecord."""
     return EditionRecord(
         edition_date=row.edition_date,
         status=EditionStatus(row.status),

@@ -5,13 +5,13 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import date
-from typing import Any
 
 from sqlalchemy import func, literal, null, select, union_all
 
 from newsletter.adapters.store.engine import StoreBase
+from newsletter.adapters.store.ledger import edition_record_of
 from newsletter.adapters.store.schema import deliveries, editions, subscribers
-from newsletter.domain import DeliveryStatus, EditionRecord, EditionStatus
+from newsletter.domain import DeliveryStatus, EditionRecord
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,7 +91,7 @@ class SummaryQueries(StoreBase):
         failed: dict[date, list[tuple[str, str]]] = defaultdict(list)
         for row in rows:
             day = row.edition_date
-            records.setdefault(day, _record(row))
+            records.setdefault(day, edition_record_of(row))
             if row.kind == "count":
                 counted[day][row.line_status] = row.n
             elif row.kind == "failure":
@@ -99,15 +99,3 @@ class SummaryQueries(StoreBase):
         return [
             EditionSummary(record, counted[day], failed[day]) for day, record in records.items()
         ]
-
-
-def _record(row: Any) -> EditionRecord:
-    return EditionRecord(
-        edition_date=row.edition_date,
-        status=EditionStatus(row.status),
-        held=bool(row.held),
-        recipients=row.recipients,
-        note=row.note,
-        frozen_at=row.frozen_at,
-        finished_at=row.finished_at,
-    )
