@@ -257,7 +257,7 @@ def serve(ctx: click.Context, host: str, port: int) -> None:
     settings = settings_from(ctx)
     app = create_app(settings)
     # Header limits and deadlines, proxy trust from NEWSLETTER_TRUSTED_PROXIES only, no access
-    # log (paths carry link tokens): see httpserver.py.
+    # log (paths carry link tokens): see web/server.py.
     uvicorn.Server(server_config(app, settings, host, port)).run()
 
 

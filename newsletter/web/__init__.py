@@ -1,7 +1,7 @@
 """The web app (an entry point): sign-up, confirmation, unsubscribe, preferences, editors' pages.
 
 ``create_app(settings)`` builds a Starlette app; ``newsletter serve`` runs it under uvicorn. Like
-the CLI, this layer only reads settings, calls the services (signup.py, deliver.py, the store) and
+the CLI, this layer only reads settings, calls the services (signup, delivery, the store) and
 turns their errors into pages: every answer a user sees is a page in the newsletter's language,
 never a stack trace.
 
@@ -17,7 +17,7 @@ The package, by what each module holds:
   security.py          origins, the security headers, signed form tokens, redacted paths
 
 Security: every response carries a strict Content-Security-Policy and friends; bodies are capped
-at 64 KB and 30 s (headers: httpserver.py); state-changing editor, confirmation and preferences
+at 64 KB and 30 s (headers: server.py); state-changing editor, confirmation and preferences
 forms need a same-site Origin/Referer (when sent) and a signed, short-lived form token; a busy
 database is a 503 with Retry-After; the only redirect target besides our own fixed paths is
 NEWSLETTER_THANK_YOU_URL, checked at start-up; tokens never reach the log (paths are redacted).

@@ -33,7 +33,7 @@ log = logging.getLogger("newsletter.web")
 
 MAX_BODY_BYTES = 64 * 1024
 # Seconds to receive a whole request body (at most MAX_BODY_BYTES: a slow phone needs a few):
-# a client trickling a body must not hold a request open. httpserver.py bounds the headers.
+# a client trickling a body must not hold a request open. server.py bounds the headers.
 BODY_TIMEOUT = 30.0
 FORM_TYPES = frozenset({"application/x-www-form-urlencoded", "multipart/form-data"})
 MAX_FORM_FIELDS = 100
