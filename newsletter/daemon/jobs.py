@@ -32,7 +32,12 @@ from newsletter.domain.timetable import (
     decide_preview,
     decide_send,
 )
-from newsletter.services.delivery import NothingToSend, send_edition, send_test
+from newsletter.services.delivery import (
+    NoActiveSubscriber,
+    NothingToSend,
+    send_edition,
+    send_test,
+)
 from newsletter.services.editions import report_line
 from newsletter.services.leases import Lease
 
@@ -206,6 +211,17 @@ class Jobs:
             # send_edition recorded the edition as empty.
             log.warning(
                 "edition %s: no article in its window: recorded as empty, nothing sent", day
+            )
+            return True
+        except NoActiveSubscriber as err:
+            # Nothing recorded: the edition stays open and goes out once the list is imported,
+            # until its deadline. Said once; looked at again every minute.
+            self._retry_at[day] = now + LOOK_AGAIN
+            self._say_once(
+                "no-subscriber",
+                day,
+                logging.WARNING,
+                f"{err}; looking again every minute until its deadline",
             )
             return True
         except Exception as err:

@@ -295,6 +295,16 @@ class SubscriberQueries(StoreBase):
             for row in conn.execute(query):
                 yield _subscriber(row)
 
+    def has_active_subscriber(self) -> bool:
+        """Whether anyone at all would get an edition frozen now (one indexed row, not a count)."""
+        query = (
+            select(subscribers.c.id)
+            .where(subscribers.c.status == SubscriberStatus.ACTIVE.value)
+            .limit(1)
+        )
+        with self.read() as c:
+            return c.execute(query).first() is not None
+
     def count_by_status(self) -> dict[SubscriberStatus, int]:
         """How many subscribers are in each status (every status present, 0 if none)."""
         query = select(subscribers.c.status, func.count()).group_by(subscribers.c.status)

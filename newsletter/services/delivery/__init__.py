@@ -29,7 +29,12 @@ for every message that has not started within about a second of it.
 from __future__ import annotations
 
 from newsletter.domain import SendReport
-from newsletter.services.delivery.campaign import NothingToSend, send_edition, send_test
+from newsletter.services.delivery.campaign import (
+    NoActiveSubscriber,
+    NothingToSend,
+    send_edition,
+    send_test,
+)
 from newsletter.services.delivery.lease import (
     LEASE_SECONDS,
     LEASE_TRUST_SECONDS,
@@ -56,6 +61,7 @@ __all__ = [
     "RETRY_BACKOFF",
     "_TEST_BACKOFF_SCALE_ENV",
     "EditionSender",
+    "NoActiveSubscriber",
     "NothingToSend",
     "Recorder",
     "RecordingFailed",

@@ -35,6 +35,13 @@ class NothingToSend(NewsletterError):
     exit_code = 0
 
 
+class NoActiveSubscriber(NewsletterError):
+    """Nobody is on the list yet: freezing now would close the edition with no recipient.
+
+    Nothing is recorded, so the same edition goes out to everyone once the list is imported.
+    """
+
+
 def send_edition(
     store: Store,
     settings: Settings,
@@ -53,6 +60,11 @@ def send_edition(
         store.record_edition_status(day, EditionStatus.EMPTY, "no article in its window")
         raise NothingToSend(
             f"edition {day.isoformat()} has no article in its window: nothing to send"
+        )
+    if store.frozen_articles(day) is None and not store.has_active_subscriber():
+        raise NoActiveSubscriber(
+            f"edition {day.isoformat()}: no active subscriber, nothing sent and nothing recorded "
+            "(import the list with `newsletter subscribers import FILE`, then send again)"
         )
     store.freeze_edition(day, edition.articles)
     store.clear_backoff(day)  # rows deferred by an earlier run are retried now
