@@ -229,23 +229,34 @@ class MessageTemplate:
     """One content variant, encoded once; ``personalise()`` gives one recipient's wire bytes."""
 
     def __init__(
-        self, variant: RenderedVariant, identity: ListIdentity, edition_date: date
+        self,
+        variant: RenderedVariant,
+        identity: ListIdentity,
+        edition_date: date,
+        *,
+        test_run: str = "",
     ) -> None:
+        """``test_run``: an editors' test message. Its Subject starts with "[TEST]" and its
+        Message-ID carries this token, so each test is its own message (a mailbox drops a second
+        message with a Message-ID it already has) and never one a subscriber could get."""
         self.variant = variant
         self.edition_date = edition_date
         self._domain = identity.sender.domain
+        self._test_run = test_run
         digest = hashlib.sha256(variant.html.encode()).hexdigest()[:24]
         self._boundary = f"=_nl_{digest}"
         self._fixed_headers = self._build_fixed_headers(variant, identity)
         self._skeleton = _skeleton(self._boundary, variant)
         self._id_prefix, self._id_suffix = _message_id_parts(edition_date, self._domain)
+        if test_run:
+            self._id_prefix += f"test-{test_run}."
         self._date_cache: tuple[int, bytes] = (0, b"")
 
     def _build_fixed_headers(self, variant: RenderedVariant, identity: ListIdentity) -> bytes:
         sender = identity.sender
         headers = [
             _header("From", formataddr((sender.display_name, sender.address), charset="utf-8")),
-            _header("Subject", _encoded_words(one_line(variant.subject))),
+            _header("Subject", _encoded_words(self._subject(variant))),
             _header("MIME-Version", "1.0"),
             _header(
                 "List-Id", f"{_encoded_words(one_line(identity.list_name))} <{identity.list_id}>"
@@ -260,6 +271,10 @@ class MessageTemplate:
             _header("Content-Type", f'multipart/alternative; boundary="{self._boundary}"')
         )
         return b"".join(headers)
+
+    def _subject(self, variant: RenderedVariant) -> str:
+        subject = one_line(variant.subject)
+        return f"[TEST] {subject}" if self._test_run else subject
 
     def _date_header(self) -> bytes:
         now = int(time.time())

@@ -7,6 +7,7 @@ edition to a few editors' addresses without touching the ledger.
 
 from __future__ import annotations
 
+import secrets
 import threading
 from collections.abc import Callable, Sequence
 from datetime import date
@@ -99,11 +100,12 @@ def send_test(store: Store, settings: Settings, day: date, addresses: Sequence[s
         )
     identity = ListIdentity.from_settings(settings)
     variant = VariantRenderer.for_settings(edition, settings).variant(edition.section_keys)
-    template = MessageTemplate(variant, identity, edition.date)
     links = Links.from_settings(settings, identity.sender.domain)
+    run = secrets.token_hex(6)  # each test send is new mail: its own Message-IDs, "[TEST]" first
     connection = SmtpConnection(SmtpConfig.from_settings(settings))
     try:
-        for address in targets:
+        for number, address in enumerate(targets, start=1):
+            template = MessageTemplate(variant, identity, edition.date, test_run=f"{run}-{number}")
             # id 0 is never a subscriber: the links in a test message lead to a "not valid" page.
             reader = Reader(subscriber_id=0, email=address.normalized, email_key=address.key)
             recipient = Recipient.with_links(reader, links.for_subscriber(0, address.key))
