@@ -77,6 +77,8 @@ def test_headers(template, variant):
     )
     assert msg["MIME-Version"] == "1.0"
     assert msg["Date"] is not None
+    date_pattern = r"\w{3}, \d{2} \w{3} \d{4} \d{2}:\d{2}:\d{2} \+0000"  # numeric zone, not GMT
+    assert re.fullmatch(date_pattern, msg["Date"]), msg["Date"]
     assert msg["List-Id"].endswith("<daily.exemple.ma>")
     assert msg["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
     urls = re.findall(r"<([^>]+)>", str(msg["List-Unsubscribe"]))

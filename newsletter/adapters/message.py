@@ -279,7 +279,8 @@ class MessageTemplate:
     def _date_header(self) -> bytes:
         now = int(time.time())
         if self._date_cache[0] != now:
-            self._date_cache = (now, _header("Date", formatdate(now, usegmt=True)))
+            # A numeric zone (RFC 5322 3.3): "GMT" is the obsolete form some filters score.
+            self._date_cache = (now, _header("Date", formatdate(now).replace("-0000", "+0000")))
         return self._date_cache[1]
 
     def personalise(self, recipient: Recipient) -> bytes:
