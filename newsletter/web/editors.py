@@ -172,13 +172,7 @@ class EditorConsole:
         day = edition_day(request)
         form = await self.site.read_form(request)
         if not self.form_ok(request, form):
-            return self.site.message(
-                403,
-                N_("Invalid request"),
-                N_(
-                    "The form has expired or does not come from this site. Reload the page and try again."
-                ),
-            )
+            return self.site.form_expired()
         await run_in_threadpool(self.store.set_held, day, held)
         return RedirectResponse(self.site.url("editor"), status_code=303)
 
@@ -224,13 +218,7 @@ class EditorConsole:
         day = edition_day(request)
         form = await self.site.read_form(request)
         if not self.form_ok(request, form):
-            return self.site.message(
-                403,
-                N_("Invalid request"),
-                N_(
-                    "The form has expired or does not come from this site. Reload the page and try again."
-                ),
-            )
+            return self.site.form_expired()
         back = (self.site.url("preview", day=day.isoformat()), N_("Back to the editions"))
         try:
             address = normalise_address(text_field(form, "address")).normalized

@@ -133,9 +133,7 @@ class ErrorPages:
         # itself said the database is locked or unreachable: nothing was changed, so "try again
         # shortly" is the honest answer, not a 500. Only the class is logged (details may name
         # servers).
-        reason = (
-            type(exc.orig).__name__ if isinstance(exc, DatabaseFailure) else type(exc).__name__
-        )
+        reason = type(exc.orig).__name__ if isinstance(exc, DatabaseFailure) else type(exc).__name__
         log.warning(
             "%s %s: database busy (%s)", request.method, redact_path(request.url.path), reason
         )

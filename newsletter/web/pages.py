@@ -19,7 +19,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse
 from starlette.routing import Router
 
-from newsletter.adapters.i18n import Text, translations
+from newsletter.adapters.i18n import N_, Text, translations
 from newsletter.adapters.render import make_environment
 from newsletter.adapters.store import Store
 from newsletter.config import Settings
@@ -37,6 +37,10 @@ MAX_BODY_BYTES = 64 * 1024
 BODY_TIMEOUT = 30.0
 FORM_TYPES = frozenset({"application/x-www-form-urlencoded", "multipart/form-data"})
 MAX_FORM_FIELDS = 100
+# What every form that fails form_ok says (a stale page, or a post from another site).
+FORM_EXPIRED = N_(
+    "The form has expired or does not come from this site. Reload the page and try again."
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,6 +179,10 @@ class Site:
             raise UnsupportedForm(f"unsupported content type {content_type or '(none)'}")
         # No file parts at all: nothing we accept is a file (a file part is a 400).
         return await request.form(max_files=0, max_fields=MAX_FORM_FIELDS)
+
+    def form_expired(self) -> HTMLResponse:
+        """The 403 page of a form that failed ``form_ok``."""
+        return self.message(403, N_("Invalid request"), FORM_EXPIRED)
 
     def form_ok(self, request: Request, form: FormData, purpose: str, binding: str) -> bool:
         """A same-site post carrying a form token we issued for ``purpose`` and ``binding``."""

@@ -27,7 +27,7 @@ from newsletter.services.signup import (
     parse_signup,
 )
 from newsletter.services.subscribers import InvalidValue
-from newsletter.web.pages import Site, client_of, log, text_field, text_fields
+from newsletter.web.pages import FORM_EXPIRED, Site, client_of, log, text_field, text_fields
 from newsletter.web.security import origin_of
 
 
@@ -182,9 +182,7 @@ class SubscriberPages:
         if not self.site.form_ok(request, form, "confirm", str(subscriber.id)):
             error = self.site.t(
                 subscriber.locale or None,
-                N_(
-                    "The form has expired or does not come from this site. Reload the page and try again."
-                ),
+                FORM_EXPIRED,
             )
             return self.confirm_page(token, subscriber, status=403, error=error)
         confirmed, activated = await run_in_threadpool(
@@ -263,9 +261,7 @@ class SubscriberPages:
         if not self.site.form_ok(request, form, "preferences", str(subscriber.id)):
             error = self.site.t(
                 subscriber.locale or None,
-                N_(
-                    "The form has expired or does not come from this site. Reload the page and try again."
-                ),
+                FORM_EXPIRED,
             )
             return self.preferences_page(token, subscriber, status=403, error=error)
         try:
