@@ -105,6 +105,11 @@ SETTINGS: tuple[SettingDoc, ...] = (
         "seconds allowed for each SMTP network step, and for each whole reply however many lines "
         "it has",
     ),
+    SettingDoc(
+        "NEWSLETTER_SMTP_CONNECT_TIMEOUT",
+        "10",
+        "seconds allowed to connect to the relay, finish the TLS handshake and get its greeting",
+    ),
     SettingDoc("NEWSLETTER_FROM", "", "sender, 'Display Name <address>'; required to send"),
     SettingDoc("NEWSLETTER_REPLY_TO", "", "optional Reply-To address"),
     SettingDoc(
@@ -124,6 +129,12 @@ SETTINGS: tuple[SettingDoc, ...] = (
     ),
     SettingDoc("NEWSLETTER_ADMIN_USER", "editor", "HTTP Basic user for the editors' pages"),
     SettingDoc("NEWSLETTER_ADMIN_PASSWORD", "", "HTTP Basic password; unset = editors' pages off"),
+    SettingDoc(
+        "NEWSLETTER_SIGNUP_PROMISE",
+        "",
+        "what the sign-up page promises, e.g. 'Chaque soir à 18 h'; empty = worded from the send"
+        " time",
+    ),
     SettingDoc("NEWSLETTER_CONFIRM_DAYS", "7", "days a sign-up confirmation link stays valid"),
     SettingDoc(
         "NEWSLETTER_THANK_YOU_URL",
@@ -173,6 +184,7 @@ class Settings:
     smtp_connections: int
     smtp_rate: float
     smtp_timeout: float
+    smtp_connect_timeout: float
     from_address: str
     reply_to: str
     unsubscribe_mailto: str
@@ -180,6 +192,7 @@ class Settings:
     secret_key: str
     admin_user: str
     admin_password: str
+    signup_promise: str
     confirm_days: int
     thank_you_url: str
     editors: tuple[str, ...]
@@ -286,6 +299,9 @@ def load_settings(
         ),
         smtp_rate=_number("NEWSLETTER_SMTP_RATE", get("NEWSLETTER_SMTP_RATE"), float, 0),
         smtp_timeout=_number("NEWSLETTER_SMTP_TIMEOUT", get("NEWSLETTER_SMTP_TIMEOUT"), float, 0.1),
+        smtp_connect_timeout=_number(
+            "NEWSLETTER_SMTP_CONNECT_TIMEOUT", get("NEWSLETTER_SMTP_CONNECT_TIMEOUT"), float, 0.1
+        ),
         from_address=_one_line("NEWSLETTER_FROM", get("NEWSLETTER_FROM")),
         reply_to=_one_line("NEWSLETTER_REPLY_TO", get("NEWSLETTER_REPLY_TO")),
         unsubscribe_mailto=_one_line(
@@ -295,6 +311,7 @@ def load_settings(
         secret_key=raw.get("NEWSLETTER_SECRET_KEY", ""),
         admin_user=get("NEWSLETTER_ADMIN_USER"),
         admin_password=raw.get("NEWSLETTER_ADMIN_PASSWORD", ""),
+        signup_promise=_one_line("NEWSLETTER_SIGNUP_PROMISE", get("NEWSLETTER_SIGNUP_PROMISE")),
         confirm_days=_number("NEWSLETTER_CONFIRM_DAYS", get("NEWSLETTER_CONFIRM_DAYS"), int, 1),
         thank_you_url=get("NEWSLETTER_THANK_YOU_URL"),
         editors=_split(get("NEWSLETTER_EDITORS")),
