@@ -7,12 +7,14 @@ checked against it by the tests. ``load_settings()`` returns one frozen ``Settin
 
 from __future__ import annotations
 
+import difflib
 import ipaddress
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
+from enum import Enum
 from pathlib import Path
 from typing import Literal, TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -26,12 +28,28 @@ from newsletter.domain.timetable import Timetable
 from newsletter.domain.urls import is_secure_or_local_url, redact_url
 
 N = TypeVar("N", int, float)
+T = TypeVar("T")
 SmtpSecurity = Literal["none", "starttls", "tls"]
 DEFAULT_PORTS: dict[str, int] = {"none": 25, "starttls": 587, "tls": 465}
+
+#: Names the code reads that are not settings: private hooks of the test suite.
+_PRIVATE_PREFIX = "NEWSLETTER_TEST_"
+#: The shortest secret key accepted. Length is all that can be checked: 32 random URL-safe
+#: characters carry 192 bits, above the 128 a signing key needs; the keygen command makes 43.
+MIN_SECRET_KEY_CHARS = 32
+KEYGEN_COMMAND = "python3 -c 'import secrets; print(secrets.token_urlsafe(32))'"
+SECRET_SETTINGS = frozenset(
+    {"NEWSLETTER_SECRET_KEY", "NEWSLETTER_SMTP_PASSWORD", "NEWSLETTER_ADMIN_PASSWORD"}
+)
 
 
 class ConfigError(UsageError):
     """A setting is missing or malformed. Exit status 2."""
+
+    def __init__(self, message: str, hint: str | None = None, *, setting: str = "") -> None:
+        super().__init__(message, hint)
+        # The setting at fault; when not given, the name that opens the message.
+        self.setting = setting or message.split("=", 1)[0].split(" ", 1)[0]
 
 
 @dataclass(frozen=True, slots=True)
@@ -198,6 +216,7 @@ class Settings:
     editors: tuple[str, ...]
     preview_lead_minutes: int
     trusted_proxies: tuple[str, ...] = ()
+    unknown: tuple[UnknownSetting, ...] = ()
 
     def __repr__(self) -> str:
         # Secrets must never reach a log line, even through a debug print of the settings.
@@ -222,104 +241,301 @@ class Settings:
         return self.timetable.next_edition(now or datetime.now(UTC))
 
     def require_sending(self) -> None:
-        """Raise unless everything a real send needs is set."""
+        """Raise ``ConfigProblems`` naming everything a real send or the web app lacks."""
+        problems = self._required_problems()
+        if problems:
+            raise ConfigProblems(problems)
+
+    def problems_for(
+        self, purpose: Purpose, skip: frozenset[str] = frozenset()
+    ) -> list[ConfigError]:
+        """What ``purpose`` cannot go without; ``skip`` names settings already reported."""
+        problems = [
+            ConfigError(
+                unknown.problem,
+                f"{unknown.fix} {purpose.value} refuses to start until it is fixed",
+                setting=unknown.name,
+            )
+            for unknown in self.unknown
+        ]
+        problems += [p for p in self._required_problems() if p.setting not in skip]
+        if purpose is Purpose.SEND and not self.sources:
+            problems.append(
+                ConfigError(
+                    "NEWSLETTER_SOURCES is empty",
+                    "set it to your site's feed URLs; only demo and preview use the bundled"
+                    " sample articles",
+                    setting="NEWSLETTER_SOURCES",
+                )
+            )
+        return problems
+
+    def _required_problems(self) -> list[ConfigError]:
+        # Imported here: the address rules load email-validator, which `--help` need not pay for.
+        from newsletter.domain.addresses import InvalidMailbox, parse_mailbox
+
+        problems: list[ConfigError] = []
         for name, value in (
             ("NEWSLETTER_FROM", self.from_address),
             ("NEWSLETTER_BASE_URL", self.base_url),
             ("NEWSLETTER_SECRET_KEY", self.secret_key),
         ):
             if not value:
-                raise ConfigError(
-                    f"{name} is not set", "set it in the environment or .env; see .env.example"
+                problems.append(
+                    ConfigError(
+                        f"{name} is not set",
+                        _REQUIRED_HINTS[name],
+                        setting=name,
+                    )
                 )
-
-    def require_secret(self) -> None:
-        if not self.secret_key:
-            raise ConfigError(
-                "NEWSLETTER_SECRET_KEY is not set",
-                "set a long random value, e.g. from `python -c 'import secrets; print(secrets.token_urlsafe(32))'`",
+        if self.from_address:
+            try:
+                parse_mailbox(self.from_address)
+            except InvalidMailbox as err:
+                problems.append(ConfigError(f"NEWSLETTER_FROM: {err}", setting="NEWSLETTER_FROM"))
+        if self.secret_key and len(self.secret_key) < MIN_SECRET_KEY_CHARS:
+            problems.append(
+                ConfigError(
+                    f"NEWSLETTER_SECRET_KEY is too short ({len(self.secret_key)} characters;"
+                    f" at least {MIN_SECRET_KEY_CHARS})",
+                    f"make a good one with: {KEYGEN_COMMAND}",
+                    setting="NEWSLETTER_SECRET_KEY",
+                )
             )
+        return problems
+
+
+_REQUIRED_HINTS = {
+    "NEWSLETTER_FROM": "set it in the environment or .env, e.g. 'La Lettre <lettre@example.com>'",
+    "NEWSLETTER_BASE_URL": "set it to the public https URL of `newsletter serve`",
+    "NEWSLETTER_SECRET_KEY": f"make one with: {KEYGEN_COMMAND}",
+}
+
+
+class Purpose(Enum):
+    """What a command is about to do, and so which settings it cannot go without."""
+
+    SEND = "send"  # send (real, --test or --dry-run) and run: mail goes out
+    SERVE = "serve"  # serve: links are signed and confirmations mailed
+
+
+class ConfigProblems(ConfigError):
+    """Several settings are wrong at once; each problem is its own line."""
+
+    def __init__(self, problems: Sequence[ConfigError]) -> None:
+        super().__init__(problems[0].message, problems[0].hint)
+        self.problems = tuple(problems)
+
+    def lines(self) -> list[str]:
+        return [str(problem) for problem in self.problems]
+
+
+@dataclass(frozen=True, slots=True)
+class UnknownSetting:
+    """A ``NEWSLETTER_*`` name that is no setting: most likely a misspelt one."""
+
+    name: str
+    origin: str  # "environment" or ".env"
+    suggestion: str | None
+
+    @property
+    def problem(self) -> str:
+        where = "the environment" if self.origin == "environment" else ".env"
+        return f"{self.name} in {where} is not a setting"
+
+    @property
+    def fix(self) -> str:
+        if self.suggestion:
+            return f"did you mean {self.suggestion}?"
+        return "see .env.example for every setting"
+
+    def __str__(self) -> str:
+        return f"{self.problem} ({self.fix})"
+
+
+@dataclass(frozen=True, slots=True)
+class Origins:
+    """Where each setting's value came from, for ``newsletter check --settings``."""
+
+    values: Mapping[str, str]  # the raw value of every setting, defaults included
+    origin: Mapping[str, str]  # "environment", ".env" or "default"
+    env_file: Path
 
 
 def read_environment(
     env_file: Path | None = None, environ: Mapping[str, str] | None = None
 ) -> dict[str, str]:
     """Merge ``.env`` (if present) under the process environment: the environment wins."""
+    return _read_sources(env_file, environ)[0]
+
+
+def _read_sources(
+    env_file: Path | None, environ: Mapping[str, str] | None
+) -> tuple[dict[str, str], dict[str, str], Mapping[str, str], Path]:
     path = env_file if env_file is not None else Path.cwd() / ".env"
-    merged: dict[str, str] = {}
+    from_file: dict[str, str] = {}
     if path.is_file():
-        merged.update({k: v for k, v in dotenv_values(path).items() if v is not None})
-    merged.update(os.environ if environ is None else environ)
-    return merged
+        from_file = {k: v for k, v in dotenv_values(path).items() if v is not None}
+    environment = os.environ if environ is None else environ
+    merged = {**from_file, **environment}
+    return merged, from_file, environment, path
+
+
+def setting_origins(
+    env_file: Path | None = None, environ: Mapping[str, str] | None = None
+) -> Origins:
+    """Every setting's effective raw value and where it came from."""
+    merged, from_file, environment, path = _read_sources(env_file, environ)
+    values: dict[str, str] = {}
+    origin: dict[str, str] = {}
+    for doc in SETTINGS:
+        values[doc.name] = merged.get(doc.name, doc.default)
+        if doc.name in environment:
+            origin[doc.name] = "environment"
+        elif doc.name in from_file:
+            origin[doc.name] = ".env"
+        else:
+            origin[doc.name] = "default"
+    return Origins(values=values, origin=origin, env_file=path)
+
+
+def unknown_settings(
+    env_file: Path | None = None, environ: Mapping[str, str] | None = None
+) -> tuple[UnknownSetting, ...]:
+    """Every ``NEWSLETTER_*`` name, in the environment or ``.env``, that is not a setting."""
+    _, from_file, environment, _ = _read_sources(env_file, environ)
+    return _unknown_names(from_file, environment)
+
+
+def _unknown_names(
+    from_file: Mapping[str, str], environment: Mapping[str, str]
+) -> tuple[UnknownSetting, ...]:
+    found: dict[str, UnknownSetting] = {}
+    for origin, names in (("environment", environment), (".env", from_file)):
+        for name in names:
+            if not name.startswith("NEWSLETTER_") or name in _DEFAULTS or name in found:
+                continue
+            if name.startswith(_PRIVATE_PREFIX):
+                continue
+            found[name] = UnknownSetting(name, origin, _closest_setting(name))
+    return tuple(sorted(found.values(), key=lambda unknown: unknown.name))
+
+
+def _closest_setting(name: str) -> str | None:
+    # Compare without the common prefix and underscores, so SENDTIME finds SEND_TIME and
+    # SMTP_HOTS finds SMTP_HOST: the shared "NEWSLETTER_" would make every name look alike.
+    def key(text: str) -> str:
+        return text.removeprefix("NEWSLETTER_").replace("_", "")
+
+    by_key = {key(doc.name): doc.name for doc in SETTINGS}
+    match = difflib.get_close_matches(key(name), list(by_key), n=1, cutoff=0.6)
+    return by_key[match[0]] if match else None
 
 
 def load_settings(
-    env_file: Path | None = None, environ: Mapping[str, str] | None = None
+    env_file: Path | None = None,
+    environ: Mapping[str, str] | None = None,
+    *,
+    purpose: Purpose | None = None,
 ) -> Settings:
-    raw = read_environment(env_file, environ)
+    """The validated settings, or ``ConfigProblems`` naming every wrong setting at once.
+
+    With a ``purpose``, what that purpose cannot go without is checked in the same pass: the
+    settings a send or the web app needs, a strong secret key, sources for a send, and no
+    unknown ``NEWSLETTER_*`` name (a misspelt setting silently left at its default is how an
+    edition goes out wrong).
+    """
+    raw, from_file, environment, _ = _read_sources(env_file, environ)
+    problems: list[ConfigError] = []
 
     def get(name: str) -> str:
         return raw.get(name, _DEFAULTS[name]).strip()
 
+    def number(name: str, kind: type[N], minimum: N) -> N:
+        return _number(name, get(name), kind, minimum)
+
+    def parse(build: Callable[[], T], fallback: T) -> T:
+        try:
+            return build()
+        except ConfigError as err:
+            problems.append(err)
+            return fallback
+
     security = get("NEWSLETTER_SMTP_SECURITY").lower()
     if security not in DEFAULT_PORTS:
-        raise ConfigError(
-            f"NEWSLETTER_SMTP_SECURITY={security!r} is not a security mode",
-            "expected one of: none, starttls, tls",
+        problems.append(
+            ConfigError(
+                f"NEWSLETTER_SMTP_SECURITY={security!r} is not a security mode",
+                "expected one of: none, starttls, tls",
+            )
         )
+        security = "starttls"
     port_text = get("NEWSLETTER_SMTP_PORT")
-    base_url = get("NEWSLETTER_BASE_URL").rstrip("/")
-    return Settings(
+    values = dict(
         sources=_split(get("NEWSLETTER_SOURCES")),
         database_url=get("NEWSLETTER_DATABASE_URL"),
-        timezone=_zone(get("NEWSLETTER_TIMEZONE")),
-        send_time=_hhmm("NEWSLETTER_SEND_TIME", get("NEWSLETTER_SEND_TIME")),
-        send_deadline_hours=_number(
-            "NEWSLETTER_SEND_DEADLINE", get("NEWSLETTER_SEND_DEADLINE"), float, 0
-        ),
+        timezone=parse(lambda: _zone(get("NEWSLETTER_TIMEZONE")), UTC_ZONE),
+        send_time=parse(lambda: _hhmm("NEWSLETTER_SEND_TIME", get("NEWSLETTER_SEND_TIME")), time()),
+        send_deadline_hours=parse(lambda: number("NEWSLETTER_SEND_DEADLINE", float, 0), 0.0),
         title=get("NEWSLETTER_TITLE"),
-        locale=_locale(get("NEWSLETTER_LOCALE")),
+        locale=parse(lambda: _locale(get("NEWSLETTER_LOCALE")), "en"),
         section_order=_split(get("NEWSLETTER_SECTIONS")),
-        max_per_section=_number(
-            "NEWSLETTER_MAX_PER_SECTION", get("NEWSLETTER_MAX_PER_SECTION"), int, 1
-        ),
-        excerpt_chars=_number("NEWSLETTER_EXCERPT_CHARS", get("NEWSLETTER_EXCERPT_CHARS"), int, 40),
-        feed_timeout=_number("NEWSLETTER_FEED_TIMEOUT", get("NEWSLETTER_FEED_TIMEOUT"), float, 0.1),
+        max_per_section=parse(lambda: number("NEWSLETTER_MAX_PER_SECTION", int, 1), 1),
+        excerpt_chars=parse(lambda: number("NEWSLETTER_EXCERPT_CHARS", int, 40), 40),
+        feed_timeout=parse(lambda: number("NEWSLETTER_FEED_TIMEOUT", float, 0.1), 1.0),
         smtp_host=get("NEWSLETTER_SMTP_HOST"),
         smtp_port=(
-            _number("NEWSLETTER_SMTP_PORT", port_text, int, 1)
+            parse(lambda: _number("NEWSLETTER_SMTP_PORT", port_text, int, 1), 0)
             if port_text
             else DEFAULT_PORTS[security]
         ),
-        smtp_security=security,  # type: ignore[arg-type]
+        smtp_security=security,
         smtp_username=get("NEWSLETTER_SMTP_USERNAME"),
         smtp_password=raw.get("NEWSLETTER_SMTP_PASSWORD", ""),
-        smtp_connections=_number(
-            "NEWSLETTER_SMTP_CONNECTIONS", get("NEWSLETTER_SMTP_CONNECTIONS"), int, 1
+        smtp_connections=parse(lambda: number("NEWSLETTER_SMTP_CONNECTIONS", int, 1), 1),
+        smtp_rate=parse(lambda: number("NEWSLETTER_SMTP_RATE", float, 0), 0.0),
+        smtp_timeout=parse(lambda: number("NEWSLETTER_SMTP_TIMEOUT", float, 0.1), 1.0),
+        smtp_connect_timeout=parse(
+            lambda: number("NEWSLETTER_SMTP_CONNECT_TIMEOUT", float, 0.1), 1.0
         ),
-        smtp_rate=_number("NEWSLETTER_SMTP_RATE", get("NEWSLETTER_SMTP_RATE"), float, 0),
-        smtp_timeout=_number("NEWSLETTER_SMTP_TIMEOUT", get("NEWSLETTER_SMTP_TIMEOUT"), float, 0.1),
-        smtp_connect_timeout=_number(
-            "NEWSLETTER_SMTP_CONNECT_TIMEOUT", get("NEWSLETTER_SMTP_CONNECT_TIMEOUT"), float, 0.1
+        from_address=parse(lambda: _one_line("NEWSLETTER_FROM", get("NEWSLETTER_FROM")), ""),
+        reply_to=parse(lambda: _one_line("NEWSLETTER_REPLY_TO", get("NEWSLETTER_REPLY_TO")), ""),
+        unsubscribe_mailto=parse(
+            lambda: _one_line(
+                "NEWSLETTER_UNSUBSCRIBE_MAILTO", get("NEWSLETTER_UNSUBSCRIBE_MAILTO")
+            ),
+            "",
         ),
-        from_address=_one_line("NEWSLETTER_FROM", get("NEWSLETTER_FROM")),
-        reply_to=_one_line("NEWSLETTER_REPLY_TO", get("NEWSLETTER_REPLY_TO")),
-        unsubscribe_mailto=_one_line(
-            "NEWSLETTER_UNSUBSCRIBE_MAILTO", get("NEWSLETTER_UNSUBSCRIBE_MAILTO")
-        ),
-        base_url=_base_url(base_url),
+        base_url=parse(lambda: _base_url(get("NEWSLETTER_BASE_URL").rstrip("/")), ""),
         secret_key=raw.get("NEWSLETTER_SECRET_KEY", ""),
         admin_user=get("NEWSLETTER_ADMIN_USER"),
         admin_password=raw.get("NEWSLETTER_ADMIN_PASSWORD", ""),
-        signup_promise=_one_line("NEWSLETTER_SIGNUP_PROMISE", get("NEWSLETTER_SIGNUP_PROMISE")),
-        confirm_days=_number("NEWSLETTER_CONFIRM_DAYS", get("NEWSLETTER_CONFIRM_DAYS"), int, 1),
+        signup_promise=parse(
+            lambda: _one_line("NEWSLETTER_SIGNUP_PROMISE", get("NEWSLETTER_SIGNUP_PROMISE")), ""
+        ),
+        confirm_days=parse(lambda: number("NEWSLETTER_CONFIRM_DAYS", int, 1), 1),
         thank_you_url=get("NEWSLETTER_THANK_YOU_URL"),
         editors=_split(get("NEWSLETTER_EDITORS")),
-        preview_lead_minutes=_number(
-            "NEWSLETTER_PREVIEW_LEAD", get("NEWSLETTER_PREVIEW_LEAD"), int, 0
+        preview_lead_minutes=parse(lambda: number("NEWSLETTER_PREVIEW_LEAD", int, 0), 0),
+        trusted_proxies=parse(
+            lambda: _networks("NEWSLETTER_TRUSTED_PROXIES", get("NEWSLETTER_TRUSTED_PROXIES")), ()
         ),
-        trusted_proxies=_networks("NEWSLETTER_TRUSTED_PROXIES", get("NEWSLETTER_TRUSTED_PROXIES")),
+        unknown=_unknown_names(from_file, environment),
     )
+    settings = Settings(**values)  # type: ignore[arg-type]
+    if purpose is not None:
+        problems.extend(settings.problems_for(purpose, skip=_names_of(problems)))
+    if problems:
+        raise ConfigProblems(problems)
+    return settings
+
+
+def _names_of(problems: Sequence[ConfigError]) -> frozenset[str]:
+    """The settings already reported malformed."""
+    return frozenset(problem.setting for problem in problems)
+
+
+UTC_ZONE = ZoneInfo("UTC")
 
 
 def _split(text: str) -> tuple[str, ...]:
@@ -365,20 +581,15 @@ MAX_SMTP_CONNECTIONS = 100
 
 
 def _number(name: str, text: str, kind: type[N], minimum: N) -> N:
+    expected = f"expected {'a whole number' if kind is int else 'a number'} >= {minimum}"
     try:
         value = kind(text)
     except ValueError:
-        raise ConfigError(
-            f"{name}={text!r} is not a number", f"expected a {kind.__name__} >= {minimum}"
-        ) from None
+        raise ConfigError(f"{name}={text!r} is not a number", expected) from None
     if value != value or value in (float("inf"), float("-inf")):  # nan, inf: not a setting
-        raise ConfigError(
-            f"{name}={text!r} is not a finite number", f"expected a {kind.__name__} >= {minimum}"
-        )
+        raise ConfigError(f"{name}={text!r} is not a finite number", expected)
     if value < minimum:
-        raise ConfigError(
-            f"{name}={text!r} is too small", f"expected a {kind.__name__} >= {minimum}"
-        )
+        raise ConfigError(f"{name}={text!r} is too small", expected)
     if name == "NEWSLETTER_SMTP_PORT" and value > 65535:
         raise ConfigError(f"{name}={text!r} is too large", "expected a TCP port, 1 to 65535")
     if name == "NEWSLETTER_SMTP_CONNECTIONS" and value > MAX_SMTP_CONNECTIONS:

@@ -26,10 +26,12 @@ TESTS = Path(__file__).resolve().parent
 ROOT = TESTS.parent
 SAMPLE_DATE = "2026-01-27"
 TEST_SECRET = "test-secret-key-0123456789abcdef"
+SAMPLE_FEED = ROOT / "newsletter" / "sample" / "feed.xml"
 
 __all__ = [
     "ROOT",
     "SAMPLE_DATE",
+    "SAMPLE_FEED",
     "TESTS",
     "TEST_SECRET",
     "MisbehavingRelay",
@@ -50,6 +52,8 @@ def base_env(tmp_path: Path, **overrides: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("NEWSLETTER_")}
     env.update(
         NEWSLETTER_DATABASE_URL=f"sqlite:///{tmp_path / 'newsletter.db'}",
+        # The bundled sample, named: send and run refuse an empty NEWSLETTER_SOURCES.
+        NEWSLETTER_SOURCES=str(SAMPLE_FEED),
         NEWSLETTER_TIMEZONE="Africa/Casablanca",
         NEWSLETTER_SEND_TIME="07:00",
         PYTHONUNBUFFERED="1",
@@ -60,16 +64,15 @@ def base_env(tmp_path: Path, **overrides: str) -> dict[str, str]:
 
 def send_env(tmp_path: Path, port: int, **overrides: str) -> dict[str, str]:
     """base_env plus what a send needs, pointed at the test SMTP server on ``port``."""
-    return base_env(
-        tmp_path,
-        NEWSLETTER_SMTP_HOST="127.0.0.1",
-        NEWSLETTER_SMTP_PORT=str(port),
-        NEWSLETTER_SMTP_SECURITY="none",
-        NEWSLETTER_FROM="L’Observateur africain <lettre@exemple.ma>",
-        NEWSLETTER_BASE_URL="http://localhost:8000",
-        NEWSLETTER_SECRET_KEY=TEST_SECRET,
-        **overrides,
-    )
+    values = {
+        "NEWSLETTER_SMTP_HOST": "127.0.0.1",
+        "NEWSLETTER_SMTP_PORT": str(port),
+        "NEWSLETTER_SMTP_SECURITY": "none",
+        "NEWSLETTER_FROM": "L’Observateur africain <lettre@exemple.ma>",
+        "NEWSLETTER_BASE_URL": "http://localhost:8000",
+        "NEWSLETTER_SECRET_KEY": TEST_SECRET,
+    }
+    return base_env(tmp_path, **{**values, **overrides})
 
 
 def settings_for(tmp_path: Path, **env: str) -> Settings:

@@ -39,7 +39,7 @@ def test_environment_wins_over_dotenv(tmp_path):
         ("NEWSLETTER_SEND_TIME", "7h", "HH:MM"),
         ("NEWSLETTER_SEND_TIME", "24:00", "HH:MM"),
         ("NEWSLETTER_SMTP_SECURITY", "ssl", "none, starttls, tls"),
-        ("NEWSLETTER_SMTP_CONNECTIONS", "zero", "int"),
+        ("NEWSLETTER_SMTP_CONNECTIONS", "zero", "whole number"),
         ("NEWSLETTER_BASE_URL", "http://news.example.com", "https"),
         ("NEWSLETTER_BASE_URL", "https://[broken", "https"),
         ("NEWSLETTER_FROM", "Rédaction <r@exemple.sn>\r\nBcc: x@y", "line break"),

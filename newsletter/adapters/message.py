@@ -23,12 +23,13 @@ from datetime import date
 from email import quoprimime
 from email.header import Header
 from email.headerregistry import Address
-from email.utils import formataddr, formatdate, parseaddr
+from email.utils import formataddr, formatdate
 from typing import Protocol
 
 from newsletter.adapters.render import PREFERENCES_SLOT, UNSUBSCRIBE_SLOT, RenderedVariant
 from newsletter.config import Settings
 from newsletter.domain import Reader
+from newsletter.domain.addresses import InvalidMailbox, parse_mailbox
 from newsletter.domain.errors import UsageError
 from newsletter.domain.text import one_line
 
@@ -52,20 +53,18 @@ class Sender:
 
     @classmethod
     def parse(cls, text: str) -> Sender:
-        name, address = parseaddr(text)
-        if "@" not in address or " " in address:
-            raise SenderError(
-                f"NEWSLETTER_FROM={text!r} has no usable address",
-                "expected 'Display Name <news@example.com>'",
-            )
-        local, _, domain = address.rpartition("@")
         try:
-            ascii_domain = domain.encode("idna").decode("ascii").lower()
-        except UnicodeError:
-            raise SenderError(
-                f"NEWSLETTER_FROM domain {domain!r} is not valid", "fix the address"
-            ) from None
+            name, address = parse_mailbox(text)
+        except InvalidMailbox as err:
+            raise SenderError(f"NEWSLETTER_FROM: {err.message}", err.hint) from None
+        local, _, domain = address.rpartition("@")
+        ascii_domain = domain.encode("idna").decode("ascii").lower()
         return cls(display_name=one_line(name), address=f"{local}@{ascii_domain}")
+
+    @property
+    def header(self) -> str:
+        """The From header's value: the name quoted or encoded as it needs (a comma is quoted)."""
+        return formataddr((self.display_name, self.address), charset="utf-8")
 
 
 @dataclass(frozen=True, slots=True)
@@ -255,7 +254,7 @@ class MessageTemplate:
     def _build_fixed_headers(self, variant: RenderedVariant, identity: ListIdentity) -> bytes:
         sender = identity.sender
         headers = [
-            _header("From", formataddr((sender.display_name, sender.address), charset="utf-8")),
+            _header("From", sender.header),
             _header("Subject", _encoded_words(self._subject(variant))),
             _header("MIME-Version", "1.0"),
             _header(

@@ -16,6 +16,7 @@ import click
 
 from newsletter.cli.common import ISO_DATE, NewsletterGroup, settings_from
 from newsletter.cli.subscribers import subscribers
+from newsletter.config import Purpose
 from newsletter.domain.errors import NewsletterError
 
 # Each command imports the services it uses inside its body: `newsletter --help` or
@@ -125,7 +126,7 @@ def send(
     from newsletter.services.delivery import NothingToSend, send_test
     from newsletter.services.editions import dry_run_lines, report_line
 
-    settings = settings_from(ctx)
+    settings = settings_from(ctx, Purpose.SEND)
     day = day or settings.next_edition_date()
     with open_store(settings.database_url) as store:
         if dry_run:
@@ -214,7 +215,7 @@ def run(ctx: click.Context, start_at: str | None) -> None:
     """
     from newsletter.daemon import parse_now, run_daemon  # APScheduler only for this command
 
-    settings = settings_from(ctx)
+    settings = settings_from(ctx, Purpose.SEND)
     ctx.exit(run_daemon(settings, start_at=parse_now(start_at) if start_at else None))
 
 
@@ -254,7 +255,7 @@ def serve(ctx: click.Context, host: str, port: int) -> None:
     from newsletter.web import create_app
     from newsletter.web.server import server_config
 
-    settings = settings_from(ctx)
+    settings = settings_from(ctx, Purpose.SERVE)
     app = create_app(settings)
     # Header limits and deadlines, proxy trust from NEWSLETTER_TRUSTED_PROXIES only, no access
     # log (paths carry link tokens): see web/server.py.

@@ -9,7 +9,7 @@ from datetime import date
 
 import click
 
-from newsletter.config import Settings, load_settings
+from newsletter.config import Purpose, Settings, load_settings
 from newsletter.domain.errors import NewsletterError
 
 
@@ -24,7 +24,8 @@ class NewsletterGroup(click.Group):
         try:
             return super().invoke(ctx)
         except NewsletterError as err:
-            click.echo(f"error: {_without_password(str(err), ctx)}", err=True)
+            for line in err.lines():
+                click.echo(f"error: {_without_password(line, ctx)}", err=True)
             sys.exit(err.exit_code)
         except Exception as err:
             if not _is_database_error(err):
@@ -65,13 +66,22 @@ def _without_password(message: str, ctx: click.Context) -> str:
     return mask_password(message, url)
 
 
-def settings_from(ctx: click.Context) -> Settings:
-    """Load (once per invocation) and validate the settings; bad settings exit 2."""
+def settings_from(ctx: click.Context, purpose: Purpose | None = None) -> Settings:
+    """Load (once per invocation) and validate the settings; bad settings exit 2.
+
+    A command that mails or serves passes its ``purpose``: everything it cannot go without is
+    then checked in the same pass, unknown ``NEWSLETTER_*`` names included, and every problem
+    is reported at once. Other commands only warn about an unknown name.
+    """
     root = ctx.find_root()
     if not isinstance(root.obj, dict):
         root.obj = {}
     if "settings" not in root.obj:
-        root.obj["settings"] = load_settings()
+        settings = load_settings(purpose=purpose)
+        if purpose is None:
+            for unknown in settings.unknown:
+                click.echo(f"warning: {unknown}", err=True)
+        root.obj["settings"] = settings
     return root.obj["settings"]
 
 

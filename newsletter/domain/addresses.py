@@ -37,6 +37,44 @@ class InvalidAddress(UsageError):
         self.reason = reason
 
 
+class InvalidMailbox(UsageError):
+    """Not a ``Display Name <address>`` or a bare address."""
+
+
+# "Display Name <local@domain>": the name may hold commas and need no quotes, since the angle
+# brackets already say where the address is. RFC 5322 would want the name quoted; operators
+# write what they see in mail clients.
+_NAME_ADDR = re.compile(r"^\s*(?P<name>[^<>]*?)\s*<(?P<address>[^<>]*)>\s*$")
+
+
+def parse_mailbox(text: str) -> tuple[str, str]:
+    """``(display name, address)`` of one mailbox as an operator writes it in a setting.
+
+    ``Le Journal Africain, Rabat <lettre@example.com>`` is one mailbox: with the address in
+    angle brackets an unquoted comma belongs to the name (``email.utils.parseaddr`` would read
+    two mailboxes there). Quotes around the name are removed. The address needs one ``@``, no
+    space or comma, and a domain that IDNA can encode (the message builder sends it so).
+    """
+    match = _NAME_ADDR.match(text)
+    if match:
+        name = match.group("name")
+        if len(name) >= 2 and name[0] == name[-1] == '"':
+            name = name[1:-1].replace('\\"', '"').replace("\\\\", "\\")
+        address = match.group("address").strip()
+    else:
+        name, address = "", text.strip()
+    local, at, domain = address.rpartition("@")
+    if not at or not local or not domain or any(c.isspace() for c in address) or "," in address:
+        raise InvalidMailbox(
+            f"{text!r} has no usable address", "expected 'Display Name <news@example.com>'"
+        )
+    try:
+        domain.encode("idna")
+    except UnicodeError:
+        raise InvalidMailbox(f"the domain of {text!r} is not valid", "fix the address") from None
+    return name.strip(), address
+
+
 @dataclass(frozen=True, slots=True)
 class Address:
     normalized: str  # local part as written @ lower-case ASCII (IDNA) domain

@@ -21,6 +21,10 @@ class NewsletterError(Exception):
     def __str__(self) -> str:
         return f"{self.message} ({self.hint})" if self.hint else self.message
 
+    def lines(self) -> list[str]:
+        """The error as the lines a command prints: one, unless several problems were found."""
+        return [str(self)]
+
 
 class UsageError(NewsletterError):
     """A bad argument or setting: the user must change how they call us."""

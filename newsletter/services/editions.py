@@ -92,6 +92,9 @@ def dry_run_lines(store: Store, settings: Settings, day: date) -> Iterator[str]:
     articles = _count(len(edition.articles), "%(num)d article", "%(num)d articles")
     sections = _count(len(edition.sections), "%(num)d section", "%(num)d sections")
     yield f"edition {day.isoformat()}: {articles} in {sections}"
+    if not variants and not nothing and store.frozen_articles(day) is None:
+        yield "no active subscriber: a send now would stop with nothing sent and nothing recorded"
+        return
     messages = _count(sum(variants.values()), "%(num)d message", "%(num)d messages")
     kinds = _count(len(variants), "%(num)d content variant", "%(num)d content variants")
     yield f"would send {messages} in {kinds}"

@@ -210,12 +210,12 @@ class Subscriptions:
             "days": self.settings.confirm_days,
         }
         message = EmailMessage(policy=email.policy.SMTP)
-        message["From"] = self.settings.from_address
+        message["From"] = self.sender.header
         message["To"] = subscriber.email
         message["Subject"] = gettext(locale, "Confirm your subscription to %(title)s") % {
             "title": self.settings.title
         }
-        message["Date"] = formatdate(usegmt=True)
+        message["Date"] = formatdate().replace("-0000", "+0000")  # numeric zone, not "GMT"
         message["Message-ID"] = make_msgid("confirm", domain=self.sender.domain)
         message["Auto-Submitted"] = "auto-generated"
         if self.settings.reply_to:
