@@ -33,6 +33,7 @@ from newsletter.adapters.store.engine import (
     redact_url,
     utc_now,
 )
+from newsletter.adapters.store.health import DatabaseHealth, inspect_database
 from newsletter.adapters.store.ledger import ClaimedDelivery, EditionRecord, LedgerQueries
 from newsletter.adapters.store.locks import LockQueries
 from newsletter.adapters.store.migrations import (
@@ -66,6 +67,7 @@ __all__ = [
     "DatabaseBusy",
     "DatabaseError",
     "DatabaseFailure",
+    "DatabaseHealth",
     "EditionRecord",
     "EditionSummary",
     "NewSubscriber",
@@ -73,6 +75,7 @@ __all__ = [
     "StoreError",
     "UTCDateTime",
     "create_store_engine",
+    "inspect_database",
     "join_categories",
     "mask_password",
     "migrate",
