@@ -237,3 +237,31 @@ def test_a_rejected_huge_value_is_echoed_cut_to_80_characters(cli: Cli, tmp_path
     assert lines[0].startswith(f"line 2: '{'x' * 79}…': ")
     assert f"unknown locale '{'x' * 79}…'" in lines[1]
     assert f"unknown status '{'x' * 79}…'" in lines[2]
+
+
+def test_export_for_excel_has_a_bom_semicolons_and_crlf_and_imports_back(
+    cli: Cli, tmp_path: Path
+) -> None:
+    import sys
+
+    write_file(tmp_path / "abonnes.csv", SPREADSHEET, bom=True)
+    cli("import", "abonnes.csv")
+    proc = subprocess.run(  # the real process: the bytes on stdout are what Excel opens
+        [sys.executable, "-m", "newsletter", "subscribers", "export", "--excel"],
+        capture_output=True,
+        env=cli.env,
+        cwd=tmp_path,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+    raw = proc.stdout
+    assert raw.startswith(b"\xef\xbb\xbfemail;name;categories;locale;status\r\n")
+    assert raw.count(b"\r\n") == 3 and b"\n" not in raw.replace(b"\r\n", b"")
+    assert "Karim.Benali@example.com;Benali, Karim;Économie|Sport;;active\r\n".encode() in raw
+    (tmp_path / "excel.csv").write_bytes(raw)
+
+    other = Cli(tmp_path)
+    other.env["NEWSLETTER_DATABASE_URL"] = f"sqlite:///{tmp_path / 'other' / 'list.db'}"
+    imported = other("import", "excel.csv")
+    assert imported.returncode == 0, imported.stderr
+    assert other("export").stdout == cli("export").stdout

@@ -195,12 +195,13 @@ class RowWriter(Protocol):
     def writerow(self, row: Iterable[str], /) -> object: ...
 
 
-def csv_writer(out: TextIO) -> RowWriter:
+def csv_writer(out: TextIO, delimiter: str = ",") -> RowWriter:
     """A writer in the export dialect: comma, minimal quoting, CRLF (RFC 4180, what Excel reads).
 
-    Every cell goes through escape_formula.
+    ``delimiter=";"`` is what Excel expects in the locales whose decimal mark is a comma (French
+    among them). Every cell goes through escape_formula.
     """
-    return _FormulaSafeWriter(csv.writer(out, lineterminator="\r\n"))
+    return _FormulaSafeWriter(csv.writer(out, delimiter=delimiter, lineterminator="\r\n"))
 
 
 class _FormulaSafeWriter:

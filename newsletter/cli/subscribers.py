@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -82,13 +83,30 @@ def import_(ctx: click.Context, file: Path, strict: bool) -> None:
 
 @subscribers.command()
 @click.option("--status", type=_STATUS, default=None, help="only subscribers in this status")
+@click.option(
+    "--excel",
+    is_flag=True,
+    help="for French Excel: UTF-8 with a BOM, ';' between fields, CRLF (import reads it back)",
+)
 @click.pass_context
-def export(ctx: click.Context, status: str | None) -> None:
+def export(ctx: click.Context, status: str | None, excel: bool) -> None:
     """Write the list as CSV to stdout: email,name,categories (| separated),locale,status."""
     from newsletter.services import subscribers as service
 
     with _store(ctx) as store:
-        service.export_csv(store, click.get_text_stream("stdout"), _status(status))
+        if not excel:
+            service.export_csv(store, click.get_text_stream("stdout"), _status(status))
+            return
+        # Excel guesses the encoding from a BOM and, in a French locale, splits on ';' (its list
+        # separator there); without them accents and columns come out wrong.
+        out = io.TextIOWrapper(
+            click.get_binary_stream("stdout"), encoding="utf-8-sig", newline="", write_through=True
+        )
+        try:
+            service.export_csv(store, out, _status(status), delimiter=";")
+        finally:
+            out.flush()
+            out.detach()  # leave stdout open for click
 
 
 @subscribers.command(name="list")

@@ -287,9 +287,11 @@ def iter_subscribers(store: Store, status: SubscriberStatus | None = None) -> It
     return store.iter_subscribers(status)
 
 
-def export_csv(store: Store, out: TextIO, status: SubscriberStatus | None = None) -> int:
+def export_csv(
+    store: Store, out: TextIO, status: SubscriberStatus | None = None, *, delimiter: str = ","
+) -> int:
     """Write the list as CSV (the columns import reads), streaming; returns the row count."""
-    writer = csv_writer(out)
+    writer = csv_writer(out, delimiter=delimiter)
     writer.writerow(COLUMNS)
     count = 0
     for sub in store.iter_subscribers(status):
