@@ -53,7 +53,9 @@ def test_every_problem_is_reported_in_one_run(tmp_path: Path) -> None:
     assert "Traceback" not in proc.stdout + proc.stderr
     problems = _lines(proc.stdout, "problem")
     text = "\n".join(problems)
-    assert "NEWSLETTER_SENDTIME in .env is not a setting (did you mean NEWSLETTER_SEND_TIME?" in text
+    assert (
+        "NEWSLETTER_SENDTIME in .env is not a setting (did you mean NEWSLETTER_SEND_TIME?" in text
+    )
     assert "settings: NEWSLETTER_FROM is not set" in text
     assert "database: " in text and "readonly" in text
     assert "relay: 127.0.0.1:" in text
@@ -64,7 +66,9 @@ def test_every_problem_is_reported_in_one_run(tmp_path: Path) -> None:
         "6 problems found: the daily send would fail or go out wrong"
     )
     # The good source is still counted.
-    assert any(line.startswith(f"ok:      source {SAMPLE_FEED.name}") for line in proc.stdout.splitlines())
+    assert any(
+        line.startswith(f"ok:      source {SAMPLE_FEED.name}") for line in proc.stdout.splitlines()
+    )
 
 
 def test_malformed_settings_are_all_listed_and_the_rest_waits_for_them(tmp_path: Path) -> None:
@@ -93,7 +97,11 @@ def test_check_settings_shows_each_origin_and_masks_the_secrets(tmp_path: Path) 
     out = proc.stdout
     for secret in ("hunter2-relay", "dbsecret", "motdepasse-du-fichier", TEST_SECRET):
         assert secret not in out
-    rows = {line.split()[0]: line.split(None, 2)[1:] for line in out.splitlines()[1:] if line.startswith("NEWSLETTER_")}
+    rows = {
+        line.split()[0]: line.split(None, 2)[1:]
+        for line in out.splitlines()[1:]
+        if line.startswith("NEWSLETTER_")
+    }
     assert rows["NEWSLETTER_TITLE"] == [".env", "Depuis le fichier"]
     assert rows["NEWSLETTER_ADMIN_PASSWORD"] == [".env", "(set, hidden)"]
     assert rows["NEWSLETTER_SMTP_PASSWORD"] == ["environment", "(set, hidden)"]

@@ -188,3 +188,17 @@ def test_sigterm_during_a_send_waits_for_its_work_in_flight_and_returns_0_prompt
     assert "edition 2026-01-27: send interrupted; the next sender continues it" in messages
     assert messages[-1] == "stopped"
     assert not daemon.scheduler.running
+
+
+def test_log_timestamps_are_in_the_site_zone_whatever_the_server_zone() -> None:
+    import logging
+    from zoneinfo import ZoneInfo
+
+    from newsletter.daemon.runner import LOG_FORMAT, SiteZoneFormatter
+
+    record = logging.LogRecord("newsletter", logging.INFO, __file__, 1, "sent", None, None)
+    record.created = 1_769_493_600.0  # 2026-01-27T07:00:00 in Casablanca (UTC+1), 06:00 UTC
+    line = SiteZoneFormatter(LOG_FORMAT, ZoneInfo("Africa/Casablanca")).format(record)
+    assert line.startswith("2026-01-27T07:00:00+0100"), line
+    tokyo = SiteZoneFormatter(LOG_FORMAT, ZoneInfo("Asia/Tokyo")).format(record)
+    assert tokyo.startswith("2026-01-27T15:00:00+0900"), tokyo

@@ -165,6 +165,8 @@ def test_at_the_exact_send_instant_every_caller_names_the_same_coming_edition():
     day, tomorrow = date(2026, 1, 27), date(2026, 1, 28)
     assert settings.timetable.send_at(day) == instant
     assert settings.timetable.due_edition(instant) == day
-    assert settings.next_edition_date(instant) == settings.timetable.next_edition(instant) == tomorrow
+    assert (
+        settings.next_edition_date(instant) == settings.timetable.next_edition(instant) == tomorrow
+    )
     assert settings.next_edition_date(instant - timedelta(microseconds=1)) == day
     assert edition_date_for(instant, settings.send_time, settings.timezone) == day

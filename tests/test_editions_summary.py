@@ -32,7 +32,9 @@ def test_the_summary_matches_the_per_edition_queries_and_costs_one_statement(
         store.freeze_edition(day, [article(day)])
         claimed = store.claim_deliveries(day, OWNER, limit=7, lease_seconds=30)
         for row in claimed[: n + 2]:  # n + 2 failures on edition n: more than are shown
-            store.mark_failed(row.delivery_id, OWNER, f"550 no such user {row.reader.email}", bounce=False)
+            store.mark_failed(
+                row.delivery_id, OWNER, f"550 no such user {row.reader.email}", bounce=False
+            )
         store.mark_sent([row.delivery_id for row in claimed[n + 2 :]], OWNER)
     store.record_edition_status(date(2026, 1, 28), EditionStatus.EMPTY, "no article")  # no rows
     store.set_held(date(2026, 1, 27), True)

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import email
 import email.policy
+import re
 import subprocess
 import sys
 
 import click
+import pytest
 from click.testing import CliRunner
 
 from newsletter.cli import cli
@@ -51,7 +53,9 @@ def test_wheel_ships_templates_and_sample_and_works_from_another_folder(tmp_path
     )
     assert (target / "newsletter" / "templates" / "digest.html").is_file()
     for language in ("fr", "en", "ar"):  # the compiled gettext catalogues
-        assert (target / "newsletter" / "locale" / language / "LC_MESSAGES" / "newsletter.mo").is_file()
+        assert (
+            target / "newsletter" / "locale" / language / "LC_MESSAGES" / "newsletter.mo"
+        ).is_file()
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     env = base_env(tmp_path, PYTHONPATH=str(target))
@@ -107,3 +111,13 @@ def test_every_command_has_help():
         result = runner.invoke(cli, [*path.split()[1:], "--help"])
         assert result.exit_code == 0 and "Usage:" in result.output, path
         assert len(result.output.splitlines()) > 3, path
+
+
+@pytest.mark.parametrize("command", ["status", "preview"])
+def test_the_default_edition_reads_the_same_in_help_and_readme(command: str) -> None:
+    help_text = " ".join(CliRunner().invoke(cli, [command, "--help"]).output.split())
+    default = re.search(r"Edition date \(default: ([^)]*)\)", help_text)
+    assert default, help_text
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    (row,) = [line for line in readme.splitlines() if line.startswith(f"| `newsletter {command} ")]
+    assert f"(default: {default.group(1)})" in row, row

@@ -181,8 +181,11 @@ def _send_with_progress(store: Store, settings: Settings, day: date) -> SendRepo
             bar_holder[0].__exit__(None, None, None)
 
 
+STATUS_DEFAULT = "the latest edition recorded, else the next one"
+
+
 @cli.command()
-@click.option("--date", "day", type=ISO_DATE, help="Edition date (default: the next edition).")
+@click.option("--date", "day", type=ISO_DATE, help=f"Edition date (default: {STATUS_DEFAULT}).")
 @click.pass_context
 def status(ctx: click.Context, day: date | None) -> None:
     """How edition D went: sent, failed, pending and skipped counts, failures listed."""

@@ -30,6 +30,7 @@ import sys
 import threading
 from datetime import datetime, timedelta
 from types import FrameType
+from zoneinfo import ZoneInfo
 
 from apscheduler.events import EVENT_JOB_MAX_INSTANCES, JobSubmissionEvent
 from apscheduler.executors.pool import ThreadPoolExecutor
@@ -52,10 +53,23 @@ JOB_NAMES = {LEASE: "scheduler lock", SEND: "daily send", PREVIEW: "editors' pre
 LOG_FORMAT = "%(asctime)s %(levelname)s %(message)s"
 
 
-def configure_logging() -> None:
+class SiteZoneFormatter(logging.Formatter):
+    """Timestamps in the site's zone, with their offset: the times inside the lines (send time,
+    deadline) are the site's, so the line's own time must be too, whatever the server's zone."""
+
+    def __init__(self, fmt: str, zone: ZoneInfo) -> None:
+        super().__init__(fmt)
+        self.zone = zone
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
+        moment = datetime.fromtimestamp(record.created, self.zone)
+        return moment.strftime(datefmt or "%Y-%m-%dT%H:%M:%S%z")
+
+
+def configure_logging(zone: ZoneInfo) -> None:
     """One line per event on stderr, with a timestamp; APScheduler only for its warnings."""
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter(LOG_FORMAT, datefmt="%Y-%m-%dT%H:%M:%S%z"))
+    handler.setFormatter(SiteZoneFormatter(LOG_FORMAT, zone))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(logging.INFO)
@@ -206,7 +220,7 @@ class Daemon:
 
 def run_daemon(settings: Settings, *, start_at: datetime | None = None) -> int:
     """``newsletter run``: check the settings, open the store and block until stopped."""
-    configure_logging()
+    configure_logging(settings.timezone)
     settings.require_sending()
     clock = system_clock if start_at is None else shifted_clock(start_at)
     if start_at is not None:
