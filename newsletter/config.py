@@ -64,7 +64,7 @@ SETTINGS: tuple[SettingDoc, ...] = (
     SettingDoc(
         "NEWSLETTER_SOURCES",
         "",
-        "comma-separated feed URLs, feed files or folders of JSON articles; empty = the bundled sample",
+        "comma-separated feed URLs, feed files or folders of JSON articles; required by send and run (empty = the bundled sample, for demo and preview only)",
     ),
     SettingDoc(
         "NEWSLETTER_DATABASE_URL",
@@ -143,7 +143,7 @@ SETTINGS: tuple[SettingDoc, ...] = (
     SettingDoc(
         "NEWSLETTER_SECRET_KEY",
         "",
-        "signs every link token; required to send or serve; never logged",
+        "signs every link token; at least 32 characters; required to send or serve; never logged",
     ),
     SettingDoc("NEWSLETTER_ADMIN_USER", "editor", "HTTP Basic user for the editors' pages"),
     SettingDoc("NEWSLETTER_ADMIN_PASSWORD", "", "HTTP Basic password; unset = editors' pages off"),
