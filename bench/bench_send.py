@@ -86,7 +86,9 @@ def make_env(workdir: Path, port: int, connections: int) -> dict[str, str]:
         NEWSLETTER_SMTP_CONNECTIONS=str(connections),
         NEWSLETTER_FROM="L’Observateur africain <lettre@exemple.ma>",
         NEWSLETTER_BASE_URL="https://lettre.exemple.ma",
-        NEWSLETTER_SECRET_KEY="bench-secret-key-0123456789",
+        NEWSLETTER_SECRET_KEY="bench-secret-key-0123456789abcdef",
+        # The bundled sample, named: send refuses an empty NEWSLETTER_SOURCES.
+        NEWSLETTER_SOURCES=str(ROOT / "newsletter" / "sample" / "feed.xml"),
     )
     return env
 
