@@ -101,10 +101,13 @@ def test_sign_up_confirm_and_unsubscribe_in_the_browser(
     page.goto(
         f"{live.url}/unsubscribe/{live.token(Purpose.UNSUBSCRIBE, 'navigatrice@example.com')}"
     )
+    page.wait_for_selector("text=Se désabonner ?")  # it asks first
+    assert "Voulez-vous vous désabonner" in page.inner_text("main")
     screenshot(page, tmp_path / "unsubscribe.png")
     assert live.status("navigatrice@example.com") is SubscriberStatus.ACTIVE
     page.click("button[type=submit]")
     page.wait_for_selector("text=Vous êtes désabonné·e")
+    assert "C’est fait\u00a0: vous ne recevrez plus" in page.inner_text("main")
     screenshot(page, tmp_path / "unsubscribed.png")
     assert live.status("navigatrice@example.com") is SubscriberStatus.UNSUBSCRIBED
     context.close()

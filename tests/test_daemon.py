@@ -383,3 +383,27 @@ def test_hold_defaults_to_the_next_edition(tmp_path: Path) -> None:
     again = run_cli("release", env=env, cwd=tmp_path)
     assert "released" in again.stdout
     assert os.environ.get("NEWSLETTER_NOW") is None  # the testing aid is a flag, not a setting
+
+
+@pytest.mark.parametrize("status", [EditionStatus.SENT, EditionStatus.EMPTY])
+def test_hold_refuses_a_finished_edition_and_changes_nothing(
+    tmp_path: Path, status: EditionStatus
+) -> None:
+    env = base_env(tmp_path)
+    with open_store(env["NEWSLETTER_DATABASE_URL"]) as store:
+        if status is EditionStatus.SENT:
+            store.freeze_edition(DAY, [])
+            store.mark_edition_sent(DAY)
+        else:
+            store.record_edition_status(DAY, status, "no article in its window")
+        before = store.edition_record(DAY)
+    proc = run_cli("hold", "--date", SAMPLE_DATE, env=env, cwd=tmp_path)
+    assert proc.returncode == 1, proc.stdout
+    assert proc.stdout == "" and "Traceback" not in proc.stderr
+    assert proc.stderr.splitlines() == [
+        f"error: edition {SAMPLE_DATE} is already {status}: it cannot be held (nothing was changed)"
+    ]
+    with open_store(env["NEWSLETTER_DATABASE_URL"]) as store:
+        after = store.edition_record(DAY)
+    assert after is not None and before is not None and not after.held
+    assert after == before  # nothing recorded

@@ -94,3 +94,14 @@ def test_cli_unsubscribe_mail(tmp_path: Path, service: Subscriptions) -> None:
     assert store.get(reader.id).status is SubscriberStatus.UNSUBSCRIBED  # type: ignore[union-attr]
     ignored = invoke_cli("unsubscribe-mail", env=env, cwd=tmp_path, input="Subject: hi\n\nhello\n")
     assert ignored.returncode == 0 and "ignored" in ignored.stderr
+
+
+def test_a_test_messages_mailto_unsubscribes_nobody(service: Subscriptions) -> None:
+    """The mailto: of a test message carries a test token: it names nobody, even the editor."""
+    store: Store = service.store
+    editor = store.add(new_subscriber("redaction@example.com"))
+    mailto = service.links.for_test(editor.email_key).unsubscribe_mailto
+    subject = unquote(mailto.split("subject=", 1)[1])
+    with pytest.raises(NoUnsubscribeToken):
+        unsubscribe_from_mail(service, raw_mail(subject))
+    assert store.get(editor.id).status is SubscriberStatus.ACTIVE  # type: ignore[union-attr]

@@ -20,7 +20,7 @@ from newsletter.daemon import Daemon, Lease, parse_now, shifted_clock
 from newsletter.domain import EditionStatus
 from newsletter.domain.edition import edition_date_for
 from newsletter.domain.timetable import Action, Timetable, decide_preview, decide_send
-from newsletter.services.editions import set_hold
+from newsletter.services.editions import EditionFinished, set_hold
 from tests.daemon_support import CASABLANCA, DAY, local, settings_for
 from tests.factories import FakeClock, sqlite_url
 
@@ -487,7 +487,9 @@ def test_hold_and_release_say_what_the_scheduler_will_do(tmp_path: Path) -> None
             store, settings, DAY, held=False, now=local("2026-01-27T14:00")
         )
         store.record_edition_status(DAY, EditionStatus.EMPTY, "no article")
-        assert "already empty" in set_hold(store, settings, DAY, held=True)
+        with pytest.raises(EditionFinished, match="already empty: it cannot be held"):
+            set_hold(store, settings, DAY, held=True)
+        assert not store.edition_record(DAY).held
 
 
 def test_now_needs_an_offset_and_then_runs_at_real_speed() -> None:

@@ -21,6 +21,7 @@ from newsletter.services.signup import (
     mask_address,
     page_locale,
     parse_signup,
+    signup_promise,
 )
 from newsletter.services.subscribers import InvalidValue
 from tests.factories import make_store, new_subscriber
@@ -134,3 +135,37 @@ def test_save_preferences(service: Subscriptions, store: Store) -> None:
     assert service.save_preferences(updated, [], "").categories == ()
     with pytest.raises(InvalidValue):
         service.save_preferences(updated, [], "klingon")
+
+
+NBSP = "\u00a0"
+
+
+@pytest.mark.parametrize(
+    ("send_time", "locale", "expected"),
+    [
+        ("07:00", "fr", f"Chaque matin vers 7{NBSP}h, "),
+        ("18:00", "fr", f"Chaque soir vers 18{NBSP}h, "),
+        ("18:30", "fr", f"Chaque soir vers 18{NBSP}h{NBSP}30, "),
+        ("12:15", "fr", f"Chaque jour à l’heure du déjeuner, vers 12{NBSP}h{NBSP}15, "),
+        ("15:00", "fr", f"Chaque après-midi vers 15{NBSP}h, "),
+        ("23:30", "fr", f"Chaque nuit vers 23{NBSP}h{NBSP}30, "),
+        ("04:59", "fr", f"Chaque nuit vers 4{NBSP}h{NBSP}59, "),
+        ("05:00", "fr", f"Chaque matin vers 5{NBSP}h, "),
+        ("11:59", "en", "Every morning around 11:59, "),
+        ("18:00", "en", "Every evening around 18:00, "),
+        ("18:00", "ar", "كل مساء نحو الساعة 18:00، "),
+    ],
+)
+def test_the_signup_promise_follows_the_send_time(
+    tmp_path: Path, send_time: str, locale: str, expected: str
+) -> None:
+    settings = settings_for(tmp_path, NEWSLETTER_SEND_TIME=send_time)
+    assert signup_promise(settings, locale).startswith(expected)
+
+
+def test_the_signup_promise_setting_is_used_as_written(tmp_path: Path) -> None:
+    settings = settings_for(
+        tmp_path, NEWSLETTER_SEND_TIME="18:00", NEWSLETTER_SIGNUP_PROMISE="Du lundi au vendredi"
+    )
+    for locale in ("fr", "en", "ar"):
+        assert signup_promise(settings, locale) == "Du lundi au vendredi"

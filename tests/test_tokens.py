@@ -67,3 +67,25 @@ def test_any_single_character_change_or_truncation_is_refused(subscriber_id, dat
 def test_arbitrary_text_is_refused_cleanly(text):
     with pytest.raises(InvalidToken):
         SIGNER.read(Purpose.UNSUBSCRIBE, text)
+
+
+def test_test_tokens_are_told_apart_and_never_pass_for_a_subscribers():
+    unsubscribe, preferences = SIGNER.sign_test(
+        (Purpose.UNSUBSCRIBE, Purpose.PREFERENCES), "redaction@exemple.ma"
+    )
+    assert SIGNER.is_test(Purpose.UNSUBSCRIBE, unsubscribe)
+    assert SIGNER.is_test(Purpose.PREFERENCES, preferences)
+    assert not SIGNER.is_test(Purpose.PREFERENCES, unsubscribe)  # one purpose each
+    assert not SIGNER.is_test(Purpose.UNSUBSCRIBE, preferences)
+    assert "redaction" not in unsubscribe
+    for purpose in Purpose:  # no test token reads as a subscriber's token of any purpose
+        for token in (unsubscribe, preferences):
+            with pytest.raises(InvalidToken):
+                SIGNER.read(purpose, token)
+    real = SIGNER.sign(Purpose.UNSUBSCRIBE, 0, "redaction@exemple.ma")
+    assert not SIGNER.is_test(Purpose.UNSUBSCRIBE, real)
+    other = TokenSigner("another-secret-entirely-xyz")
+    [forged] = other.sign_test((Purpose.UNSUBSCRIBE,), "redaction@exemple.ma")
+    assert not SIGNER.is_test(Purpose.UNSUBSCRIBE, forged)
+    assert not SIGNER.is_test(Purpose.UNSUBSCRIBE, unsubscribe[:-1])
+    assert not SIGNER.is_test(Purpose.CONFIRM, unsubscribe)

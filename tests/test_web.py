@@ -9,15 +9,17 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
+from datetime import date
 from pathlib import Path
 
 import httpx
+import lxml.html
 import pytest
 from itsdangerous import TimestampSigner
 
 from newsletter.adapters.tokens import Purpose, TokenSigner, address_digest
 from newsletter.config import ConfigError
-from newsletter.domain import ConsentSource, SubscriberStatus
+from newsletter.domain import ConsentSource, EditionStatus, SubscriberStatus
 from newsletter.web import create_app
 from tests.support import SAMPLE_DATE, TEST_SECRET, SmtpServer
 from tests.web_support import (
@@ -257,8 +259,30 @@ def test_get_unsubscribe_shows_one_button_and_changes_nothing(live: LiveApp) -> 
             assert page.text.count("<button") == 1
             assert f'action="{live.url}/unsubscribe/{token}"' in page.text
             assert "reader@example.com" not in page.text  # masked: r…@example.com
+            # It asks; it does not read as if it were done already (issue 11, problem 9).
+            assert "Se désabonner\u00a0?" in page.text
+            assert "Voulez-vous vous désabonner de « La Lettre » à l’adresse <bdi>r…" in page.text
+            assert "C’est fait" not in page.text and "ne recevrez plus" not in page.text
         assert http.head(f"/unsubscribe/{token}").status_code == 200
     assert live.status("reader@example.com") is SubscriberStatus.ACTIVE
+
+
+def test_the_unsubscribe_button_confirms_and_a_second_visit_says_it_is_done(
+    live: LiveApp,
+) -> None:
+    live.add("reader@example.com")
+    token = live.token(Purpose.UNSUBSCRIBE, "reader@example.com")
+    with live.client() as http:
+        done = http.post(f"/unsubscribe/{token}", data={"List-Unsubscribe": "One-Click"})
+        assert done.status_code == 200
+        assert "C’est fait\u00a0: vous ne recevrez plus « La Lettre »" in done.text
+        assert "<button" not in done.text
+        assert live.status("reader@example.com") is SubscriberStatus.UNSUBSCRIBED
+        again = http.get(f"/unsubscribe/{token}")  # the old email's link, opened later
+        assert again.status_code == 200
+        assert "ne reçoit plus « La Lettre »" in again.text and "<button" not in again.text
+        assert "Voulez-vous" not in again.text
+    assert live.status("reader@example.com") is SubscriberStatus.UNSUBSCRIBED
 
 
 @pytest.mark.parametrize("encoding", ["urlencoded", "multipart"])
@@ -276,6 +300,7 @@ def test_one_click_post_unsubscribes_only_that_subscriber(live: LiveApp, encodin
         for _ in range(2):  # idempotent
             answer = http.post(f"/unsubscribe/{token}", **body)  # type: ignore[arg-type]
             assert answer.status_code in (200, 202)
+            assert "C’est fait" in answer.text
             assert "location" not in answer.headers
             assert "set-cookie" not in answer.headers
     assert live.status("leaving@example.com") is SubscriberStatus.UNSUBSCRIBED
@@ -470,6 +495,88 @@ def test_editor_status_hold_release_and_cross_site(live: LiveApp) -> None:
         assert http.post("/editor/not-a-date/hold", data={"form_token": token}).status_code == 404
 
 
+def test_the_signup_promise_follows_the_send_time_or_the_setting(
+    tmp_path: Path, smtp_factory: Callable[..., SmtpServer]
+) -> None:
+    with running_app(tmp_path, None, NEWSLETTER_SEND_TIME="18:00") as live, live.client() as http:
+        page = http.get("/subscribe").text
+        assert "Chaque soir vers 18\u00a0h, l’essentiel de l’actualité du jour" in page
+        assert "matin" not in page
+    promise = 'Le <b>vendredi</b> & "le week-end"'
+    with (
+        running_app(tmp_path, None, NEWSLETTER_SIGNUP_PROMISE=promise) as live,
+        live.client() as http,
+    ):
+        page = http.get("/").text
+        assert "Le &lt;b&gt;vendredi&lt;/b&gt; &amp; &#34;le week-end&#34;" in page
+        assert "<b>vendredi" not in page and "Chaque" not in page
+
+
+def editor_rows(page: str) -> dict[str, list[str]]:
+    """The editors' table: each row's cells as text (spaces folded), by edition day."""
+    rows = {}
+    for row in lxml.html.fromstring(page).xpath("//tbody/tr"):
+        cells = [" ".join(cell.text_content().split()) for cell in row.xpath("td")]
+        rows[row.xpath("string(td[1]//time/@datetime)")] = cells
+    return rows
+
+
+def test_editor_page_is_localised_and_holds_only_what_can_still_be_held(
+    live: LiveApp,
+) -> None:
+    days = {
+        "sent": date(2026, 1, 24),
+        "empty": date(2026, 1, 25),
+        "sending": date(2026, 1, 26),
+        "open": SAMPLE_DAY,
+    }
+    live.add("lecteur@example.com")  # one pending delivery in each frozen edition
+    live.store.freeze_edition(days["sent"], [])
+    live.store.mark_edition_sent(days["sent"])
+    live.store.record_edition_status(days["empty"], EditionStatus.EMPTY, "no article in its window")
+    live.store.freeze_edition(days["sending"], [])
+    live.store.set_held(SAMPLE_DAY, False)
+    with live.client(auth=("editor", ADMIN_PASSWORD)) as http:
+        page = http.get("/editor")
+        assert page.status_code == 200
+        text = page.text
+        rows = editor_rows(text)
+        assert rows == {
+            "2026-01-27": ["27 janv. 2026", "pas encore envoyée Retenir", "", ""],
+            "2026-01-26": ["26 janv. 2026", "envoi en cours", "1 pas encore envoyé", ""],
+            "2026-01-25": ["25 janv. 2026", "non envoyée : aucun article dans sa fenêtre", "", ""],
+            "2026-01-24": ["24 janv. 2026", "envoyée", "1 pas encore envoyé", ""],
+        }
+        # No English state, count or ledger note in the French page.
+        for english in ("sent", "sending", "pending", "open", "empty", "no article"):
+            assert english not in text, english
+        assert f'action="{live.url}/editor/{SAMPLE_DATE}/hold"' in text
+        for day in ("sent", "empty", "sending"):
+            assert f"/editor/{days[day].isoformat()}/hold" not in text, day
+        assert text.count(">Retenir<") == 1
+
+        token = form_token_of(text)
+        for day in ("sent", "empty"):
+            refused = http.post(
+                f"/editor/{days[day].isoformat()}/hold",
+                data={"form_token": token},
+                headers={"Origin": live.url},
+            )
+            assert refused.status_code == 409, day
+            assert "Impossible de retenir cette édition" in refused.text
+            assert "est déjà terminée" in refused.text
+            assert f'href="{live.url}/editor"' in refused.text
+            record = live.store.edition_record(days[day])
+            assert record is not None and not record.held, day
+
+        # A held edition that was then sent by hand still offers Release, never Hold.
+        live.store.set_held(days["sending"], True)
+        text = http.get("/editor").text
+        assert f"/editor/{days['sending'].isoformat()}/release" in text
+        assert f"/editor/{days['sending'].isoformat()}/hold" not in text
+        assert editor_rows(text)["2026-01-26"][1] == "envoi en cours · retenue Libérer"
+
+
 def test_editor_test_send(live: LiveApp) -> None:
     with live.client(auth=("editor", ADMIN_PASSWORD)) as http:
         preview = http.get(f"/preview/{SAMPLE_DATE}")
@@ -479,6 +586,10 @@ def test_editor_test_send(live: LiveApp) -> None:
             data={"form_token": token, "address": "redaction@example.com"},
         )
         assert sent.status_code == 200, sent.text
+        assert "mardi 27 janvier 2026" in sent.text
+        # Back to the list of editions, not to the preview (issue 11, problem 9).
+        assert f'href="{live.url}/editor"' in sent.text
+        assert f'href="{live.url}/preview/' not in sent.text
         [message] = wait_mails(live, 1)
         assert message["To"] == "redaction@example.com"
         assert "List-Unsubscribe" in message
@@ -486,6 +597,9 @@ def test_editor_test_send(live: LiveApp) -> None:
             f"/editor/{SAMPLE_DATE}/test", data={"form_token": token, "address": "nope"}
         )
         assert bad.status_code == 400
+        # A mistyped address: back to the preview, where the form is.
+        assert f'href="{live.url}/preview/{SAMPLE_DATE}"' in bad.text
+        assert "Retour à l’aperçu" in bad.text
     assert live.store.edition_record(SAMPLE_DAY) is None
 
 

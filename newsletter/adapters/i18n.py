@@ -107,6 +107,11 @@ def format_long_date(d: date, locale: str) -> str:
     return format_date(d, format="full", locale=babel_locale(locale))
 
 
+def format_medium_date(d: date, locale: str) -> str:
+    """The date in short words, for a table: "27 janv. 2026" in fr."""
+    return format_date(d, format="medium", locale=babel_locale(locale))
+
+
 def language_tag(locale: str) -> str:
     """The BCP 47 tag for HTML's lang attribute: "fr_MA" -> "fr-MA"."""
     return normalise_locale(locale).replace("_", "-")

@@ -52,6 +52,18 @@ class Links:
             unsubscribe_mailto=self._mailto(unsubscribe),
         )
 
+    def for_test(self, email_key: str) -> SubscriberLinks:
+        """The links of a test message to ``email_key``: test tokens (tokens.py), which open the
+        page that says it was a test and unsubscribe or change nobody."""
+        unsubscribe, preferences = self.signer.sign_test(
+            (Purpose.UNSUBSCRIBE, Purpose.PREFERENCES), email_key
+        )
+        return SubscriberLinks(
+            unsubscribe_url=f"{self.base_url}{UNSUBSCRIBE_PATH}{unsubscribe}",
+            preferences_url=f"{self.base_url}{PREFERENCES_PATH}{preferences}",
+            unsubscribe_mailto=self._mailto(unsubscribe),
+        )
+
     def _mailto(self, token: str) -> str:
         # Tokens are URL-safe (digits, hex, base64url, dots): only the space needs escaping.
         return f"mailto:{self.mailto_address}?subject=unsubscribe%20{token}"

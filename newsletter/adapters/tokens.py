@@ -7,6 +7,10 @@ unsubscribe and an unsubscribe token cannot confirm. Unsubscribe and preferences
 expire (people read old emails); confirmation tokens expire after NEWSLETTER_CONFIRM_DAYS, and
 their digest also covers the sign-up's nonce (``confirm_binding``), so that one sign-up's link
 cannot confirm after the address unsubscribed, bounced or complained.
+
+Test sends (editors' test messages) carry test tokens: the same form, signed under salts of their
+own (``newsletter.test.<purpose>``), so no test token can pass for a subscriber's token and the
+web app can tell a test message's link from a forged one (``is_test``) and say it was a test.
 """
 
 from __future__ import annotations
@@ -26,6 +30,10 @@ class Purpose(enum.StrEnum):
     UNSUBSCRIBE = "unsubscribe"
     PREFERENCES = "preferences"
     CONFIRM = "confirm"
+
+
+# The links a test message carries (a test send has no confirmation link).
+TEST_PURPOSES = (Purpose.UNSUBSCRIBE, Purpose.PREFERENCES)
 
 
 class InvalidToken(NewsletterError):
@@ -70,6 +78,9 @@ class TokenSigner:
         self._confirm_max_age = confirm_max_age_seconds
         self._signers = {p: Signer(secret_key, salt=f"newsletter.{p}") for p in Purpose}
         self._timed = TimestampSigner(secret_key, salt=f"newsletter.{Purpose.CONFIRM}")
+        self._test_signers = {
+            p: Signer(secret_key, salt=f"newsletter.test.{p}") for p in TEST_PURPOSES
+        }
 
     def sign(self, purpose: Purpose, subscriber_id: int, email_key: str) -> str:
         return self.sign_many((purpose,), subscriber_id, email_key)[0]
@@ -85,6 +96,26 @@ class TokenSigner:
             .decode("ascii")
             for p in purposes
         ]
+
+    def sign_test(self, purposes: tuple[Purpose, ...], email_key: str) -> list[str]:
+        """The tokens of a test message to ``email_key``: one per purpose, none a subscriber's.
+
+        Subscriber id 0 (never a subscriber) and the test address's digest, under the test
+        salts: a test token opens the "this was a test" page and changes nothing.
+        """
+        payload = f"0.{address_digest(self._secret, email_key)}"
+        return [self._test_signers[p].sign(payload).decode("ascii") for p in purposes]
+
+    def is_test(self, purpose: Purpose, token: str) -> bool:
+        """Whether ``token`` is a genuine test token of ``purpose`` (a test message's link)."""
+        signer = self._test_signers.get(purpose)
+        if signer is None:
+            return False
+        try:
+            signer.unsign(token)
+        except (BadData, UnicodeError):
+            return False
+        return True
 
     def read(self, purpose: Purpose, token: str) -> TokenClaim:
         """The claim inside ``token``; InvalidToken for anything that is not a valid token of ``purpose``."""

@@ -228,7 +228,10 @@ def run(ctx: click.Context, start_at: str | None) -> None:
 @click.option("--date", "day", type=ISO_DATE, help="Edition date (default: the next edition).")
 @click.pass_context
 def hold(ctx: click.Context, day: date | None) -> None:
-    """Hold edition D: the scheduler does not send it until it is released."""
+    """Hold edition D: the scheduler does not send it until it is released.
+
+    A finished edition (sent, empty or skipped) cannot be held: one line, exit 1, nothing changed.
+    """
     _set_hold(ctx, day, held=True)
 
 

@@ -12,8 +12,9 @@ from datetime import UTC, date, datetime
 from newsletter.adapters.i18n import english_ngettext
 from newsletter.adapters.store import Store
 from newsletter.config import Settings
-from newsletter.domain import DeliveryStatus, Edition, EditionStatus, SendReport
+from newsletter.domain import DeliveryStatus, Edition, EditionRecord, EditionStatus, SendReport
 from newsletter.domain.edition import build_edition
+from newsletter.domain.errors import NewsletterError
 from newsletter.domain.timetable import is_finished
 from newsletter.services.compose import compose_edition
 
@@ -114,19 +115,44 @@ def _count(n: int, singular: str, plural: str) -> str:
     return english_ngettext(singular, plural, n) % {"num": n}
 
 
+class EditionFinished(NewsletterError):
+    """An editor asked to hold an edition that is already finished: there is nothing to hold."""
+
+    def __init__(self, day: date, status: EditionStatus) -> None:
+        super().__init__(
+            f"edition {day} is already {status}: it cannot be held", "nothing was changed"
+        )
+        self.day = day
+        self.status = status
+
+
+def hold_edition(store: Store, day: date) -> EditionRecord | None:
+    """Hold edition ``day``; returns its ledger entry as it was before.
+
+    EditionFinished, and nothing recorded, when it is already sent, empty or skipped: the
+    scheduler will never send it, so a hold would only say something untrue on the editors' page.
+    """
+    record = store.edition_record(day)
+    if record is not None and is_finished(record):
+        raise EditionFinished(day, record.status)
+    store.set_held(day, True)
+    return record
+
+
 def set_hold(
     store: Store, settings: Settings, day: date, *, held: bool, now: datetime | None = None
 ) -> str:
-    """Hold or release edition ``day`` for the scheduler; returns the line to show the editor."""
-    record = store.edition_record(day)
+    """Hold or release edition ``day`` for the scheduler; returns the line to show the editor.
+
+    Holding a finished edition raises EditionFinished (the CLI: one line, exit 1).
+    """
     if held:
-        if is_finished(record):
-            return f"edition {day}: already {record.status}; holding it changes nothing"  # type: ignore[union-attr]
-        store.set_held(day, True)
+        record = hold_edition(store, day)
         text = f"edition {day}: held; the scheduler will not send it until `newsletter release --date {day}`"
         if record is not None and record.frozen_at is not None:
             text += " (it is partly sent; a send already running is not interrupted)"
         return text
+    record = store.edition_record(day)
     if record is None or not record.held:
         return f"edition {day}: was not held; nothing changed"
     store.set_held(day, False)

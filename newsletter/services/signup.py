@@ -21,12 +21,13 @@ import email.policy
 import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import time
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
 
 from babel import Locale
 
-from newsletter.adapters.i18n import gettext, is_rtl_locale, language_tag
+from newsletter.adapters.i18n import N_, gettext, is_rtl_locale, language_tag
 from newsletter.adapters.links import Links
 from newsletter.adapters.message import Sender
 from newsletter.adapters.render import make_environment
@@ -109,6 +110,44 @@ def parse_signup(
         categories=known_sections(sections, settings.section_order),
         locale=page_locale(locale),
     )
+
+
+# The sign-up page's promise for each part of the day the edition goes out in, by the send
+# time's hour: (from hour, msgid). The first part whose hour is not after the send time's.
+_PROMISES: tuple[tuple[int, str], ...] = (
+    (0, N_("Every night around %(time)s, the day’s essential news in one email.")),
+    (5, N_("Every morning around %(time)s, the day’s essential news in one email.")),
+    (12, N_("Every day at lunchtime, around %(time)s, the day’s essential news in one email.")),
+    (14, N_("Every afternoon around %(time)s, the day’s essential news in one email.")),
+    (18, N_("Every evening around %(time)s, the day’s essential news in one email.")),
+    (23, N_("Every night around %(time)s, the day’s essential news in one email.")),
+)
+
+
+def signup_promise(settings: Settings, locale: str) -> str:
+    """What the sign-up page promises: NEWSLETTER_SIGNUP_PROMISE as written, else a sentence
+    worded from NEWSLETTER_SEND_TIME in ``locale`` ("Chaque soir vers 18 h, …")."""
+    if settings.signup_promise:
+        return settings.signup_promise
+    return gettext(locale, promise_for(settings.send_time)) % {
+        "time": time_of_day(settings.send_time, locale)
+    }
+
+
+def promise_for(send_time: time) -> str:
+    """The promise's msgid for an edition sent at ``send_time`` (its part of the day)."""
+    return [text for hour, text in _PROMISES if hour <= send_time.hour][-1]
+
+
+def time_of_day(moment: time, locale: str) -> str:
+    """A time as people of ``locale`` write it in a sentence: "18 h", "18 h 30", "18:30"."""
+    if moment.minute == 0:
+        # TRANSLATORS: a time of day on the hour, in a sentence (fr: "%(hour)d h").
+        text = gettext(locale, N_("%(hour)d:00"))
+    else:
+        # TRANSLATORS: a time of day, in a sentence (fr: "%(hour)d h %(minute)02d").
+        text = gettext(locale, N_("%(hour)d:%(minute)02d"))
+    return text % {"hour": moment.hour, "minute": moment.minute}
 
 
 def mask_address(address: str) -> str:
@@ -245,6 +284,10 @@ class Subscriptions:
         if subscriber is None or not self.signer.matches(claim, subscriber.email_key):
             raise UnknownLink("this link is no longer valid", "the address is not on the list")
         return subscriber
+
+    def is_test_link(self, purpose: Purpose, token: str) -> bool:
+        """Whether ``token`` comes from an editors' test message (it names no subscriber)."""
+        return len(token) <= MAX_TOKEN_CHARS and self.signer.is_test(purpose, token)
 
     def confirmation_for(self, token: str) -> tuple[Subscriber, str | None]:
         """The subscriber a confirmation link names and the nonce it is bound to.

@@ -23,12 +23,13 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
-from newsletter.adapters.i18n import N_, format_long_date
+from newsletter.adapters.i18n import N_, Text, format_long_date, format_medium_date, nN_
+from newsletter.domain import DeliveryStatus, EditionRecord, EditionStatus
 from newsletter.domain.addresses import InvalidAddress, normalise_address
 from newsletter.domain.errors import NewsletterError
 from newsletter.domain.ratelimit import SlidingWindowLimiter
 from newsletter.services.delivery import NothingToSend, send_test
-from newsletter.services.editions import frozen_edition
+from newsletter.services.editions import EditionFinished, frozen_edition, hold_edition
 from newsletter.services.preview import render_preview
 from newsletter.web.pages import Site, client_of, text_field
 
@@ -41,6 +42,41 @@ _ISO_DAY = re.compile(r"\d{4}-\d{2}-\d{2}")
 # and the edition window (the day before, at the send time, in the zone) overflows datetime.
 EARLIEST_EDITION_DAY = date(1970, 1, 1)
 LATEST_EDITION_DAY = date(9998, 12, 31)
+
+
+# Each state of an edition as the editors' page names it (the ledger's values are English).
+EDITION_STATES: dict[EditionStatus, str] = {
+    EditionStatus.OPEN: N_("not sent yet"),
+    EditionStatus.SENDING: N_("sending"),
+    EditionStatus.SENT: N_("sent"),
+    EditionStatus.EMPTY: N_("not sent: no article in its window"),
+    EditionStatus.SKIPPED_LATE: N_("not sent: found past its deadline"),
+}
+# States in which Hold is not offered: the edition is done, or its send is under way (a hold
+# would not stop a running send). A held one still offers Release.
+NOT_HOLDABLE = frozenset(
+    {EditionStatus.SENT, EditionStatus.EMPTY, EditionStatus.SKIPPED_LATE, EditionStatus.SENDING}
+)
+
+
+def delivery_count(status: str, n: int) -> Text:
+    """One delivery count of an edition, counted in the page's language: "3 envoyés"."""
+    match status:
+        case DeliveryStatus.SENT:
+            return nN_("%(num)d sent", "%(num)d sent", n)
+        case DeliveryStatus.FAILED:
+            return nN_("%(num)d failed", "%(num)d failed", n)
+        case DeliveryStatus.PENDING:
+            return nN_("%(num)d not sent yet", "%(num)d not sent yet", n)
+        case DeliveryStatus.SENDING:
+            return nN_("%(num)d being sent", "%(num)d being sent", n)
+        case DeliveryStatus.SKIPPED:
+            return nN_("%(num)d skipped", "%(num)d skipped", n)
+        case _:  # uncertain: the relay took it but never said so; the next run sends it again
+            return nN_("%(num)d unconfirmed", "%(num)d unconfirmed", n)
+
+
+_COUNT_ORDER = [s.value for s in DeliveryStatus]
 
 
 class EditorLogin:
@@ -128,22 +164,35 @@ class EditorConsole:
 
     # -- the list of editions --------------------------------------------------------------------
 
+    def state_name(self, record: EditionRecord | None) -> str:
+        status = record.status if record is not None else EditionStatus.OPEN
+        return self.site.t(None, EDITION_STATES[status])
+
     def rows(self) -> list[dict[str, Any]]:
-        url = self.site.url
+        url, t, locale = self.site.url, self.site.t, self.settings.locale
         rows = []
         for summary in self.store.editions_summary(RECENT_EDITIONS, FAILURES_SHOWN):
             record = summary.record
             day = record.edition_date.isoformat()
+            # The ledger's note is an operator's English line (`newsletter status` shows it);
+            # the localised state says the same here.
+            counts = sorted(
+                summary.counts.items(),
+                key=lambda item: _COUNT_ORDER.index(item[0]) if item[0] in _COUNT_ORDER else 99,
+            )
             rows.append(
                 {
                     "day": day,
-                    "status": record.status.value,
+                    "day_text": format_medium_date(record.edition_date, locale),
+                    "state": self.state_name(record),
                     "held": record.held,
-                    "note": record.note,
-                    "counts": sorted(summary.counts.items()),
+                    "counts": [t(None, delivery_count(status, n)) for status, n in counts],
                     "failures": summary.failures,
                     "preview_url": url("preview", day=day),
-                    "hold_url": url("editor_hold", day=day),
+                    # Release whenever it is held; Hold only while holding can still matter.
+                    "hold_url": ""
+                    if record.status in NOT_HOLDABLE
+                    else url("editor_hold", day=day),
                     "release_url": url("editor_release", day=day),
                 }
             )
@@ -151,12 +200,12 @@ class EditorConsole:
 
     async def status(self, request: Request) -> Response:
         rows = await run_in_threadpool(self.rows)
-        next_day = self.settings.next_edition_date().isoformat()
+        next_day = self.settings.next_edition_date()
         return self.site.page(
             "pages/editor.html",
             rows=rows,
-            next_date=next_day,
-            next_preview_url=self.site.url("preview", day=next_day),
+            next_date=format_long_date(next_day, self.settings.locale),
+            next_preview_url=self.site.url("preview", day=next_day.isoformat()),
             form_token=self.form_token(),
         )
 
@@ -173,8 +222,24 @@ class EditorConsole:
         form = await self.site.read_form(request)
         if not self.form_ok(request, form):
             return self.site.form_expired()
-        await run_in_threadpool(self.store.set_held, day, held)
+        if not held:
+            await run_in_threadpool(self.store.set_held, day, False)
+            return RedirectResponse(self.site.url("editor"), status_code=303)
+        try:
+            await run_in_threadpool(hold_edition, self.store, day)
+        except EditionFinished as err:
+            return self.site.message(
+                409,
+                N_("This edition cannot be held"),
+                N_("The edition of %(date)s is already finished (%(state)s): nothing was changed."),
+                link=self.back_to_editions(),
+                date=format_long_date(day, self.settings.locale),
+                state=self.site.t(None, EDITION_STATES[err.status]),
+            )
         return RedirectResponse(self.site.url("editor"), status_code=303)
+
+    def back_to_editions(self) -> tuple[str, str]:
+        return self.site.url("editor"), N_("Back to the editions")
 
     # -- preview and test send -------------------------------------------------------------------
 
@@ -203,11 +268,18 @@ class EditorConsole:
         try:
             context = await run_in_threadpool(self.preview_context, day)
         except NewsletterError as err:  # every source failed, say: the editors need the reason
-            return self.site.message(503, N_("This edition cannot be prepared"), detail=str(err))
+            return self.site.message(
+                503,
+                N_("This edition cannot be prepared"),
+                detail=str(err),
+                link=self.back_to_editions(),
+            )
+        record = await run_in_threadpool(self.store.edition_record, day)
         return self.site.page(
             "pages/preview.html",
             day=day.isoformat(),
             long_day=format_long_date(day, self.settings.locale),
+            state=self.state_name(record),
             editor_url=self.site.url("editor"),
             test_url=self.site.url("editor_test", day=day.isoformat()),
             form_token=self.form_token(),
@@ -219,7 +291,9 @@ class EditorConsole:
         form = await self.site.read_form(request)
         if not self.form_ok(request, form):
             return self.site.form_expired()
-        back = (self.site.url("preview", day=day.isoformat()), N_("Back to the editions"))
+        # After a test send the editors go back to the list; to retry an address, to the preview.
+        back = self.back_to_editions()
+        to_preview = (self.site.url("preview", day=day.isoformat()), N_("Back to the preview"))
         try:
             address = normalise_address(text_field(form, "address")).normalized
             await run_in_threadpool(send_test, self.store, self.settings, day, [address])
@@ -229,6 +303,7 @@ class EditorConsole:
                 N_("Invalid email address"),
                 N_("This address cannot receive email. Check it and try again."),
                 detail=err.reason,
+                link=to_preview,
             )
         except NothingToSend:
             return self.site.message(
@@ -244,6 +319,6 @@ class EditorConsole:
             N_("Test send"),
             N_("Edition of %(date)s sent as a test to %(address)s."),
             link=back,
-            date=day,
+            date=format_long_date(day, self.settings.locale),
             address=address,
         )

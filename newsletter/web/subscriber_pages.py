@@ -25,6 +25,7 @@ from newsletter.services.signup import (
     language_choices,
     mask_address,
     parse_signup,
+    signup_promise,
 )
 from newsletter.services.subscribers import InvalidValue
 from newsletter.web.pages import FORM_EXPIRED, Site, client_of, log, text_field, text_fields
@@ -59,6 +60,7 @@ class SubscriberPages:
         return self.site.page(
             "pages/subscribe.html",
             status=status,
+            promise=signup_promise(self.settings, self.settings.locale),
             action=self.site.url("subscribe"),
             sections=self.settings.section_order,
             chosen=chosen,
@@ -190,13 +192,41 @@ class SubscriberPages:
         )
         return self.confirmed_page(confirmed, already=not activated)
 
+    # -- a test message's links ------------------------------------------------------------------
+
+    def test_link_page(self, purpose: Purpose) -> HTMLResponse:
+        """What a link of an editors' test message opens (GET or POST): it was a test, and
+        nothing changed. A 200, so that a mail client's one-click POST reports no error."""
+        if purpose is Purpose.UNSUBSCRIBE:
+            lines = (
+                N_("This message was a test send: this link unsubscribes nobody."),
+                N_(
+                    "In the real edition, it leads each reader to a page that asks whether they "
+                    "want to unsubscribe, and unsubscribes them with one click."
+                ),
+            )
+        else:
+            lines = (
+                N_("This message was a test send: this link changes nobody’s preferences."),
+                N_(
+                    "In the real edition, it leads each reader to their own preferences: the "
+                    "sections they receive and their language."
+                ),
+            )
+        return self.site.message(200, N_("This was a test message"), *lines)
+
     # -- unsubscribe -----------------------------------------------------------------------------
 
     async def unsubscribe_form(self, request: Request) -> Response:
+        """The question and its one button; GET changes nothing (link scanners fetch it)."""
         token = request.path_params["token"]
+        if self.subscriptions.is_test_link(Purpose.UNSUBSCRIBE, token):
+            return self.test_link_page(Purpose.UNSUBSCRIBE)
         subscriber = await run_in_threadpool(
             self.subscriptions.subscriber_for, Purpose.UNSUBSCRIBE, token
         )
+        if subscriber.status is SubscriberStatus.UNSUBSCRIBED:
+            return self.unsubscribed_page(subscriber, already=True)
         return self.site.page(
             "pages/unsubscribe.html",
             locale=subscriber.locale or None,
@@ -208,10 +238,18 @@ class SubscriberPages:
         # RFC 8058: no cookie, no login, no form token; the signed link is the authority.
         await self.site.read_form(request, allow_empty=True)
         token = request.path_params["token"]
+        if self.subscriptions.is_test_link(Purpose.UNSUBSCRIBE, token):
+            return self.test_link_page(Purpose.UNSUBSCRIBE)
         subscriber = await run_in_threadpool(self.subscriptions.unsubscribe, token)
+        return self.unsubscribed_page(subscriber, already=False)
+
+    def unsubscribed_page(self, subscriber: Subscriber, *, already: bool) -> HTMLResponse:
+        """After the button (or a one-click POST): it is done, and how to come back."""
         return self.site.page(
             "pages/unsubscribed.html",
             locale=subscriber.locale or None,
+            already=already,
+            address=mask_address(subscriber.email),
             subscribe_url=self.site.url("subscribe_form"),
         )
 
@@ -247,6 +285,8 @@ class SubscriberPages:
 
     async def preferences_form(self, request: Request) -> Response:
         token = request.path_params["token"]
+        if self.subscriptions.is_test_link(Purpose.PREFERENCES, token):
+            return self.test_link_page(Purpose.PREFERENCES)
         subscriber = await run_in_threadpool(
             self.subscriptions.subscriber_for, Purpose.PREFERENCES, token
         )
@@ -255,6 +295,8 @@ class SubscriberPages:
     async def preferences(self, request: Request) -> Response:
         form = await self.site.read_form(request)
         token = request.path_params["token"]
+        if self.subscriptions.is_test_link(Purpose.PREFERENCES, token):
+            return self.test_link_page(Purpose.PREFERENCES)
         subscriber = await run_in_threadpool(
             self.subscriptions.subscriber_for, Purpose.PREFERENCES, token
         )

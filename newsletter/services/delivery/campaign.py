@@ -106,9 +106,10 @@ def send_test(store: Store, settings: Settings, day: date, addresses: Sequence[s
     try:
         for number, address in enumerate(targets, start=1):
             template = MessageTemplate(variant, identity, edition.date, test_run=f"{run}-{number}")
-            # id 0 is never a subscriber: the links in a test message lead to a "not valid" page.
+            # id 0 is never a subscriber, and test tokens (links.for_test) open the page that
+            # says the message was a test: an editor's click unsubscribes nobody.
             reader = Reader(subscriber_id=0, email=address.normalized, email_key=address.key)
-            recipient = Recipient.with_links(reader, links.for_subscriber(0, address.key))
+            recipient = Recipient.with_links(reader, links.for_test(address.key))
             connection.send(
                 identity.sender.address, address.normalized, template.personalise(recipient)
             )
