@@ -153,6 +153,17 @@ def test_an_article_an_earlier_edition_carried_is_left_out_as_already_sent(
     assert "1 article in 1 section" in dry.stdout  # the preview counts what a send would send
 
 
+def test_a_database_that_cannot_be_opened_is_a_warning_for_a_preview(tmp_path: Path) -> None:
+    source = feed(tmp_path / "f.xml", item("À nous", "a", "2026-01-27 12:00", "Sport"))
+    env = site_env(tmp_path, source, NEWSLETTER_DATABASE_URL="sqlite:////proc/nope/x.db")
+    proc = run_cli("preview", "--date", DAY, "--out", "out", env=env, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "edition 2026-01-27: 1 article in 1 section" in proc.stdout
+    (warning,) = proc.stderr.splitlines()
+    assert warning.startswith("warning: cannot read the database, so articles sent in earlier")
+    assert "/proc/nope" in warning and "Traceback" not in proc.stderr
+
+
 def test_preview_email_counts_that_subscribers_variant(tmp_path: Path) -> None:
     source = feed(
         tmp_path / "f.xml",

@@ -168,8 +168,8 @@ def preview_edition(settings: Settings, day: date) -> Edition:
     except NewsletterError as err:
         edition = compose_edition(settings, day)
         note = (
-            f"cannot read the database ({err}); articles sent in earlier editions are not left "
-            "out of this preview"
+            "cannot read the database, so articles sent in earlier editions are not left out of "
+            f"this preview: {err}"
         )
         return replace(edition, warnings=(*edition.warnings, note))
     return compose_edition(settings, day, exclude_uids=sent)
