@@ -162,8 +162,7 @@ def wanted_keys(preferences: Iterable[str]) -> frozenset[str]:
 class Edition:
     """The articles of one day, in sections, ready to render.
 
-    ``left_out`` says what composing it did not carry and why (see ``domain.edition``); a frozen
-    edition, rebuilt from its own articles, has none.
+    ``left_out`` says what composing it did not carry and why (see ``domain.edition``).
     """
 
     date: date

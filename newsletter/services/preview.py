@@ -220,18 +220,26 @@ def left_out_lines(
     Times are the site's (``zone``), as the window and the cut-off are.
     """
     locale = subscriber.locale or edition.locale
-    in_section = {s.key: len(s.articles) for s in edition.sections}
+    sections = {s.key: s for s in edition.sections}
     return [
-        f"left out: {_left_out_text(item, zone, locale, in_section)}"
+        f"left out: {_left_out_text(item, zone, locale, sections)}"
         for item in edition.left_out_for(subscriber.categories)
     ]
 
 
-def _left_out_text(item: LeftOut, zone: ZoneInfo, locale: str, in_section: dict[str, int]) -> str:
+def _left_out_text(item: LeftOut, zone: ZoneInfo, locale: str, sections: dict[str, Section]) -> str:
     article = item.article
     if item.reason is LeftOutReason.SOURCE_FAILED or article is None:
         return f"every article of source {item.source} — it could not be read ({item.detail})"
-    what = _describe(article, zone, locale)
+    # Its section named as the email names it: the NEWSLETTER_SECTIONS spelling, the general
+    # section in the site's language.
+    section = sections.get(article.section_key) or Section(
+        article.section_key, article.primary_category or "", ()
+    )
+    what = (
+        f"'{article.title}' ({section_label(section, locale)}, "
+        f"published {_local(article.published, zone)})"
+    )
     match item.reason:
         case LeftOutReason.DUPLICATE:
             kept = item.kept or article
@@ -247,7 +255,7 @@ def _left_out_text(item: LeftOut, zone: ZoneInfo, locale: str, in_section: dict[
         case LeftOutReason.ALREADY_SENT:
             return f"{what} — already sent in an earlier edition"
         case LeftOutReason.OVER_CAP:
-            cap = in_section.get(article.section_key, 0)
+            cap = len(section.articles)
             newest = english_ngettext("its newest article", "its %(num)d newest articles", cap)
             return (
                 f"{what} — over the cap (NEWSLETTER_MAX_PER_SECTION={cap}): its section carries "
@@ -260,14 +268,6 @@ def _left_out_text(item: LeftOut, zone: ZoneInfo, locale: str, in_section: dict[
                 f"{what} — before this edition's window; belongs to the edition of "
                 f"{_iso(item.edition)}"
             )
-
-
-def _describe(article: Article, zone: ZoneInfo, locale: str) -> str:
-    """'Title' (Section, published 2026-01-27 18:42): the section named as the email names it."""
-    section = section_label(
-        Section(article.section_key, article.primary_category or "", ()), locale
-    )
-    return f"'{article.title}' ({section}, published {_local(article.published, zone)})"
 
 
 def _version(article: Article, zone: ZoneInfo) -> str:
