@@ -127,7 +127,11 @@ def test_an_article_an_earlier_edition_carried_is_left_out_as_already_sent(
     # Sent on the 26th; then the site re-dates it (an Atom entry dated by <updated>, say) into
     # the 27th's window. The send of the 27th leaves it out; the preview must say so.
     source = tmp_path / "f.xml"
-    feed(source, item("Déjà parti", "deja", "2026-01-26 10:00", "Sport"))
+    feed(
+        source,
+        item("Déjà parti", "deja", "2026-01-26 10:00", "Sport"),
+        item("Parti hier", "hier", "2026-01-26 11:00", "Sport"),
+    )
     env = send_env(
         tmp_path,
         smtp_server.port,
@@ -141,14 +145,21 @@ def test_an_article_an_earlier_edition_carried_is_left_out_as_already_sent(
         source,
         item("Déjà parti", "deja", "2026-01-27 10:00", "Sport"),
         item("Nouveau", "neuf", "2026-01-27 11:00", "Sport"),
+        item("Parti hier", "hier", "2026-01-26 11:00", "Sport"),
+        item("Publié en retard pour hier", "retard", "2026-01-26 12:00", "Sport"),
     )
 
     proc = run_cli("preview", "--date", DAY, "--out", "out", env=env, cwd=tmp_path)
 
     assert proc.returncode == 0, proc.stderr
     assert "edition 2026-01-27: 1 article in 1 section" in proc.stdout
-    (line,) = left_out(proc.stdout)
-    assert "'Déjà parti'" in line and "already sent in an earlier edition" in line
+    sent_again, missed = left_out(proc.stdout)
+    assert "'Déjà parti'" in sent_again and "already sent in an earlier edition" in sent_again
+    # Yesterday's window: what yesterday's edition carried is not listed again; what it missed
+    # (added to the feed after it went out, dated back) is.
+    assert "'Publié en retard pour hier'" in missed
+    assert "belongs to the edition of 2026-01-26" in missed
+    assert "Parti hier" not in proc.stdout
     dry = invoke_cli("send", "--date", DAY, "--dry-run", env=env, cwd=tmp_path)
     assert "1 article in 1 section" in dry.stdout  # the preview counts what a send would send
 

@@ -14,8 +14,9 @@ can answer "where is my article?" without previewing other dates:
   an Atom entry dated by its ``<updated>`` moves to a later window when it is edited);
 - an article past NEWSLETTER_MAX_PER_SECTION in its section;
 - an article outside the window but in the previous or the next edition's window, with the edition
-  it belongs to. Older and newer articles are the feed's history or future, not near misses, and
-  are not listed: one edition's worth on each side bounds the list.
+  it belongs to; in the previous window, only one no edition carried (yesterday's edition, once
+  sent, is not repeated every day). Older and newer articles are the feed's history or future, not
+  near misses, and are not listed: one edition's worth on each side bounds the list.
 
 All of it is one pass over the articles already in memory: no I/O, no cost worth measuring.
 """
@@ -151,8 +152,8 @@ def build_edition(
             (already_sent if article.uid in exclude_uids else chosen).append(article)
         elif article.published in after:
             late.append(article)
-        elif article.published in before:
-            early.append(article)
+        elif article.published in before and article.uid not in exclude_uids:
+            early.append(article)  # one an earlier edition carried went out: not a near miss
     sections, over_cap = _sections_and_overflow(
         chosen, order=order, max_per_section=max_per_section
     )
