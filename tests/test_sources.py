@@ -25,6 +25,7 @@ from newsletter.adapters.sources import (
     SourceReport,
     clean_line,
     merge_articles,
+    merge_noting_duplicates,
     read_sources,
 )
 from newsletter.domain import Article, category_key
@@ -792,6 +793,29 @@ def test_merge_leaves_one_article_per_identity_newest_first(articles: list[Artic
     assert [a.published for a in merged] == sorted((a.published for a in merged), reverse=True)
     assert set(merged) <= set(articles)
     assert len(merged) == identity_groups(articles)
+
+
+@given(st.lists(st.builds(Article, uid=_uids, title=st.just("t"), link=_links, published=_times)))
+def test_merge_accounts_for_every_version_it_dropped(articles: list[Article]) -> None:
+    merged, duplicates = merge_noting_duplicates(articles)
+
+    assert merged == merge_articles(articles)
+    # Each version read is either kept or named once as dropped, with the version kept instead.
+    assert len(merged) + len(duplicates) == len(articles)
+    assert all(kept in merged for _, kept in duplicates)
+    assert all(_chained(dropped, kept, articles) for dropped, kept in duplicates)
+
+
+def _chained(a: Article, b: Article, articles: list[Article]) -> bool:
+    """``a`` and ``b`` are one article through a chain of shared uids or links."""
+    reached, frontier = {id(a)}, [a]
+    while frontier:
+        here = frontier.pop()
+        for other in articles:
+            if id(other) not in reached and (other.uid == here.uid or other.link == here.link):
+                reached.add(id(other))
+                frontier.append(other)
+    return id(b) in reached
 
 
 def identity_groups(articles: list[Article]) -> int:

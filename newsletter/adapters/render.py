@@ -232,7 +232,8 @@ def _article_view(article: Article, excerpt_chars: int, document_rtl: bool) -> A
     )
 
 
-def _section_label(section: Section, locale: str) -> str:
+def section_label(section: Section, locale: str) -> str:
+    """A section's name as the email shows it; the command line names it the same way."""
     # The general section is labelled in the edition's language, whatever the builder put there.
     if section.key == GENERAL_SECTION_KEY:
         return translations(locale).gettext("Other news")
@@ -373,7 +374,7 @@ class Renderer:
         sections = tuple(
             SectionView(
                 key=section.key,
-                label=_section_label(section, self.locale),
+                label=section_label(section, self.locale),
                 articles=tuple(
                     _article_view(a, plan.excerpt_chars, self._document_rtl) for a in articles
                 ),

@@ -59,13 +59,25 @@ def cli() -> None:
 @click.option("--email", help="Render the variant this subscriber receives (their sections).")
 @click.pass_context
 def preview(ctx: click.Context, day: date | None, out_dir: Path, email: str | None) -> None:
-    """Write edition D as digest.html, digest.txt and digest.eml for an editor to check."""
-    from newsletter.services.compose import compose_edition
-    from newsletter.services.preview import PLACEHOLDER, summary_lines, write_preview
+    """Write edition D as digest.html, digest.txt and digest.eml for an editor to check.
+
+    Prints the counts, then one "left out:" line per article or source the edition left out
+    and why (late, early, duplicate, already sent, over the cap, source failed).
+    """
+    from newsletter.services.preview import (
+        PLACEHOLDER,
+        left_out_lines,
+        preview_edition,
+        sample_note,
+        summary_lines,
+        write_preview,
+    )
 
     settings = settings_from(ctx)
     day = day or settings.next_edition_date()
-    edition = compose_edition(settings, day)
+    if note := sample_note(settings):
+        click.echo(note, err=True)
+    edition = preview_edition(settings, day)
     for warning in edition.warnings:
         click.echo(f"warning: {warning}", err=True)
     subscriber = PLACEHOLDER if email is None else _preview_subscriber(ctx, email)
@@ -75,15 +87,16 @@ def preview(ctx: click.Context, day: date | None, out_dir: Path, email: str | No
         raise OutputFolderError(out_dir, err) from None
     if edition.is_empty:
         click.echo(f"edition {day.isoformat()}: no article in its window, nothing to send")
-        return
-    if files.variant is None:
+    elif files.variant is None:
         click.echo(
             f"edition {day.isoformat()}: nothing for {email} (none of their sections has an article)"
         )
-        return
-    for warning in files.variant.warnings:
-        click.echo(f"warning: {warning}", err=True)
-    for line in summary_lines(files):
+    else:
+        for warning in files.variant.warnings:
+            click.echo(f"warning: {warning}", err=True)
+        for line in summary_lines(files):
+            click.echo(line)
+    for line in left_out_lines(edition, settings.timezone, subscriber):
         click.echo(line)
     for path in files.paths:
         click.echo(f"wrote {path}")

@@ -126,9 +126,44 @@ class Section:
     articles: tuple[Article, ...]
 
 
+class LeftOutReason(enum.StrEnum):
+    """Why an edition did not carry an article (or a whole source), in the order they are told."""
+
+    SOURCE_FAILED = "source-failed"  # the source could not be read: none of its articles
+    DUPLICATE = "duplicate"  # another version of the same article (uid or link) was kept
+    ALREADY_SENT = "already-sent"  # in the window, but an earlier edition carried it
+    OVER_CAP = "over-cap"  # its section already had NEWSLETTER_MAX_PER_SECTION newer articles
+    AFTER_CUTOFF = "after-cutoff"  # published after the cut-off: the next edition's
+    BEFORE_WINDOW = "before-window"  # published before the window: the previous edition's
+
+
+@dataclass(frozen=True, slots=True)
+class LeftOut:
+    """One thing an edition left out, and why: the domain decides, the entry points tell it."""
+
+    reason: LeftOutReason
+    article: Article | None = None  # None for SOURCE_FAILED
+    edition: date | None = None  # AFTER_CUTOFF, BEFORE_WINDOW: the edition it belongs to
+    kept: Article | None = None  # DUPLICATE: the version that was kept instead
+    source: str = ""  # SOURCE_FAILED: the source as shown in messages
+    detail: str = ""  # SOURCE_FAILED: why it failed
+
+    def concerns(self, wanted: frozenset[str]) -> bool:
+        """Whether a reader of the sections ``wanted`` (folded keys; empty = all) is concerned."""
+        return not wanted or self.article is None or self.article.section_key in wanted
+
+
+def wanted_keys(preferences: Iterable[str]) -> frozenset[str]:
+    """A subscriber's category preferences folded to section keys; empty means every section."""
+    return frozenset(category_key(p) for p in preferences if p.strip())
+
+
 @dataclass(frozen=True, slots=True)
 class Edition:
-    """The articles of one day, in sections, ready to render."""
+    """The articles of one day, in sections, ready to render.
+
+    ``left_out`` says what composing it did not carry and why (see ``domain.edition``).
+    """
 
     date: date
     window_start: datetime
@@ -137,6 +172,7 @@ class Edition:
     title: str = "Newsletter"
     locale: str = "fr"
     warnings: tuple[str, ...] = field(default=())
+    left_out: tuple[LeftOut, ...] = field(default=())
 
     @property
     def is_empty(self) -> bool:
@@ -156,10 +192,15 @@ class Edition:
         Empty preferences mean every section. The result is the identity of a content variant:
         subscribers with equal keys get byte-identical bodies apart from their own links.
         """
-        wanted = {category_key(p) for p in preferences if p.strip()}
+        wanted = wanted_keys(preferences)
         if not wanted:
             return self.section_keys
         return frozenset(k for k in self.section_keys if k in wanted)
+
+    def left_out_for(self, preferences: Iterable[str]) -> tuple[LeftOut, ...]:
+        """What was left out that concerns a subscriber with these preferences (empty = all)."""
+        wanted = wanted_keys(preferences)
+        return tuple(item for item in self.left_out if item.concerns(wanted))
 
     def restricted_to(self, keys: frozenset[str]) -> Edition:
         """This edition with only the sections whose key is in ``keys``."""

@@ -3,6 +3,22 @@
 The edition of day D holds the articles published after D-1 at the send time and up to D at the
 send time (inclusive), local time in the site's zone. An article published after the cut-off
 belongs to the next edition.
+
+Composing also says what the edition left out, and why (``Edition.left_out``), so that a preview
+can answer "where is my article?" without previewing other dates:
+
+- a source that could not be read;
+- a duplicate merged into another version of the same article (same guid or link), when either
+  version falls in this edition's window;
+- an article in the window that an earlier edition already carried (the ledger's frozen articles:
+  an Atom entry dated by its ``<updated>`` moves to a later window when it is edited);
+- an article past NEWSLETTER_MAX_PER_SECTION in its section;
+- an article outside the window but in the previous or the next edition's window, with the edition
+  it belongs to; in the previous window, only one no edition carried (yesterday's edition, once
+  sent, is not repeated every day). Older and newer articles are the feed's history or future, not
+  near misses, and are not listed: one edition's worth on each side bounds the list.
+
+All of it is one pass over the articles already in memory: no I/O, no cost worth measuring.
 """
 
 from __future__ import annotations
@@ -12,7 +28,15 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
-from newsletter.domain import GENERAL_SECTION_KEY, Article, Edition, Section, category_key
+from newsletter.domain import (
+    GENERAL_SECTION_KEY,
+    Article,
+    Edition,
+    LeftOut,
+    LeftOutReason,
+    Section,
+    category_key,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,13 +79,6 @@ def edition_date_for(moment: datetime, send_time: time, zone: ZoneInfo) -> date:
     )
 
 
-def select_articles(
-    articles: Iterable[Article], window: Window, exclude_uids: frozenset[str] = frozenset()
-) -> list[Article]:
-    """The articles inside ``window`` that no earlier edition carried."""
-    return [a for a in articles if a.published in window and a.uid not in exclude_uids]
-
-
 def build_sections(
     articles: Sequence[Article],
     *,
@@ -69,6 +86,13 @@ def build_sections(
     max_per_section: int,
 ) -> tuple[Section, ...]:
     """Group by primary category, order the sections, newest first inside each, capped."""
+    return _sections_and_overflow(articles, order=order, max_per_section=max_per_section)[0]
+
+
+def _sections_and_overflow(
+    articles: Sequence[Article], *, order: Sequence[str], max_per_section: int
+) -> tuple[tuple[Section, ...], list[Article]]:
+    """``build_sections`` and the articles the cap left out of each section."""
     order_keys = [category_key(name) for name in order]
     preferred_label = {category_key(name): name for name in order}
     groups: dict[str, list[Article]] = {}
@@ -85,16 +109,15 @@ def build_sections(
             return (0, order_keys.index(key), key)
         return (1, 0, key)  # unknown sections after the configured ones, by name
 
-    return tuple(
-        Section(
-            key=key,
-            label=labels[key],
-            articles=tuple(
-                sorted(groups[key], key=lambda a: a.published, reverse=True)[:max_per_section]
-            ),
+    sections: list[Section] = []
+    overflow: list[Article] = []
+    for key in sorted(groups, key=rank):
+        newest_first = sorted(groups[key], key=lambda a: a.published, reverse=True)
+        sections.append(
+            Section(key=key, label=labels[key], articles=tuple(newest_first[:max_per_section]))
         )
-        for key in sorted(groups, key=rank)
-    )
+        overflow.extend(newest_first[max_per_section:])
+    return tuple(sections), overflow
 
 
 def build_edition(
@@ -109,15 +132,63 @@ def build_edition(
     locale: str,
     exclude_uids: frozenset[str] = frozenset(),
     warnings: Sequence[str] = (),
+    duplicates: Sequence[tuple[Article, Article]] = (),
+    failed_sources: Sequence[tuple[str, str]] = (),
 ) -> Edition:
+    """Edition ``day`` and what it left out.
+
+    ``duplicates`` are the (dropped, kept) pairs the sources' merge made; ``failed_sources`` the
+    (name, reason) of each source that could not be read.
+    """
     window = edition_window(day, send_time, zone)
-    chosen = select_articles(articles, window, exclude_uids)
+    before = edition_window(day - timedelta(days=1), send_time, zone)
+    after = edition_window(day + timedelta(days=1), send_time, zone)
+    chosen: list[Article] = []
+    already_sent: list[Article] = []
+    late: list[Article] = []
+    early: list[Article] = []
+    for article in articles:
+        if article.published in window:
+            (already_sent if article.uid in exclude_uids else chosen).append(article)
+        elif article.published in after:
+            late.append(article)
+        elif article.published in before and article.uid not in exclude_uids:
+            early.append(article)  # one an earlier edition carried went out: not a near miss
+    sections, over_cap = _sections_and_overflow(
+        chosen, order=order, max_per_section=max_per_section
+    )
+    left_out = [
+        *(
+            LeftOut(LeftOutReason.SOURCE_FAILED, source=name, detail=reason)
+            for name, reason in failed_sources
+        ),
+        *(
+            LeftOut(LeftOutReason.DUPLICATE, dropped, kept=kept)
+            for dropped, kept in duplicates
+            if dropped.published in window or kept.published in window
+        ),
+        *(LeftOut(LeftOutReason.ALREADY_SENT, a) for a in _newest_first(already_sent)),
+        *(LeftOut(LeftOutReason.OVER_CAP, a) for a in over_cap),
+        *(
+            LeftOut(LeftOutReason.AFTER_CUTOFF, a, edition=day + timedelta(days=1))
+            for a in _newest_first(late)
+        ),
+        *(
+            LeftOut(LeftOutReason.BEFORE_WINDOW, a, edition=day - timedelta(days=1))
+            for a in _newest_first(early)
+        ),
+    ]
     return Edition(
         date=day,
         window_start=window.start,
         window_end=window.end,
-        sections=build_sections(chosen, order=order, max_per_section=max_per_section),
+        sections=sections,
         title=title,
         locale=locale,
         warnings=tuple(warnings),
+        left_out=tuple(left_out),
     )
+
+
+def _newest_first(articles: list[Article]) -> list[Article]:
+    return sorted(articles, key=lambda a: a.published, reverse=True)

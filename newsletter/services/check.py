@@ -18,7 +18,7 @@ from newsletter.adapters.sources import SourceError, display_name, read_sources
 from newsletter.adapters.store import inspect_database
 from newsletter.config import Settings
 from newsletter.domain.addresses import InvalidAddress, normalise_address
-from newsletter.domain.edition import edition_window, select_articles
+from newsletter.domain.edition import edition_window
 from newsletter.domain.urls import redact_url
 
 
@@ -86,7 +86,7 @@ def check_sources(settings: Settings, now: datetime) -> Iterator[Finding]:
             reason = err.failures[0][1] if err.failures else str(err)
             yield Finding(Level.PROBLEM, name, f"cannot be read: {reason}")
             continue
-        count = len(select_articles(report.articles, window))
+        count = sum(article.published in window for article in report.articles)
         start, end = (moment.astimezone(settings.timezone) for moment in (window.start, window.end))
         articles = "1 article" if count == 1 else f"{count} articles"
         yield Finding(

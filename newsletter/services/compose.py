@@ -37,6 +37,8 @@ def compose_edition(
         locale=settings.locale,
         exclude_uids=exclude_uids,
         warnings=report.warnings,
+        duplicates=report.duplicates,
+        failed_sources=report.failures,
     )
 
 

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from datetime import UTC, date, datetime
 
 from newsletter.adapters.i18n import english_ngettext
+from newsletter.adapters.render import section_label
 from newsletter.adapters.store import Store
 from newsletter.config import Settings
 from newsletter.domain import DeliveryStatus, Edition, EditionRecord, EditionStatus, SendReport
@@ -99,7 +100,7 @@ def dry_run_lines(store: Store, settings: Settings, day: date) -> Iterator[str]:
     messages = _count(sum(variants.values()), "%(num)d message", "%(num)d messages")
     kinds = _count(len(variants), "%(num)d content variant", "%(num)d content variants")
     yield f"would send {messages} in {kinds}"
-    labels = {s.key: s.label or "(general)" for s in edition.sections}
+    labels = {s.key: section_label(s, edition.locale) for s in edition.sections}
     for keys, count in variants.most_common():
         yield f"  {count:>7}  {', '.join(sorted(labels[k] for k in keys))}"
     if nothing:

@@ -1,19 +1,30 @@
-"""Service: write an edition's preview files (digest.html, digest.txt, digest.eml) for editors."""
+"""Service: write an edition's preview files (digest.html, digest.txt, digest.eml) for editors,
+and say what the edition left out and why (``left_out_lines``; ``domain.edition`` decides)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from datetime import date, datetime
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 from newsletter.adapters.files import write_atomically
 from newsletter.adapters.i18n import english_ngettext
 from newsletter.adapters.links import Links
 from newsletter.adapters.message import ListIdentity, MessageTemplate, Recipient, Sender, unstuff
-from newsletter.adapters.render import PREFERENCES_SLOT, UNSUBSCRIBE_SLOT, RenderedVariant
+from newsletter.adapters.render import (
+    PREFERENCES_SLOT,
+    UNSUBSCRIBE_SLOT,
+    RenderedVariant,
+    section_label,
+)
+from newsletter.adapters.sources import display_name
+from newsletter.adapters.store import open_store
 from newsletter.config import Settings
-from newsletter.domain import Edition, Reader
-from newsletter.services.compose import VariantRenderer
+from newsletter.domain import Article, Edition, LeftOut, LeftOutReason, Reader, Section
+from newsletter.domain.errors import NewsletterError
+from newsletter.services.compose import VariantRenderer, compose_edition
 
 PLACEHOLDER_EMAIL = "lectrice@example.com"
 PLACEHOLDER_NAME = "Lectrice Exemple"
@@ -38,6 +49,14 @@ class Preview:
     html: str = ""
     text: str = ""
     eml: bytes = b""  # the whole message as it goes on the wire, dot-stuffing undone
+    subscriber: Reader = PLACEHOLDER
+
+    @property
+    def shown(self) -> Edition:
+        """The part of the edition this subscriber receives: their sections only."""
+        if self.variant is None:
+            return self.edition.restricted_to(frozenset())
+        return self.edition.restricted_to(self.variant.keys)
 
     @property
     def html_bytes(self) -> int:
@@ -103,7 +122,7 @@ def render_preview(
         subscriber.categories, subscriber.locale
     )
     if variant is None:
-        return Preview(edition, None)
+        return Preview(edition, None, subscriber=subscriber)
     identity = identity_for(settings)
     recipient = recipient_for(links_for(settings, identity.sender), subscriber)
     wire = MessageTemplate(variant, identity, edition.date).personalise(recipient)
@@ -113,6 +132,7 @@ def render_preview(
         html=fill_slots(variant.html, recipient),
         text=fill_slots(variant.text, recipient),
         eml=unstuff(wire),
+        subscriber=subscriber,
     )
 
 
@@ -136,12 +156,133 @@ def write_preview(
     return PreviewFiles(preview, paths)
 
 
+def preview_edition(settings: Settings, day: date) -> Edition:
+    """Edition ``day`` composed now, as a send would compose it: from the sources, without what
+    earlier editions carried (the ledger's frozen articles), and with what it left out.
+
+    A database that cannot be opened is a warning here, not an error: a preview checks content.
+    """
+    try:
+        with open_store(settings.database_url) as store:
+            sent = store.sent_article_uids(before=day)
+    except NewsletterError as err:
+        edition = compose_edition(settings, day)
+        note = (
+            "cannot read the database, so articles sent in earlier editions are not left out of "
+            f"this preview: {err}"
+        )
+        return replace(edition, warnings=(*edition.warnings, note))
+    return compose_edition(settings, day, exclude_uids=sent)
+
+
+def sample_note(settings: Settings) -> str | None:
+    """A line saying the preview shows the bundled sample, when NEWSLETTER_SOURCES is empty."""
+    if any(spec.strip() for spec in settings.sources):
+        return None
+    return (
+        "note: NEWSLETTER_SOURCES is empty, so this preview shows the bundled sample articles, "
+        "not your site's"
+    )
+
+
 def summary_lines(files: PreviewFiles) -> Sequence[str]:
-    edition = files.edition
-    count = len(edition.articles)
-    articles = english_ngettext("%(num)d article", "%(num)d articles", count) % {"num": count}
-    lines = [f"edition {edition.date.isoformat()}: {articles}"]
-    lines += [f"  {s.label or '(general)'}: {len(s.articles)}" for s in edition.sections]
+    """Counts of what the previewed subscriber receives: their sections, not the whole edition."""
+    preview = files.preview
+    edition = preview.edition
+    shown = preview.shown
+    locale = preview.subscriber.locale or edition.locale
+    head = f"edition {edition.date.isoformat()}"
+    if preview.subscriber.subscriber_id:
+        head += f" for {preview.subscriber.email}"
+    lines = [f"{head}: {_articles_in_sections(shown)}"]
+    if shown.section_keys != edition.section_keys:
+        lines[0] += f" (the whole edition: {_articles_in_sections(edition)})"
+    lines += [f"  {section_label(s, locale)}: {len(s.articles)}" for s in shown.sections]
     if files.variant:
         lines.append(f"HTML size: {files.html_bytes:,} bytes (Gmail clips above 102,400)")
     return lines
+
+
+def _articles_in_sections(edition: Edition) -> str:
+    articles, sections = len(edition.articles), len(edition.sections)
+    return (
+        english_ngettext("%(num)d article", "%(num)d articles", articles) % {"num": articles}
+        + " in "
+        + english_ngettext("%(num)d section", "%(num)d sections", sections) % {"num": sections}
+    )
+
+
+def left_out_lines(
+    edition: Edition, zone: ZoneInfo, subscriber: Reader = PLACEHOLDER
+) -> Sequence[str]:
+    """One line per thing the edition left out that concerns ``subscriber``, with the reason.
+
+    Times are the site's (``zone``), as the window and the cut-off are.
+    """
+    locale = subscriber.locale or edition.locale
+    sections = {s.key: s for s in edition.sections}
+    return [
+        f"left out: {_left_out_text(item, zone, locale, sections)}"
+        for item in edition.left_out_for(subscriber.categories)
+    ]
+
+
+def _left_out_text(item: LeftOut, zone: ZoneInfo, locale: str, sections: dict[str, Section]) -> str:
+    article = item.article
+    if item.reason is LeftOutReason.SOURCE_FAILED or article is None:
+        return f"every article of source {item.source} — it could not be read ({item.detail})"
+    # Its section named as the email names it: the NEWSLETTER_SECTIONS spelling, the general
+    # section in the site's language.
+    section = sections.get(article.section_key) or Section(
+        article.section_key, article.primary_category or "", ()
+    )
+    what = (
+        f"'{article.title}' ({section_label(section, locale)}, "
+        f"published {_local(article.published, zone)})"
+    )
+    match item.reason:
+        case LeftOutReason.DUPLICATE:
+            kept = item.kept or article
+            if kept.source == article.source:
+                return (
+                    f"{what} — appears twice in {_source(kept)} (same guid or link); kept the "
+                    f"copy {_version(kept, zone)}"
+                )
+            return (
+                f"{what}, from {_source(article)} — a duplicate (same guid or link) of the copy "
+                f"from {_source(kept)}, which was kept ({_version(kept, zone)})"
+            )
+        case LeftOutReason.ALREADY_SENT:
+            return f"{what} — already sent in an earlier edition"
+        case LeftOutReason.OVER_CAP:
+            cap = len(section.articles)
+            newest = english_ngettext("its newest article", "its %(num)d newest articles", cap)
+            return (
+                f"{what} — over the cap (NEWSLETTER_MAX_PER_SECTION={cap}): its section carries "
+                f"{newest % {'num': cap}}"
+            )
+        case LeftOutReason.AFTER_CUTOFF:
+            return f"{what} — after the cut-off; goes to the edition of {_iso(item.edition)}"
+        case _:
+            return (
+                f"{what} — before this edition's window; belongs to the edition of "
+                f"{_iso(item.edition)}"
+            )
+
+
+def _version(article: Article, zone: ZoneInfo) -> str:
+    if article.updated is not None and article.updated != article.published:
+        return f"updated {_local(article.updated, zone)}"
+    return f"published {_local(article.published, zone)}"
+
+
+def _source(article: Article) -> str:
+    return display_name(article.source) if article.source else "an unnamed source"
+
+
+def _local(moment: datetime, zone: ZoneInfo) -> str:
+    return moment.astimezone(zone).strftime("%Y-%m-%d %H:%M")
+
+
+def _iso(day: date | None) -> str:
+    return day.isoformat() if day else "?"

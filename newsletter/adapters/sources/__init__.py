@@ -30,7 +30,12 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from newsletter.adapters import resources
-from newsletter.adapters.sources.articles import clean_categories, clean_line, merge_articles
+from newsletter.adapters.sources.articles import (
+    clean_categories,
+    clean_line,
+    merge_articles,
+    merge_noting_duplicates,
+)
 from newsletter.adapters.sources.errors import (
     DEFAULT_USER_AGENT,
     MAX_SOURCE_BYTES,
@@ -60,6 +65,7 @@ __all__ = [
     "display_name",
     "json_article",
     "merge_articles",
+    "merge_noting_duplicates",
     "parse_feed",
     "read_json_folder",
     "read_sources",
@@ -96,10 +102,13 @@ def read_sources(
             warnings.extend(notes)
     if len(failures) == len(wanted):
         raise SourceError([(display_name(spec), reason) for spec, reason in failures])
+    merged, duplicates = merge_noting_duplicates(articles)
     return SourceReport(
-        articles=tuple(merge_articles(articles)),
+        articles=tuple(merged),
         warnings=tuple(warnings),
         failed=tuple(spec for spec, _ in failures),
+        failures=tuple((display_name(spec), reason) for spec, reason in failures),
+        duplicates=tuple(duplicates),
     )
 
 

@@ -33,24 +33,43 @@ def merge_articles(articles: Iterable[Article]) -> list[Article]:
 
     On equal freshness the version read first (earlier source, earlier in its feed) is kept.
     """
+    return merge_noting_duplicates(articles)[0]
+
+
+def merge_noting_duplicates(
+    articles: Iterable[Article],
+) -> tuple[list[Article], list[tuple[Article, Article]]]:
+    """``merge_articles``, and each version it dropped paired with the version kept instead."""
     kept: dict[int, Article] = {}
+    members: dict[int, list[Article]] = {}  # every version of the group, the kept one included
     keys_of: dict[int, set[str]] = {}
     owner: dict[str, int] = {}
     for number, article in enumerate(articles):
         keys = {"uid:" + article.uid, "link:" + _link_key(article.link)}
         versions = []
+        group_members: list[Article] = []
         for group in sorted({owner[k] for k in keys if k in owner}):
             versions.append(kept.pop(group))
+            group_members.extend(members.pop(group))
             keys |= keys_of.pop(group)
         versions.append(article)
+        group_members.append(article)
         best = versions[0]
         for version in versions[1:]:
             if version.freshness > best.freshness:  # strictly: ties keep the earlier version
                 best = version
         kept[number] = best
+        members[number] = group_members
         keys_of[number] = keys
         owner.update(dict.fromkeys(keys, number))
-    return sorted(kept.values(), key=lambda a: (a.published, a.uid), reverse=True)
+    duplicates = [
+        (version, kept[group])
+        for group, versions in members.items()
+        for version in versions
+        if version is not kept[group]
+    ]
+    merged = sorted(kept.values(), key=lambda a: (a.published, a.uid), reverse=True)
+    return merged, duplicates
 
 
 def _link_key(link: str) -> str:

@@ -52,6 +52,8 @@ class SourceReport:
     articles: tuple[Article, ...]  # merged, de-duplicated, newest first
     warnings: tuple[str, ...]  # "source <name> skipped: <reason>", and dropped items per source
     failed: tuple[str, ...]  # the specs of the sources that could not be read
+    failures: tuple[tuple[str, str], ...] = ()  # (name as shown, reason) of each failed source
+    duplicates: tuple[tuple[Article, Article], ...] = ()  # (dropped, kept) versions of one article
 
 
 def _scheme(spec: str) -> str | None:
