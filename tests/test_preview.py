@@ -238,7 +238,8 @@ def test_the_general_section_has_its_real_name_in_the_cli(tmp_path: Path, smtp_s
 
 
 def test_preview_says_when_it_shows_the_bundled_sample(tmp_path: Path) -> None:
-    sample = run_cli("preview", "--date", DAY, "--out", "out", env=base_env(tmp_path), cwd=tmp_path)
+    env = base_env(tmp_path, NEWSLETTER_SOURCES="")
+    sample = run_cli("preview", "--date", DAY, "--out", "out", env=env, cwd=tmp_path)
     assert sample.returncode == 0, sample.stderr
     assert sample.stderr.count(SAMPLE_NOTE) == 1
 
