@@ -166,13 +166,15 @@ def test_an_article_an_earlier_edition_carried_is_left_out_as_already_sent(
 
 def test_a_database_that_cannot_be_opened_is_a_warning_for_a_preview(tmp_path: Path) -> None:
     source = feed(tmp_path / "f.xml", item("À nous", "a", "2026-01-27 12:00", "Sport"))
-    env = site_env(tmp_path, source, NEWSLETTER_DATABASE_URL="sqlite:////proc/nope/x.db")
+    broken = tmp_path / "broken.db"
+    broken.write_bytes(b"not a database, " * 256)
+    env = site_env(tmp_path, source, NEWSLETTER_DATABASE_URL=f"sqlite:///{broken}")
     proc = run_cli("preview", "--date", DAY, "--out", "out", env=env, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert "edition 2026-01-27: 1 article in 1 section" in proc.stdout
     (warning,) = proc.stderr.splitlines()
     assert warning.startswith("warning: cannot read the database, so articles sent in earlier")
-    assert "/proc/nope" in warning and "Traceback" not in proc.stderr
+    assert "broken.db" in warning and "Traceback" not in proc.stderr
 
 
 def test_preview_email_counts_that_subscribers_variant(tmp_path: Path) -> None:
@@ -303,3 +305,11 @@ def test_the_domain_decides_what_is_left_out_without_touching_anything() -> None
         LeftOutReason.ALREADY_SENT,
         LeftOutReason.AFTER_CUTOFF,
     ]
+
+
+def test_preview_creates_no_database(tmp_path: Path) -> None:
+    env = base_env(tmp_path)
+    proc = run_cli("preview", "--date", DAY, "--out", "out", env=env, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "out" / "digest.html").is_file()
+    assert not (tmp_path / "newsletter.db").exists()

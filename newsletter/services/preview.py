@@ -20,7 +20,7 @@ from newsletter.adapters.render import (
     section_label,
 )
 from newsletter.adapters.sources import display_name
-from newsletter.adapters.store import open_store
+from newsletter.adapters.store import database_exists, open_store
 from newsletter.config import Settings
 from newsletter.domain import Article, Edition, LeftOut, LeftOutReason, Reader, Section
 from newsletter.domain.errors import NewsletterError
@@ -161,7 +161,10 @@ def preview_edition(settings: Settings, day: date) -> Edition:
     earlier editions carried (the ledger's frozen articles), and with what it left out.
 
     A database that cannot be opened is a warning here, not an error: a preview checks content.
+    A SQLite file that does not exist yet holds no earlier edition, and is not created.
     """
+    if not database_exists(settings.database_url):
+        return compose_edition(settings, day)
     try:
         with open_store(settings.database_url) as store:
             sent = store.sent_article_uids(before=day)

@@ -14,7 +14,7 @@ project imports from ``newsletter.adapters.store`` is re-exported here.
 
 from __future__ import annotations
 
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DatabaseError as SqlDatabaseError
 
 from newsletter.adapters.store.engine import (
     BUSY_ATTEMPTS,
@@ -33,7 +33,7 @@ from newsletter.adapters.store.engine import (
     redact_url,
     utc_now,
 )
-from newsletter.adapters.store.health import DatabaseHealth, inspect_database
+from newsletter.adapters.store.health import DatabaseHealth, database_exists, inspect_database
 from newsletter.adapters.store.ledger import ClaimedDelivery, EditionRecord, LedgerQueries
 from newsletter.adapters.store.locks import LockQueries
 from newsletter.adapters.store.migrations import (
@@ -75,6 +75,7 @@ __all__ = [
     "StoreError",
     "UTCDateTime",
     "create_store_engine",
+    "database_exists",
     "inspect_database",
     "join_categories",
     "mask_password",
@@ -105,7 +106,9 @@ def open_store(url: str, clock: Clock = utc_now, *, for_web: bool = False) -> St
     engine = create_store_engine(url, for_web=for_web)
     try:
         migrate(engine, clock=clock)
-    except OperationalError as err:
+    except (
+        SqlDatabaseError
+    ) as err:  # unreachable, or not a database at all ("file is not a database")
         engine.dispose()
         raise StoreError(
             f"cannot open the database {redact_url(url)}: {_one_line(err.orig, url)}",

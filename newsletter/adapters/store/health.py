@@ -53,6 +53,14 @@ def inspect_database(url: str) -> DatabaseHealth:
         engine.dispose()
 
 
+def database_exists(url: str) -> bool:
+    """False only for a SQLite file not created yet: a reader can skip it instead of creating it."""
+    try:
+        return _missing_sqlite_file(url) is None
+    except ArgumentError:
+        return True  # opening it gives the one-line error
+
+
 def _missing_sqlite_file(url: str) -> Path | None:
     parsed = make_url(url)
     if parsed.get_backend_name() != "sqlite" or not parsed.database:
