@@ -5,7 +5,10 @@
 Modes:
 - ``endless-reply``: answers MAIL with continuation lines ("250-...") every half second, forever;
 - ``silent-after-data``: takes MAIL, RCPT, DATA and the whole message, then never answers the
-  final "." (the relay that queued the message and hung).
+  final "." (the relay that queued the message and hung);
+- ``no-greeting``: accepts each connection, reads whatever comes and never says a word, not
+  even the 220 greeting (a relay wedged before its banner, or a TLS-only port spoken to in
+  plain text). Each accepted connection appends one line "connection" to DIR/connections.txt.
 
 Each message whose final "." arrived is counted: one line "RCPT-ADDRESS" appended to
 DIR/complete.txt, so a test can tell how many times a message went out whole.
@@ -34,6 +37,12 @@ class Relay:
             writer.close()
 
     async def _converse(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self.mode == "no-greeting":
+            with (self.out / "connections.txt").open("a") as log:
+                log.write("connection\n")
+            while await reader.read(4096):
+                pass  # never a byte back; the client gives up and closes
+            return
         writer.write(b"220 misbehaving.test ESMTP\r\n")
         recipient = ""
         while line := await reader.readline():
@@ -73,7 +82,9 @@ async def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--mode", choices=["endless-reply", "silent-after-data"], required=True)
+    parser.add_argument(
+        "--mode", choices=["endless-reply", "silent-after-data", "no-greeting"], required=True
+    )
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     relay = Relay(args.mode, args.out)

@@ -29,6 +29,11 @@ class SmtpServer:
             return []
         return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
+    def commands(self) -> list[str]:
+        """The AUTH, MAIL and QUIT lines of every session, in order (see smtp_server.py)."""
+        path = self.out / "commands.log"
+        return path.read_text().splitlines() if path.exists() else []
+
     def raw_messages(self) -> list[bytes]:
         return [p.read_bytes() for p in sorted(self.out.glob("*.eml"))]
 
@@ -90,6 +95,11 @@ class MisbehavingRelay:
             ]
         )
         wait_for_port(self.port)
+
+    def connections(self) -> int:
+        """How many connections the ``no-greeting`` relay accepted."""
+        path = self.out / "connections.txt"
+        return len(path.read_text().split()) if path.exists() else 0
 
     def complete(self) -> list[str]:
         """The recipients of every message whose content arrived whole, in order."""

@@ -2,7 +2,8 @@
 
     python testkit/smtp_server.py --port 2525 --out DIR [--reject-rcpt SUBSTR ...]
         [--defer-fraction F] [--drop-every N] [--delay SECONDS] [--reset-every N]
-        [--tls-cert CERT --tls-key KEY]
+        [--tls-cert CERT --tls-key KEY [--implicit-tls]] [--auth USER:PASSWORD]
+        [--max-connections N]
 
 Every accepted message is written as DIR/NNNNNN.eml (the bytes as received) and one JSON line in
 DIR/log.jsonl with the envelope and two wall-clock times: ``mail_at`` (its MAIL command arrived,
@@ -15,7 +16,16 @@ the message started) and ``data_at`` (its content was kept). Faults, for the del
 - ``--delay S``: wait S seconds before answering DATA (a slow relay);
 - ``--reset-every N``: every Nth message, reset the connection (TCP RST) in the middle of DATA,
   after the content arrived but before it is kept or answered (nothing of it is kept);
-- ``--tls-cert C --tls-key K``: offer STARTTLS with that certificate and require it before MAIL.
+- ``--tls-cert C --tls-key K``: offer STARTTLS with that certificate and require it before MAIL;
+  with ``--implicit-tls``, speak TLS from the first byte instead (port 465 style, no STARTTLS);
+- ``--max-connections N``: greet at most N sessions at a time; one more gets "421 too many
+  connections" instead of the 220 greeting, and is closed (as many relays limit each client);
+- ``--auth USER:PASSWORD``: offer AUTH (PLAIN, LOGIN; over TLS only, as aiosmtpd requires) and
+  accept that login alone; a wrong one gets 535.
+
+Every session's commands that matter to the relay probe go to DIR/commands.log, one line each:
+"AUTH ok USER", "AUTH refused USER", "MAIL FROM-ADDRESS" (whether or not it was accepted), "QUIT",
+so a test can tell that a probe logged in and left without ever starting a transaction.
 """
 
 from __future__ import annotations
@@ -32,7 +42,7 @@ import time
 from pathlib import Path
 
 from aiosmtpd.controller import Controller
-from aiosmtpd.smtp import SMTP, Envelope, Session
+from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
 
 class RecordingHandler:
@@ -45,6 +55,17 @@ class RecordingHandler:
         self.data_seen = 0
         self.lock = threading.Lock()
         self.log = (out / "log.jsonl").open("a", encoding="utf-8")
+        self.commands = (out / "commands.log").open("a", encoding="utf-8")
+        self.sessions = 0  # sessions greeted and still open (for --max-connections)
+
+    def note(self, line: str) -> None:
+        with self.lock:
+            self.commands.write(line + "\n")
+            self.commands.flush()
+
+    async def handle_QUIT(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        self.note("QUIT")
+        return "221 Bye"
 
     def _defer(self, address: str) -> bool:
         if self.args.defer_fraction <= 0 or address in self.deferred:
@@ -63,6 +84,7 @@ class RecordingHandler:
         address: str,
         mail_options: list[str],
     ) -> str:
+        self.note(f"MAIL {address}")
         every = self.args.drop_every
         with self.lock:
             drop = (
@@ -132,6 +154,50 @@ class RecordingHandler:
         return "250 OK"
 
 
+class LimitedSMTP(SMTP):
+    """aiosmtpd's session, refused with 421 before the greeting beyond --max-connections."""
+
+    async def _handle_client(self) -> None:
+        handler: RecordingHandler = self.event_handler
+        limit = handler.args.max_connections
+        with handler.lock:
+            refused = bool(limit) and handler.sessions >= limit
+            if not refused:
+                handler.sessions += 1
+        if refused:
+            await self.push("421 4.7.0 Too many connections from you, try again later")
+            assert self.transport is not None
+            self.transport.close()
+            return
+        try:
+            await super()._handle_client()
+        finally:
+            with handler.lock:
+                handler.sessions -= 1
+
+
+class LimitedController(Controller):
+    def factory(self) -> SMTP:
+        return LimitedSMTP(self.handler, **self.SMTP_kwargs)
+
+
+class Authenticator:
+    """Accepts the one USER:PASSWORD given with --auth; notes each attempt in commands.log."""
+
+    def __init__(self, handler: RecordingHandler, credentials: str) -> None:
+        self.handler = handler
+        user, _, password = credentials.partition(":")
+        self.expected = LoginPassword(user.encode(), password.encode())
+
+    def __call__(
+        self, server: SMTP, session: Session, envelope: Envelope, mechanism: str, auth_data: object
+    ) -> AuthResult:
+        login = auth_data.login.decode() if isinstance(auth_data, LoginPassword) else "?"
+        ok = auth_data == self.expected
+        self.handler.note(f"AUTH {'ok' if ok else 'refused'} {login}")
+        return AuthResult(success=ok, handled=False)  # aiosmtpd answers 535 when refused
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--host", default="127.0.0.1")
@@ -144,16 +210,23 @@ def main() -> None:
     parser.add_argument("--reset-every", type=int, default=0)
     parser.add_argument("--tls-cert", type=Path)
     parser.add_argument("--tls-key", type=Path)
+    parser.add_argument("--implicit-tls", action="store_true")
+    parser.add_argument("--auth", metavar="USER:PASSWORD")
+    parser.add_argument("--max-connections", type=int, default=0)
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
-    tls: dict[str, object] = {}
+    handler = RecordingHandler(args.out, args)
+    options: dict[str, object] = {}
     if args.tls_cert:
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         context.load_cert_chain(args.tls_cert, args.tls_key)
-        tls = {"tls_context": context, "require_starttls": True}
-    controller = Controller(
-        RecordingHandler(args.out, args), hostname=args.host, port=args.port, **tls
-    )
+        if args.implicit_tls:
+            options = {"ssl_context": context}
+        else:
+            options = {"tls_context": context, "require_starttls": True}
+    if args.auth:
+        options["authenticator"] = Authenticator(handler, args.auth)
+    controller = LimitedController(handler, hostname=args.host, port=args.port, **options)
     controller.start()
     print(f"listening on {args.host}:{args.port}", flush=True)
     stop = threading.Event()

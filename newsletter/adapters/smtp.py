@@ -1,5 +1,15 @@
 """SMTP adapter: one reusable relay connection, with every failure sorted into what to do next.
 
+``SmtpConnection.open()`` (called by the first ``send``) opens a session ready for MAIL, or raises:
+- ``RelayUnreachable``: no session this time (refused, silent, closed, timed out); worth another
+  try, which the delivery pool makes within a bounded budget;
+- ``RelayMisconfigured``: the relay answered in a way another try cannot change (its
+  certificate does not verify, TLS on the wrong port, STARTTLS or AUTH not offered, our login
+  refused): a configuration problem, stop.
+The whole opening (TCP connect, TLS handshake, greeting, EHLO, STARTTLS, AUTH) has one deadline,
+``NEWSLETTER_SMTP_CONNECT_TIMEOUT``: a relay that accepts the connection and never says 220
+costs that long, not the per-step timeout once per step.
+
 ``SmtpConnection.send()`` either returns (the relay took the message) or raises one of:
 - ``PermanentFailure``: a 5xx for this recipient; never retry it, the address bounced;
 - ``TemporaryFailure``: a 4xx for this recipient; retry later in the same run;
@@ -8,14 +18,17 @@
   the timeout: the relay may have queued it, so it is never retransmitted in the same run;
 - ``RelayRefusedSender``: the relay refuses our From address: a configuration problem, stop.
 Every reply is read under one deadline (``NEWSLETTER_SMTP_TIMEOUT``) however many continuation
-lines the relay sends, and ``SmtpConnection.abort()`` wakes a read from another thread, so no
-relay can hold a worker longer than the timeout. Certificates are always verified
+lines the relay sends, and ``SmtpConnection.abort()`` wakes a read (or an opening) from another
+thread, so no relay can hold a worker longer than the timeout. Certificates are always verified
 (``ssl.create_default_context()``) and AUTH is only sent over TLS.
+
+``probe_relay()`` opens one session and closes it (QUIT) without MAIL: `newsletter check`.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import smtplib
 import socket
 import ssl
@@ -81,9 +94,21 @@ class _DeadlineReplies:
     timeout: float
     _buffer: bytes = b""
     _buffer_sock: object = None
+    # While the session is being opened: the one deadline of the whole opening, and the step
+    # under way (what a failure is reported as: "no greeting within 10 s").
+    opening_deadline: float | None = None
+    stage: str = "connect"
+
+    def opening_timeout(self, timeout: float) -> float:
+        """``timeout``, or what is left of the opening's deadline while it runs."""
+        if self.opening_deadline is None:
+            return timeout
+        return max(self.opening_deadline - time.monotonic(), 0.001)
 
     def getreply(self) -> tuple[int, bytes]:
         deadline = time.monotonic() + self.timeout
+        if self.opening_deadline is not None:
+            deadline = min(deadline, self.opening_deadline)
         lines: list[bytes] = []
         while True:
             line = self._readline(deadline)
@@ -137,21 +162,59 @@ class _DeadlineReplies:
 
 
 class _Smtp(_DeadlineReplies, smtplib.SMTP):
-    pass
+    def _get_socket(self, host: str, port: int, timeout: float) -> socket.socket:
+        self.stage = "connect"
+        sock = super()._get_socket(host, port, self.opening_timeout(timeout))
+        self.stage = "greeting"
+        return sock
 
 
 class _SmtpSsl(_DeadlineReplies, smtplib.SMTP_SSL):
-    pass
+    context: ssl.SSLContext
+
+    def _get_socket(self, host: str, port: int, timeout: float) -> socket.socket:
+        # SMTP_SSL's own _get_socket, with the handshake under what is left of the deadline.
+        self.stage = "connect"
+        sock = smtplib.SMTP._get_socket(self, host, port, self.opening_timeout(timeout))
+        self.stage = "TLS handshake"
+        try:
+            sock.settimeout(self.opening_timeout(timeout))
+            tls = self.context.wrap_socket(sock, server_hostname=self._host)  # type: ignore[attr-defined]
+        except BaseException:
+            sock.close()
+            raise
+        self.stage = "greeting"
+        return tls
 
 
 class RelayUnreachable(NewsletterError):
-    """No connection to the relay could be made at all."""
+    """No session with the relay this time (refused, silent, closed): worth another try.
+
+    ``reason`` is the cause alone ("no greeting within 10 s"), for one-line reports that name
+    the relay themselves (the pool's retry lines, ``probe_relay``).
+    """
+
+    def __init__(self, message: str, hint: str | None = None, *, reason: str = "") -> None:
+        super().__init__(message, hint)
+        self.reason = reason or message
 
 
-class RelayRefusedSender(NewsletterError):
-    """The relay rejects the sender address or our login: every message would fail the same way."""
+class RelayMisconfigured(NewsletterError):
+    """The relay answered in a way another try cannot change: a configuration problem, stop.
+
+    Its certificate does not verify, TLS is spoken on the wrong port, STARTTLS or AUTH is not
+    offered, our login or our address is refused: never retried, exit 2.
+    """
 
     exit_code = 2
+
+    def __init__(self, message: str, hint: str | None = None, *, reason: str = "") -> None:
+        super().__init__(message, hint)
+        self.reason = reason or message
+
+
+class RelayRefusedSender(RelayMisconfigured):
+    """The relay rejects our sender address: every message would fail the same way."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,6 +225,7 @@ class SmtpConfig:
     username: str = ""
     password: str = ""
     timeout: float = 30.0
+    connect_timeout: float = 10.0  # the whole opening: connect, TLS, greeting, EHLO, AUTH
     # Tests point this at a private CA; production leaves it None (the system's trust store).
     cafile: str | None = None
 
@@ -174,6 +238,7 @@ class SmtpConfig:
             username=settings.smtp_username,
             password=settings.smtp_password,
             timeout=settings.smtp_timeout,
+            connect_timeout=settings.smtp_connect_timeout,
         )
 
     def __repr__(self) -> str:  # the password never reaches a log line
@@ -182,6 +247,10 @@ class SmtpConfig:
     @property
     def where(self) -> str:
         return f"{self.host}:{self.port} ({self.security})"
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
 
 
 def _envelope(sender: str, recipient: str) -> tuple[bytes, bytes]:
@@ -212,6 +281,7 @@ class SmtpConnection:
     def __init__(self, config: SmtpConfig) -> None:
         self.config = config
         self._client: smtplib.SMTP | None = None
+        self._opening: _DeadlineReplies | None = None  # the session open() is building
         self._lock = threading.Lock()  # abort() runs in another thread than the sends
         self._aborted = False
 
@@ -220,61 +290,200 @@ class SmtpConnection:
         return self._client is not None
 
     def open(self) -> None:
+        """Open a session ready for MAIL: connect, greeting, EHLO, STARTTLS, AUTH when configured.
+
+        The whole opening has one deadline, ``connect_timeout``; then every step has the plain
+        per-step ``timeout``. Raises ``RelayUnreachable`` (worth another try) or
+        ``RelayMisconfigured`` (another try would fail the same way).
+        """
         cfg = self.config
         context = ssl.create_default_context(cafile=cfg.cafile)
-        try:
-            if cfg.security == "tls":
-                client: smtplib.SMTP = _SmtpSsl(
-                    cfg.host, cfg.port, timeout=cfg.timeout, context=context
-                )
-            else:
-                client = _Smtp(cfg.host, cfg.port, timeout=cfg.timeout)
-            client.ehlo()
-            if cfg.security == "starttls":
-                client.starttls(context=context)
-                client.ehlo()
-        except smtplib.SMTPNotSupportedError:
-            raise RelayRefusedSender(
-                f"the relay {cfg.where} does not offer STARTTLS",
-                "set NEWSLETTER_SMTP_SECURITY=tls or none to match it",
-            ) from None
-        except ssl.SSLCertVerificationError as err:
-            raise RelayRefusedSender(
-                f"the relay {cfg.where} presented a certificate that does not verify: {err.verify_message}",
-                "fix the relay's certificate; verification is never turned off",
-            ) from None
-        except (OSError, smtplib.SMTPException) as err:
-            raise RelayUnreachable(
-                f"cannot reach the SMTP relay {cfg.where}: {_describe(err)}",
-                "check NEWSLETTER_SMTP_HOST/_PORT/_SECURITY; nothing was lost, run send again",
-            ) from None
+        client: _Smtp | _SmtpSsl = (
+            _SmtpSsl(timeout=cfg.connect_timeout, context=context)
+            if cfg.security == "tls"
+            else _Smtp(timeout=cfg.connect_timeout)
+        )
+        client._host = cfg.host  # type: ignore[attr-defined]  # smtplib's SNI and name check
+        client.opening_deadline = time.monotonic() + cfg.connect_timeout
         with self._lock:
-            self._client, self._aborted = client, False
-        self._login()
-
-    def _login(self) -> None:
-        cfg, client = self.config, self._client
-        if not cfg.username or client is None:
-            return
-        if cfg.security == "none":
-            self.close()
-            raise RelayRefusedSender(
-                "refusing to send the SMTP password without TLS",
-                "set NEWSLETTER_SMTP_SECURITY=starttls or tls",
-            )
+            self._opening, self._aborted = client, False
         try:
-            client.login(cfg.username, cfg.password)
-        except smtplib.SMTPAuthenticationError as err:
-            self.close()
-            raise RelayRefusedSender(
-                f"the relay {cfg.where} refused the login for {cfg.username!r}: {_describe(err)}",
-                "check NEWSLETTER_SMTP_USERNAME and NEWSLETTER_SMTP_PASSWORD",
-            ) from None
+            self._greet(client, context)
         except (OSError, smtplib.SMTPException) as err:
-            self.close()
+            failure = self._opening_failed(client.stage, err)
+            # A relay that answered (AUTH refused, no STARTTLS) gets its QUIT; a silent or broken
+            # one is closed at once, waiting for its goodbye would only cost more time.
+            polite = isinstance(failure, RelayMisconfigured) and isinstance(
+                err, smtplib.SMTPResponseException | smtplib.SMTPNotSupportedError
+            )
+            self._discard(client, polite=polite)
+            raise failure from None
+        except RelayMisconfigured:
+            self._discard(client, polite=True)
+            raise
+        except BaseException:
+            self._discard(client, polite=False)
+            raise
+        finally:
+            with self._lock:
+                self._opening = None
+        client.opening_deadline = None
+        client.timeout = cfg.timeout
+        if client.sock is not None:
+            client.sock.settimeout(cfg.timeout)
+        with self._lock:
+            aborted = self._aborted
+            if not aborted:
+                self._client = client
+        if aborted:  # abort() came as the opening ended: the session is not wanted
+            self._discard(client, polite=False)
             raise RelayUnreachable(
-                f"login to {cfg.where} failed: {_describe(err)}", "run send again"
-            ) from None
+                f"cannot reach the SMTP relay {cfg.where}: stopped while connecting",
+                reason="stopped while connecting",
+            )
+
+    def _greet(self, client: _Smtp | _SmtpSsl, context: ssl.SSLContext) -> None:
+        """Every step of the opening, each under what is left of its deadline."""
+        cfg = self.config
+        code, text = client.connect(cfg.host, cfg.port)
+        if code != 220:
+            raise smtplib.SMTPConnectError(code, text)
+        self._step(client, "EHLO")
+        client.ehlo_or_helo_if_needed()
+        if cfg.security == "starttls":
+            self._step(client, "STARTTLS")
+            client.starttls(context=context)
+            self._step(client, "EHLO")
+            client.ehlo_or_helo_if_needed()
+        if cfg.username:
+            if cfg.security == "none":
+                raise RelayMisconfigured(
+                    "refusing to send the SMTP password without TLS",
+                    "set NEWSLETTER_SMTP_SECURITY=starttls or tls",
+                    reason="refusing to send the password without TLS",
+                )
+            self._step(client, "AUTH")
+            client.login(cfg.username, cfg.password)
+
+    @staticmethod
+    def _step(client: _Smtp | _SmtpSsl, stage: str) -> None:
+        client.stage = stage
+        remaining = client.opening_timeout(client.timeout)
+        client.timeout = remaining  # the step's writes, reads and TLS handshake
+        if client.sock is not None:
+            client.sock.settimeout(remaining)
+
+    def _discard(self, client: smtplib.SMTP, *, polite: bool) -> None:
+        if polite:
+            try:
+                client.quit()
+                return
+            except (OSError, smtplib.SMTPException):
+                pass
+        with contextlib.suppress(OSError):
+            client.close()
+
+    def _opening_failed(
+        self, stage: str, err: OSError | smtplib.SMTPException
+    ) -> RelayUnreachable | RelayMisconfigured:
+        """What went wrong while opening, as one error that says whether to try again."""
+        cfg = self.config
+        check = "check NEWSLETTER_SMTP_HOST, NEWSLETTER_SMTP_PORT and NEWSLETTER_SMTP_SECURITY"
+
+        def unreachable(reason: str, hint: str = check) -> RelayUnreachable:
+            reason = self._scrub(reason)
+            return RelayUnreachable(
+                f"cannot reach the SMTP relay {cfg.where}: {reason}", hint, reason=reason
+            )
+
+        def misconfigured(reason: str, hint: str) -> RelayMisconfigured:
+            reason = self._scrub(reason)
+            return RelayMisconfigured(f"SMTP relay {cfg.where}: {reason}", hint, reason=reason)
+
+        within = f"within {cfg.connect_timeout:g} s"
+        if isinstance(err, ssl.SSLCertVerificationError):
+            return misconfigured(
+                f"its certificate does not verify ({err.verify_message})",
+                "fix the relay's certificate, or set NEWSLETTER_SMTP_HOST to a name it is "
+                "issued for; verification is never turned off",
+            )
+        if isinstance(err, ssl.SSLError) and not isinstance(
+            err, ssl.SSLEOFError | ssl.SSLZeroReturnError
+        ):
+            # The relay answered, but not in TLS (or in a TLS we cannot agree on): the same
+            # answer every time, so it is a setting to change, not a relay to wait for.
+            return misconfigured(
+                f"TLS handshake failed ({err.reason or err})",
+                "this port does not speak TLS from the start: set NEWSLETTER_SMTP_SECURITY="
+                "starttls for port 587 or none for port 25, or use the relay's TLS port, "
+                "usually 465"
+                if stage == "TLS handshake" and cfg.security == "tls"
+                else "check NEWSLETTER_SMTP_SECURITY and NEWSLETTER_SMTP_PORT against the relay",
+            )
+        if isinstance(err, smtplib.SMTPNotSupportedError):
+            if stage == "STARTTLS":
+                return misconfigured(
+                    "STARTTLS not offered",
+                    "set NEWSLETTER_SMTP_SECURITY=tls or none to match the relay, or use its "
+                    "submission port, usually 587",
+                )
+            return misconfigured(
+                "AUTH not offered",
+                "leave NEWSLETTER_SMTP_USERNAME empty for this relay, or use its submission port",
+            )
+        if isinstance(err, TimeoutError):
+            if stage == "connect":
+                return unreachable(f"no connection {within}")
+            if stage == "TLS handshake":
+                return unreachable(f"no TLS handshake {within}")
+            if stage == "greeting":
+                hint = check
+                if cfg.security != "tls":
+                    hint += (
+                        "; a port that expects TLS from the start, usually 465, needs "
+                        "NEWSLETTER_SMTP_SECURITY=tls"
+                    )
+                return unreachable(f"no greeting {within}", hint)
+            return unreachable(f"no reply to {stage} {within}")
+        if isinstance(err, smtplib.SMTPResponseException):
+            reply = _describe(err)
+            if stage == "AUTH":
+                reason = f"AUTH refused for {cfg.username!r} ({reply})"
+                if err.smtp_code >= 500:
+                    return misconfigured(
+                        reason, "check NEWSLETTER_SMTP_USERNAME and NEWSLETTER_SMTP_PASSWORD"
+                    )
+                return unreachable(reason, "the relay says to try again later")
+            what = "greeting" if stage in ("connect", "greeting") else stage
+            if err.smtp_code >= 500:
+                return misconfigured(
+                    f"{what} refused ({reply})",
+                    "the relay does not accept this machine or this command: ask its "
+                    "administrator, or check NEWSLETTER_SMTP_HOST and NEWSLETTER_SMTP_PORT",
+                )
+            return unreachable(f"{what} refused ({reply})", "the relay says to try again later")
+        if isinstance(err, ConnectionRefusedError):
+            return unreachable("connection refused")
+        if isinstance(err, socket.gaierror):
+            return unreachable(f"unknown host ({err.strerror})")
+        if isinstance(err, smtplib.SMTPServerDisconnected | ConnectionError | ssl.SSLError):
+            if stage in ("connect", "greeting"):
+                return unreachable("connection closed before the greeting")
+            return unreachable(f"connection closed during {stage}")
+        if stage == "AUTH" and type(err) is smtplib.SMTPException:
+            # smtplib's "No suitable authentication method found": none of ours is offered.
+            return misconfigured(
+                f"AUTH failed ({err})",
+                "the relay offers no login method we speak (PLAIN, LOGIN, CRAM-MD5)",
+            )
+        if isinstance(err, OSError) and err.strerror:
+            return unreachable(err.strerror[:1].lower() + err.strerror[1:])  # "no route to host"
+        return unreachable(f"{stage} failed: {_describe(err)}")
+
+    def _scrub(self, text: str) -> str:
+        """``text`` without the password, whatever a relay may have echoed."""
+        password = self.config.password
+        return text.replace(password, "***") if password else text
 
     def send(self, sender: str, recipient: str, wire: bytes) -> None:
         """Hand one message to the relay.
@@ -368,9 +577,12 @@ class SmtpConnection:
             self.close()
 
     def abort(self) -> None:
-        """Cut the connection now, from any thread: a read blocked on the relay fails at once."""
+        """Cut the connection now, from any thread: a read blocked on the relay fails at once.
+
+        A session still being opened is cut too (once its TCP connection exists).
+        """
         with self._lock:
-            client, self._aborted = self._client, True
+            client, self._aborted = self._client or self._opening, True
             sock = client.sock if client is not None else None
         if sock is not None:
             with contextlib.suppress(OSError):
@@ -396,3 +608,31 @@ class SmtpConnection:
         except (OSError, smtplib.SMTPException):
             with contextlib.suppress(OSError):
                 client.close()
+
+
+def probe_relay(config: SmtpConfig) -> list[str]:
+    """The relay's problems as `send` would meet them, one line each; empty when all is well.
+
+    Opens one session as a send does (connect, greeting, EHLO, STARTTLS and AUTH when
+    configured, under NEWSLETTER_SMTP_CONNECT_TIMEOUT), then QUIT: no MAIL, so nothing is sent
+    and the relay counts no message. One attempt, no retry: `newsletter check` reports what it
+    finds now. Each line names the relay ("relay smtp.example.com:587: no greeting within
+    10 s (...)"), never the password.
+    """
+    problems: list[str] = []
+    if config.username and config.security == "none":
+        problems.append(
+            f"relay {config.address}: refusing to send the password without TLS "
+            "(set NEWSLETTER_SMTP_SECURITY=starttls or tls)"
+        )
+        # The rest still tells whether the relay can be reached at all.
+        config = dataclasses.replace(config, username="", password="")
+    connection = SmtpConnection(config)
+    try:
+        connection.open()
+    except (RelayUnreachable, RelayMisconfigured) as err:
+        fix = f" ({err.hint})" if err.hint else ""
+        problems.append(f"relay {config.address}: {err.reason}{fix}")
+    finally:
+        connection.close()  # QUIT when the session opened
+    return problems

@@ -11,12 +11,14 @@ The pipeline, by stage (as in listmonk's manager), one module each:
   messages from a small queue, checks the row is still its own, sends it, and has each outcome
   recorded (group commit) before it takes the next, so a kill -9 can repeat at most the message
   in flight and the one being recorded, per connection;
-- SMTP pool (``pool.py``): each worker's own ``SmtpConnection``, reconnected with bounded
-  backoff, paced by ``newsletter.domain.ratelimit.PacingLimiter``.
+- SMTP pool (``pool.py``): each worker's own ``SmtpConnection``, opened through the run's
+  ``RelayGate`` (the first connection alone, then the others; three attempts each, one log line
+  per retry), paced by ``newsletter.domain.ratelimit.PacingLimiter``.
 
 A 4xx or a dropped connection puts the row back with a short backoff (bounded attempts per run);
 a 5xx marks it failed and the subscriber bounced. A relay that cannot be reached at all stops
-the run with every unsent row back to pending.
+the run (within a minute at the default settings) with every unsent row back to pending; one
+that refuses us for good (TLS mismatch, certificate, login) stops it at once, without retrying.
 
 Right before each message a worker checks, without a query, that the row is still its own (its
 lease has not run out since the last extend-and-verify; when it may have, it renews and verifies
@@ -47,6 +49,7 @@ from newsletter.services.delivery.pool import (
     DEFER_TO_NEXT_RUN,
     RECONNECT_BACKOFF,
     RETRY_BACKOFF,
+    RelayGate,
     RelayUnresponsive,
     _backoff_scale,
 )
@@ -65,6 +68,7 @@ __all__ = [
     "NothingToSend",
     "Recorder",
     "RecordingFailed",
+    "RelayGate",
     "RelayUnresponsive",
     "SendReport",
     "SendingStopped",

@@ -15,7 +15,7 @@ from datetime import date
 from newsletter.adapters.links import Links
 from newsletter.adapters.message import ListIdentity, MessageTemplate, Recipient, Sender
 from newsletter.adapters.smtp import (
-    RelayRefusedSender,
+    RelayMisconfigured,
     RelayUnreachable,
     SmtpConfig,
     SmtpConnection,
@@ -77,10 +77,10 @@ def send_edition(
     error: str | None = None
     try:
         sent = sender.run()
-    except (RelayUnreachable, RelayRefusedSender) as err:
+    except (RelayUnreachable, RelayMisconfigured) as err:
         sent, error = sender.sent, str(err)
-        if isinstance(err, RelayRefusedSender):
-            raise
+        if isinstance(err, RelayMisconfigured):
+            raise  # a setting to fix (exit 2), not a relay to wait for
     report = SendReport(
         day, store.delivery_counts(day), store.delivery_failures(day), sent, error, edition.warnings
     )

@@ -1,4 +1,4 @@
-"""Delivery, SMTP pool stage: each worker's connection, reopened with bounded backoff.
+"""Delivery, SMTP pool stage: each worker's connection, opened within a bounded budget.
 
 Also the pauses before a row is retried in the same run, and the error that ends a run when the
 relay keeps the connection open but stops answering.
@@ -6,19 +6,29 @@ relay keeps the connection open but stops answering.
 
 from __future__ import annotations
 
+import logging
 import os
+import threading
+import time
 from collections.abc import Callable
 
-from newsletter.adapters.smtp import RelayUnreachable, SmtpConnection
+from newsletter.adapters.i18n import english_ngettext
+from newsletter.adapters.smtp import RelayUnreachable, SmtpConfig, SmtpConnection
+from newsletter.domain.errors import NewsletterError
 
 TIMEOUT_STRIKES = 3  # replies timed out in a row: the relay is not answering, the run ends
 RETRY_BACKOFF = (1.0, 2.0, 4.0, 8.0)  # seconds before attempts 2, 3, 4, 5 of one row in one run
 DEFER_TO_NEXT_RUN = 3600.0  # after that, the row waits; the next `send` retries it at once
-RECONNECT_BACKOFF = (0.5, 1.0, 2.0, 4.0, 8.0)  # about 15 s; then the relay counts as unreachable
+# Seconds before connection attempts 2 and 3; then the relay counts as unreachable. With the
+# opening's deadline (NEWSLETTER_SMTP_CONNECT_TIMEOUT, 10 s) a relay that never greets is given
+# up after 10 + 2 + 10 + 4 + 10 = 36 s, well inside the minute an operator should wait.
+RECONNECT_BACKOFF = (2.0, 4.0)
 # Private and undocumented: a factor (0 < f <= 1) on RETRY_BACKOFF and RECONNECT_BACKOFF that
 # lets the tests shorten those waits without changing their number or order. Read only by
 # EditionSender; no command sets it, and anything else leaves the real backoffs in place.
 _TEST_BACKOFF_SCALE_ENV = "NEWSLETTER_TEST_BACKOFF_SCALE"
+
+log = logging.getLogger("newsletter.services.delivery")
 
 
 def _backoff_scale(env: str = _TEST_BACKOFF_SCALE_ENV) -> float:
@@ -33,21 +43,117 @@ class RelayUnresponsive(RelayUnreachable):
     """The relay keeps the connection open but does not answer in time, message after message."""
 
 
-def open_with_backoff(
-    connection: SmtpConnection,
-    pauses: tuple[float, ...],
-    *,
-    must_stop: Callable[[], bool],
-    sleep: Callable[[float], None],
-) -> None:
-    """Open (or reopen) the connection, backing off; RelayUnreachable when it never comes."""
-    if connection.is_open:
-        return
-    for pause in (*pauses, None):
-        try:
-            connection.open()
+class RelayGate:
+    """The pool's way to one relay: a bounded budget of attempts per connection, one line a retry.
+
+    The run's first connection opens alone, the others wait for it: a relay that is down, or
+    refuses our login, is tried by one connection rather than by all of them at once (a relay
+    that counts failed logins is not handed several per run). Once it is open, the others open
+    in parallel. Each connection gets ``len(pauses) + 1`` attempts; the line "retrying in 2 s
+    (attempt 2 of 3)" is logged once per attempt number however many connections make it, and
+    starts again after any connection opens. A ``RelayMisconfigured`` (a certificate, a login)
+    is never retried.
+    """
+
+    def __init__(
+        self,
+        config: SmtpConfig,
+        pauses: tuple[float, ...],
+        *,
+        must_stop: Callable[[], bool],
+        sleep: Callable[[float], None],
+    ) -> None:
+        self.config = config
+        self.pauses = pauses
+        self._must_stop = must_stop
+        self._sleep = sleep
+        self._lock = threading.Condition()
+        self._announced: set[int] = set()  # attempt numbers already logged since the last open
+        self._first: str = "untried"  # the run's first connection: untried, opening, open
+        self._first_failed: NewsletterError | None = None
+
+    @property
+    def attempts(self) -> int:
+        return len(self.pauses) + 1
+
+    def open(self, connection: SmtpConnection) -> None:
+        """Open (or reopen) ``connection``; RelayUnreachable once its budget is spent."""
+        if connection.is_open:
             return
-        except RelayUnreachable:
-            if pause is None or must_stop():
-                raise
-            sleep(pause)
+        with self._lock:
+            while self._first == "opening" and not self._must_stop():
+                self._lock.wait(0.1)
+            if self._first_failed is not None:
+                raise self._first_failed  # the first connection's verdict holds for the run
+            if self._must_stop():
+                raise RelayUnreachable(
+                    f"cannot reach the SMTP relay {self.config.where}: stopped while connecting",
+                    reason="stopped while connecting",
+                )
+            first = self._first == "untried"
+            if first:
+                self._first = "opening"
+        if not first:
+            self._open(connection)
+            return
+        try:
+            self._open(connection)
+        except NewsletterError as err:
+            with self._lock:
+                self._first, self._first_failed = "untried", err
+                self._lock.notify_all()
+            raise
+        except BaseException:
+            with self._lock:
+                self._first = "untried"
+                self._lock.notify_all()
+            raise
+        with self._lock:
+            self._first = "open"
+            self._lock.notify_all()
+
+    def _open(self, connection: SmtpConnection) -> None:
+        started = time.monotonic()
+        attempt = 1
+        while True:
+            try:
+                connection.open()
+            except RelayUnreachable as err:
+                if self._must_stop():
+                    raise
+                if attempt >= self.attempts:
+                    raise self._gave_up(err, attempt, time.monotonic() - started) from None
+                pause = self.pauses[attempt - 1]
+                attempt += 1
+                self._announce(err, attempt, pause)
+                self._sleep(pause)
+                if self._must_stop():
+                    raise
+                continue
+            with self._lock:
+                self._announced.clear()
+            return
+
+    def _announce(self, err: RelayUnreachable, attempt: int, pause: float) -> None:
+        with self._lock:
+            if attempt in self._announced:
+                return  # another connection said it for this attempt
+            self._announced.add(attempt)
+        log.warning(
+            "relay %s: %s; retrying in %s s (attempt %d of %d)",
+            self.config.address,
+            err.reason,
+            f"{pause:g}",
+            attempt,
+            self.attempts,
+        )
+
+    def _gave_up(self, err: RelayUnreachable, attempts: int, took: float) -> RelayUnreachable:
+        tries = english_ngettext("%(num)d attempt", "%(num)d attempts", attempts)
+        return RelayUnreachable(
+            f"{err.message}; gave up after {tries % {'num': attempts}} in {took:.0f} s",
+            f"{err.hint}; nothing was lost: the unsent messages stay pending for the next run"
+            if err.hint
+            else "nothing was lost: the unsent messages stay pending for the next run",
+            reason=err.reason,
+        )

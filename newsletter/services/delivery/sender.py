@@ -47,9 +47,9 @@ from newsletter.services.delivery.pool import (
     RECONNECT_BACKOFF,
     RETRY_BACKOFF,
     TIMEOUT_STRIKES,
+    RelayGate,
     RelayUnresponsive,
     _backoff_scale,
-    open_with_backoff,
 )
 from newsletter.services.delivery.recorder import Recorder
 
@@ -108,6 +108,9 @@ class EditionSender:
         scale = _backoff_scale()
         self.retry_backoff = tuple(pause * scale for pause in RETRY_BACKOFF)
         self.reconnect_backoff = tuple(pause * scale for pause in RECONNECT_BACKOFF)
+        self._gate = RelayGate(
+            self.smtp, self.reconnect_backoff, must_stop=self._must_stop, sleep=self._sleep
+        )
         lease_scale = _backoff_scale(_TEST_LEASE_SCALE_ENV)
         self.lease_seconds = LEASE_SECONDS * lease_scale
         self.lease_trust_seconds = LEASE_TRUST_SECONDS * lease_scale
@@ -210,6 +213,17 @@ class EditionSender:
                     if previous is not None:
                         self._recorder.wait(previous)
                     self._count_sent()
+        except RelayUnreachable as err:
+            if isinstance(err, RelayUnresponsive) or not self._others_open(connection):
+                self._fail_run(err)
+            else:
+                # A relay that takes fewer connections than NEWSLETTER_SMTP_CONNECTIONS: the
+                # ones it took carry on, and this worker's message went back to pending.
+                log.warning(
+                    "relay %s: a connection could not be opened (%s); going on with those open",
+                    self.smtp.address,
+                    err.reason,
+                )
         except NewsletterError as err:
             self._fail_run(err)
         except Exception as err:  # e.g. the ledger failing: stop the run, never leave it waiting
@@ -276,9 +290,11 @@ class EditionSender:
         self.store.release([row.delivery_id], self.owner, error, delay=delay)
 
     def _ensure_open(self, connection: SmtpConnection) -> None:
-        open_with_backoff(
-            connection, self.reconnect_backoff, must_stop=self._must_stop, sleep=self._sleep
-        )
+        self._gate.open(connection)
+
+    def _others_open(self, connection: SmtpConnection) -> bool:
+        """True when another worker of this run has its connection open at the moment."""
+        return any(other.is_open for other in self._connections if other is not connection)
 
     # -- run -------------------------------------------------------------------------------------
     def _must_stop(self) -> bool:
