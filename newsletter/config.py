@@ -126,7 +126,7 @@ SETTINGS: tuple[SettingDoc, ...] = (
     SettingDoc(
         "NEWSLETTER_SMTP_CONNECT_TIMEOUT",
         "10",
-        "seconds allowed to connect to the relay, finish the TLS handshake and get its greeting",
+        "seconds allowed to open a relay session: connect, TLS handshake, greeting, EHLO, STARTTLS and AUTH",
     ),
     SettingDoc("NEWSLETTER_FROM", "", "sender, 'Display Name <address>'; required to send"),
     SettingDoc("NEWSLETTER_REPLY_TO", "", "optional Reply-To address"),

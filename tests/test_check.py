@@ -26,14 +26,15 @@ def test_a_good_set_up_passes_and_nothing_is_sent_or_created(tmp_path: Path, smt
     assert "settings: everything send and run need is set" in ok
     assert f"database: sqlite:///{database}: {database} is created at first use" in ok
     assert f"relay: 127.0.0.1:{smtp_server.port}" in ok and "(no mail sent)" in ok
-    assert f"source {SAMPLE_FEED.name}" in ok or "source " in ok
+    assert f"source {SAMPLE_FEED}: 16 read; " in ok
     assert "articles in the edition of" in ok
     assert "editors: 2 addresses" in ok
     # Nothing listens on the base URL: worth a warning, not a failure.
     assert any(line.startswith("warning: base URL") for line in proc.stdout.splitlines())
     assert proc.stdout.rstrip().endswith("all good: the daily send has what it needs")
     assert not database.exists()  # check creates no database
-    assert smtp_server.log() == []  # and sends no mail
+    assert smtp_server.log() == []  # and sends no mail:
+    assert smtp_server.commands() == ["QUIT"]  # the session ended before any MAIL
 
 
 def test_every_problem_is_reported_in_one_run(tmp_path: Path) -> None:
@@ -59,7 +60,7 @@ def test_every_problem_is_reported_in_one_run(tmp_path: Path) -> None:
     assert "settings: NEWSLETTER_FROM is not set" in text
     assert "database: " in text and "readonly" in text
     assert "relay: 127.0.0.1:" in text
-    assert "source gone.xml: cannot be read" in text
+    assert f"source {tmp_path / 'gone.xml'}: cannot be read: file not found" in text
     assert "editors: NEWSLETTER_EDITORS: 'pas-une-adresse' is not a valid email address" in text
     assert len(problems) == 6, proc.stdout
     assert proc.stdout.rstrip().endswith(
@@ -67,7 +68,8 @@ def test_every_problem_is_reported_in_one_run(tmp_path: Path) -> None:
     )
     # The good source is still counted.
     assert any(
-        line.startswith(f"ok:      source {SAMPLE_FEED.name}") for line in proc.stdout.splitlines()
+        line.startswith("ok:") and f" source {SAMPLE_FEED}: 16 read" in line
+        for line in proc.stdout.splitlines()
     )
 
 
