@@ -121,3 +121,22 @@ def test_the_default_edition_reads_the_same_in_help_and_readme(command: str) -> 
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     (row,) = [line for line in readme.splitlines() if line.startswith(f"| `newsletter {command} ")]
     assert f"(default: {default.group(1)})" in row, row
+
+
+def test_readme_walks_through_the_first_real_set_up() -> None:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = readme.split("## First real set-up", 1)[1].split("\n## ", 1)[0]
+    steps = re.findall(r"^(\d)\. \*\*(.+?)\*\*", section, re.M)
+    assert [number for number, _ in steps] == list("12345678"), steps
+    for command in (
+        "cp .env.example .env",
+        "secrets.token_urlsafe(32)",
+        "newsletter check",
+        "newsletter subscribers import",
+        "newsletter preview",
+        "newsletter send --test",
+        "newsletter serve",
+        "newsletter run",
+        "systemd",
+    ):
+        assert command in section, command

@@ -95,7 +95,7 @@ def export(ctx: click.Context, status: str | None, excel: bool) -> None:
 
     with _store(ctx) as store:
         if not excel:
-            service.export_csv(store, click.get_text_stream("stdout"), _status(status))
+            service.export_csv(store, sys.stdout, _status(status))
             return
         # Excel guesses the encoding from a BOM and, in a French locale, splits on ';' (its list
         # separator there); without them accents and columns come out wrong.
