@@ -39,7 +39,12 @@ _PRIVATE_PREFIX = "NEWSLETTER_TEST_"
 MIN_SECRET_KEY_CHARS = 32
 KEYGEN_COMMAND = "python3 -c 'import secrets; print(secrets.token_urlsafe(32))'"
 SECRET_SETTINGS = frozenset(
-    {"NEWSLETTER_SECRET_KEY", "NEWSLETTER_SMTP_PASSWORD", "NEWSLETTER_ADMIN_PASSWORD"}
+    {
+        "NEWSLETTER_SECRET_KEY",
+        "NEWSLETTER_SMTP_PASSWORD",
+        "NEWSLETTER_ADMIN_PASSWORD",
+        "NEWSLETTER_BOUNCE_IMAP_PASSWORD",
+    }
 )
 
 
@@ -145,6 +150,44 @@ SETTINGS: tuple[SettingDoc, ...] = (
         "",
         "signs every link token; at least 32 characters; required to send or serve; never logged",
     ),
+    SettingDoc(
+        "NEWSLETTER_BOUNCE_ADDRESS",
+        "",
+        "mailbox that returned mail goes to; each message's envelope sender is"
+        " bounces+TOKEN@ its domain (VERP); empty = bounces@ the From domain",
+    ),
+    SettingDoc(
+        "NEWSLETTER_BOUNCE_IMAP_URL",
+        "",
+        "imaps://user@host/INBOX of a mailbox to poll for returned mail; empty = no polling"
+        " (route bounces+* to `newsletter bounce-mail` instead)",
+    ),
+    SettingDoc("NEWSLETTER_BOUNCE_IMAP_PASSWORD", "", "password of that mailbox; never logged"),
+    SettingDoc(
+        "NEWSLETTER_BOUNCE_POLL_MINUTES", "5", "minutes between two polls of that mailbox by run"
+    ),
+    SettingDoc(
+        "NEWSLETTER_SOFT_BOUNCE_LIMIT",
+        "3",
+        "soft bounces (4.x.x), on that many different editions within"
+        " NEWSLETTER_SOFT_BOUNCE_DAYS, that stop a subscriber as bounced",
+    ),
+    SettingDoc("NEWSLETTER_SOFT_BOUNCE_DAYS", "30", "days over which soft bounces are counted"),
+    SettingDoc(
+        "NEWSLETTER_SNS_TOPIC_ARNS",
+        "",
+        "comma-separated Amazon SNS topic ARNs whose signed SES notifications POST /hooks/ses"
+        " accepts; empty = that webhook off",
+    ),
+    SettingDoc(
+        "NEWSLETTER_DKIM_SELECTOR", "", "DKIM selector; with a key, every message is signed"
+    ),
+    SettingDoc(
+        "NEWSLETTER_DKIM_PRIVATE_KEY",
+        "",
+        "path of the DKIM private key, PEM (RSA 2048+ or Ed25519); empty = no signing",
+    ),
+    SettingDoc("NEWSLETTER_DKIM_DOMAIN", "", "the signature's d= domain; empty = the From domain"),
     SettingDoc("NEWSLETTER_ADMIN_USER", "editor", "HTTP Basic user for the editors' pages"),
     SettingDoc("NEWSLETTER_ADMIN_PASSWORD", "", "HTTP Basic password; unset = editors' pages off"),
     SettingDoc(
@@ -211,6 +254,16 @@ class Settings:
     admin_user: str
     admin_password: str
     signup_promise: str
+    bounce_address: str
+    bounce_imap_url: str
+    bounce_imap_password: str
+    bounce_poll_minutes: int
+    soft_bounce_limit: int
+    soft_bounce_days: int
+    sns_topic_arns: tuple[str, ...]
+    dkim_selector: str
+    dkim_private_key: str
+    dkim_domain: str
     confirm_days: int
     thank_you_url: str
     editors: tuple[str, ...]
@@ -508,6 +561,18 @@ def load_settings(
         ),
         base_url=parse(lambda: _base_url(get("NEWSLETTER_BASE_URL").rstrip("/")), ""),
         secret_key=raw.get("NEWSLETTER_SECRET_KEY", ""),
+        bounce_address=parse(
+            lambda: _one_line("NEWSLETTER_BOUNCE_ADDRESS", get("NEWSLETTER_BOUNCE_ADDRESS")), ""
+        ),
+        bounce_imap_url=parse(lambda: _imap_url(get("NEWSLETTER_BOUNCE_IMAP_URL")), ""),
+        bounce_imap_password=raw.get("NEWSLETTER_BOUNCE_IMAP_PASSWORD", ""),
+        bounce_poll_minutes=parse(lambda: number("NEWSLETTER_BOUNCE_POLL_MINUTES", int, 1), 5),
+        soft_bounce_limit=parse(lambda: number("NEWSLETTER_SOFT_BOUNCE_LIMIT", int, 1), 3),
+        soft_bounce_days=parse(lambda: number("NEWSLETTER_SOFT_BOUNCE_DAYS", int, 1), 30),
+        sns_topic_arns=_split(get("NEWSLETTER_SNS_TOPIC_ARNS")),
+        dkim_selector=get("NEWSLETTER_DKIM_SELECTOR"),
+        dkim_private_key=get("NEWSLETTER_DKIM_PRIVATE_KEY"),
+        dkim_domain=get("NEWSLETTER_DKIM_DOMAIN").lower(),
         admin_user=get("NEWSLETTER_ADMIN_USER"),
         admin_password=raw.get("NEWSLETTER_ADMIN_PASSWORD", ""),
         signup_promise=parse(
@@ -631,3 +696,27 @@ def _base_url(url: str) -> str:
         f"NEWSLETTER_BASE_URL={url!r} is not an https URL",
         "one-click unsubscribe (RFC 8058) needs https; plain http is allowed only for localhost",
     )
+
+
+def _imap_url(url: str) -> str:
+    """``imaps://user@host[:port]/FOLDER``; plain ``imap://`` only on loopback (a password)."""
+    if not url:
+        return url
+    from urllib.parse import urlsplit
+
+    hint = "expected imaps://user@host/INBOX (imap:// only for localhost)"
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - a malformed port raises here
+    except ValueError:
+        raise ConfigError(f"NEWSLETTER_BOUNCE_IMAP_URL={url!r} is not a URL", hint) from None
+    if parts.scheme not in ("imaps", "imap") or not parts.hostname or not parts.username:
+        raise ConfigError(f"NEWSLETTER_BOUNCE_IMAP_URL={url!r} is not an IMAP URL", hint)
+    if parts.password is not None:
+        raise ConfigError(
+            "NEWSLETTER_BOUNCE_IMAP_URL carries a password",
+            "put it in NEWSLETTER_BOUNCE_IMAP_PASSWORD, which is never logged",
+        )
+    if parts.scheme == "imap" and parts.hostname not in ("localhost", "127.0.0.1", "::1"):
+        raise ConfigError(f"NEWSLETTER_BOUNCE_IMAP_URL={url!r} is not over TLS", hint)
+    return url

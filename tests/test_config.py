@@ -45,6 +45,10 @@ def test_environment_wins_over_dotenv(tmp_path):
         ("NEWSLETTER_FROM", "Rédaction <r@exemple.sn>\r\nBcc: x@y", "line break"),
         ("NEWSLETTER_FROM", "Rédaction\u2028<r@exemple.sn>", "line break"),
         ("NEWSLETTER_REPLY_TO", "r@exemple.sn\x00", "control character"),
+        ("NEWSLETTER_BOUNCE_IMAP_URL", "imap://lettre@mail.example.com/INBOX", "over TLS"),
+        ("NEWSLETTER_BOUNCE_IMAP_URL", "imaps://u:pw@mail.example.com/INBOX", "IMAP_PASSWORD"),
+        ("NEWSLETTER_BOUNCE_IMAP_URL", "https://mail.example.com/", "imaps://"),
+        ("NEWSLETTER_SOFT_BOUNCE_LIMIT", "0", "whole number >= 1"),
     ],
 )
 def test_bad_settings_name_the_setting_and_the_form(tmp_path, name, value, needle):
