@@ -17,6 +17,7 @@ display names, List-Id, List-Unsubscribe (https and mailto) and List-Unsubscribe
 from __future__ import annotations
 
 import hashlib
+import re
 import time
 from dataclasses import dataclass
 from datetime import date
@@ -27,6 +28,7 @@ from email.utils import formataddr, formatdate
 from typing import Protocol
 
 from newsletter.adapters.render import PREFERENCES_SLOT, UNSUBSCRIBE_SLOT, RenderedVariant
+from newsletter.adapters.tokens import MAX_LOCAL_PART, VERP_TOKEN_MAX
 from newsletter.config import Settings
 from newsletter.domain import Reader
 from newsletter.domain.addresses import InvalidMailbox, parse_mailbox
@@ -65,6 +67,58 @@ class Sender:
     def header(self) -> str:
         """The From header's value: the name quoted or encoded as it needs (a comma is quoted)."""
         return formataddr((self.display_name, self.address), charset="utf-8")
+
+
+# atext (RFC 5322 3.2.3) in dot-atom form: what a local part may hold without quoting.
+_DOT_ATOM = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*")
+
+
+@dataclass(frozen=True, slots=True)
+class BounceMailbox:
+    """Where returned mail goes: ``LOCAL@DOMAIN``, each message's envelope sender being
+    ``LOCAL+TOKEN@DOMAIN`` (VERP), so that a bounce names its delivery (tokens.VerpSigner)."""
+
+    local: str
+    domain: str  # ASCII (IDNA)
+
+    @property
+    def address(self) -> str:
+        return f"{self.local}@{self.domain}"
+
+    def envelope(self, token: str) -> str:
+        """The VERP envelope sender for ``token``."""
+        return f"{self.local}+{token}@{self.domain}"
+
+    @classmethod
+    def from_settings(cls, settings: Settings, sender: Sender) -> BounceMailbox:
+        """NEWSLETTER_BOUNCE_ADDRESS, or ``bounces@`` the From domain.
+
+        SenderError when it is no plain ASCII address, or when its local part leaves no room
+        for a token within the 64 octets a local part may have (RFC 5321 4.5.3.1.1).
+        """
+        text = settings.bounce_address.strip()
+        if not text:
+            return cls("bounces", sender.domain)
+        local, _, domain = text.rpartition("@")
+        if not local or not domain or not _DOT_ATOM.fullmatch(local) or "@" in local:
+            raise SenderError(
+                f"NEWSLETTER_BOUNCE_ADDRESS {text!r} is not a plain address",
+                "write it as local@domain, e.g. bounces@example.com, ASCII local part",
+            )
+        try:
+            ascii_domain = domain.encode("idna").decode("ascii").lower()
+        except UnicodeError:
+            raise SenderError(
+                f"NEWSLETTER_BOUNCE_ADDRESS {text!r}: its domain is not a valid domain name",
+                "write it as local@domain, e.g. bounces@example.com",
+            ) from None
+        if len(local) + 1 + VERP_TOKEN_MAX > MAX_LOCAL_PART:
+            raise SenderError(
+                f"NEWSLETTER_BOUNCE_ADDRESS {text!r}: its local part is too long for VERP",
+                f"keep it to {MAX_LOCAL_PART - 1 - VERP_TOKEN_MAX} characters at most "
+                "(the envelope sender adds +TOKEN to it, within 64 octets)",
+            )
+        return cls(local, ascii_domain)
 
 
 @dataclass(frozen=True, slots=True)

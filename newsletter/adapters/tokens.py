@@ -15,6 +15,7 @@ web app can tell a test message's link from a forged one (``is_test``) and say i
 
 from __future__ import annotations
 
+import base64
 import enum
 import hashlib
 import hmac
@@ -139,3 +140,98 @@ class TokenSigner:
 
 
 _DIGEST = re.compile(r"[0-9a-f]{8}")
+
+
+# -- VERP: the envelope sender of each message names its delivery ---------------------------------
+
+#: The local part's ceiling (RFC 5321 4.5.3.1.1): the VERP address must stay within it.
+MAX_LOCAL_PART = 64
+# Lowercase base32 of the MAC, cut to this many characters (16 x 5 = 80 bits): long enough that a
+# forger cannot guess one, short enough to leave room for the mailbox's own local part.
+_VERP_MAC_CHARS = 16
+# d<YYYYMMDD>-<subscriber id>-<mac>, or t<YYYYMMDD>-<run>-<mac> for a test send. Only digits,
+# lowercase letters and "-": atext (RFC 5322) that survives an MTA lower-casing the local part.
+# Subscriber ids are 32-bit integers in the schema: ten digits at most; a test run is as long.
+_VERP_ID_CHARS = 10
+#: The longest token: "d", 8 digits, "-", the id (or a test run), "-", the MAC: 37 characters.
+VERP_TOKEN_MAX = 1 + 8 + 1 + _VERP_ID_CHARS + 1 + _VERP_MAC_CHARS
+_VERP_SEPARATOR = "\n"  # between the token's head and the address key it is bound to
+_VERP = re.compile(r"([dt])(\d{8})-([0-9a-z]{1,10})-([a-z2-7]{16})")
+
+
+@dataclass(frozen=True, slots=True)
+class VerpClaim:
+    """What a VERP token names: a delivery (edition day, subscriber id), or a test send."""
+
+    day_text: str  # YYYYMMDD
+    subscriber_id: int  # 0 for a test send
+    test: bool
+
+
+class VerpSigner:
+    """VERP tokens: ``d20260127-42-<mac>`` for a delivery, ``t20260127-<run>-<mac>`` for a test.
+
+    The MAC is itsdangerous's HMAC-SHA256 under a salt of its own (``newsletter.verp``, and
+    ``newsletter.test.verp`` for test sends): no link token can pass for a VERP token or the
+    reverse. For a delivery it covers the subscriber's address key as well, so the token names
+    one address without carrying it: a token is only valid for the subscriber it was made for,
+    and a reused id never matches. The MAC is written in lowercase base32 because relays may
+    fold the local part's case; reading lower-cases first.
+    """
+
+    def __init__(self, secret_key: str) -> None:
+        if not secret_key:
+            raise NewsletterError(
+                "NEWSLETTER_SECRET_KEY is not set", "envelope senders cannot be signed without it"
+            )
+        self._signers = {
+            False: Signer(secret_key, salt="newsletter.verp", digest_method=hashlib.sha256),
+            True: Signer(secret_key, salt="newsletter.test.verp", digest_method=hashlib.sha256),
+        }
+        # itsdangerous derives one key per salt; derived once, as every message signs one token.
+        self._keys = {test: signer.derive_key() for test, signer in self._signers.items()}
+
+    def _mac(self, test: bool, payload: str) -> str:
+        raw = self._signers[test].algorithm.get_signature(self._keys[test], payload.encode())
+        return base64.b32encode(raw).decode("ascii").lower()[:_VERP_MAC_CHARS]
+
+    def sign(self, day_text: str, subscriber_id: int, email_key: str) -> str:
+        """The token of one delivery; ``day_text`` is the edition's YYYYMMDD."""
+        if not 0 < subscriber_id < 10**_VERP_ID_CHARS:
+            raise ValueError(f"subscriber id {subscriber_id} does not fit a VERP token")
+        head = f"d{day_text}-{subscriber_id}"
+        return f"{head}-{self._mac(False, head + _VERP_SEPARATOR + email_key)}"
+
+    def sign_test(self, day_text: str, run: str) -> str:
+        """The token of one test message; ``run`` is 1 to 10 lowercase letters and digits."""
+        if not re.fullmatch(r"[0-9a-z]{1,10}", run):
+            raise ValueError(f"a test run is 1 to 10 lowercase letters and digits, not {run!r}")
+        head = f"t{day_text}-{run}"
+        return f"{head}-{self._mac(True, head)}"
+
+    def find(self, text: str) -> tuple[str, VerpClaim] | None:
+        """The first VERP-shaped token in ``text`` (an address, a header) and what it claims.
+
+        The claim is not verified yet: a delivery's MAC needs the subscriber's address key
+        (``verify``); a test token is checked here, and a forged one gives None.
+        """
+        for match in _VERP.finditer(text.lower()):
+            kind, day_text, ident, _mac = match.groups()
+            if kind == "t":
+                if self.verify(match.group(0), ""):
+                    return match.group(0), VerpClaim(day_text, 0, test=True)
+                continue
+            if ident.isdigit():
+                return match.group(0), VerpClaim(day_text, int(ident), test=False)
+        return None
+
+    def verify(self, token: str, email_key: str) -> bool:
+        """Whether ``token`` is genuine: for a delivery, made for ``email_key`` (constant-time)."""
+        match = _VERP.fullmatch(token.lower())
+        if match is None:
+            return False
+        kind, day_text, ident, mac = match.groups()
+        head = f"{kind}{day_text}-{ident}"
+        test = kind == "t"
+        expected = self._mac(test, head if test else head + _VERP_SEPARATOR + email_key)
+        return hmac.compare_digest(expected, mac)

@@ -7,7 +7,8 @@ connection set-up in ``engine._configure_sqlite``, the migration lock and ``Stor
 
 Modules, by kind of data: ``schema`` (the tables), ``migrations``, ``engine`` (engine, transactions,
 busy retries, errors), ``subscribers`` (subscribers and suppressions), ``ledger`` (editions and
-deliveries), ``locks`` (named leases and the editors' previews). This module is the facade:
+deliveries), ``returned`` (bounces and complaints on the ledger), ``locks`` (named leases and the editors'
+previews). This module is the facade:
 ``Store`` puts the query mixins together, ``open_store`` builds it, and every name the rest of the
 project imports from ``newsletter.adapters.store`` is re-exported here.
 """
@@ -42,6 +43,7 @@ from newsletter.adapters.store.migrations import (
     _current_version,
     migrate,
 )
+from newsletter.adapters.store.returned import ReturnedQueries, ReturnedTarget
 from newsletter.adapters.store.schema import METADATA, UTCDateTime
 from newsletter.adapters.store.subscribers import (
     CATEGORY_SEPARATOR,
@@ -71,6 +73,7 @@ __all__ = [
     "EditionRecord",
     "EditionSummary",
     "NewSubscriber",
+    "ReturnedTarget",
     "Store",
     "StoreError",
     "UTCDateTime",
@@ -88,7 +91,9 @@ __all__ = [
 ]
 
 
-class Store(SubscriberQueries, LedgerQueries, SummaryQueries, LockQueries, StoreBase):
+class Store(
+    SubscriberQueries, LedgerQueries, ReturnedQueries, SummaryQueries, LockQueries, StoreBase
+):
     """Every query of the project, as named methods. Build it with ``open_store(url)``."""
 
     def schema_version(self) -> int:

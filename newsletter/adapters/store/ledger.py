@@ -8,6 +8,7 @@ crash, a second sender or a paused one can neither lose a delivery nor overwrite
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -24,6 +25,7 @@ from newsletter.adapters.store.schema import (
     editions,
     subscribers,
 )
+from newsletter.adapters.store.returned import DIAGNOSTIC_CHARS
 from newsletter.adapters.store.subscribers import move_where, split_categories
 from newsletter.domain import (
     Article,
@@ -33,6 +35,7 @@ from newsletter.domain import (
     Reader,
     SubscriberStatus,
 )
+from newsletter.domain.returned import ReturnedKind
 
 # Recording "sent" is conditional on the lease: a sender that lost a row to another sender (it was
 # paused past its lease) must not overwrite what the other one recorded. RETURNING tells which ids
@@ -393,6 +396,16 @@ class LedgerQueries(StoreBase):
 
     def mark_failed(self, delivery_id: int, owner: str, error: str, *, bounce: bool) -> None:
         """A permanent failure: final, never retried; with `bounce` the subscriber is marked bounced."""
+        values: dict[str, Any] = {}
+        if bounce:
+            # The relay refused the address itself: a hard bounce, counted with those that
+            # come back later by mail (returned.py), so an edition's bounce rate has them all.
+            values = {
+                "returned_kind": ReturnedKind.HARD.value,
+                "returned_status": _status_code(error),
+                "returned_diagnostic": " ".join(error.split())[:DIAGNOSTIC_CHARS],
+                "returned_at": self.now(),
+            }
         with self.write() as c:
             changed = c.execute(
                 update(deliveries)
@@ -403,6 +416,7 @@ class LedgerQueries(StoreBase):
                     lease_until=None,
                     last_error=error[:500],
                     updated_at=self.now(),
+                    **values,
                 )
             ).rowcount
             if bounce and changed:
@@ -491,6 +505,16 @@ class LedgerQueries(StoreBase):
         with self.write() as c:
             now = self.now()
             self._upsert_edition(c, day, status=EditionStatus.SENT.value, finished_at=now)
+
+
+_ENHANCED_CODE = re.compile(r"\b[245]\.\d{1,3}\.\d{1,3}\b")
+_REPLY_CODE = re.compile(r"\b[245]\d\d\b")
+
+
+def _status_code(error: str) -> str:
+    """The RFC 3463 code in a relay's reply ("5.1.1"), else its reply code ("550"), else ""."""
+    match = _ENHANCED_CODE.search(error) or _REPLY_CODE.search(error)
+    return match.group(0) if match else ""
 
 
 def _held_by(owner: str) -> Any:

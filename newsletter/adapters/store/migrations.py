@@ -155,12 +155,33 @@ def _migration_4(conn: Connection) -> None:
     conn.execute(text("ALTER TABLE subscribers ADD COLUMN confirm_nonce VARCHAR(32)"))
 
 
+def _migration_5(conn: Connection) -> None:
+    """What came back for each delivery (issue 12): a bounce or a complaint, its status code,
+    its diagnostic and when; NULL for rows already there (nothing came back that we read)."""
+    stamp = UTCDateTime().compile(dialect=conn.dialect)
+    for column, kind in (
+        ("returned_kind", "VARCHAR(16)"),
+        ("returned_status", "VARCHAR(16)"),
+        ("returned_diagnostic", "VARCHAR(300)"),
+        ("returned_at", stamp),
+    ):
+        conn.execute(text(f"ALTER TABLE deliveries ADD COLUMN {column} {kind}"))
+    # The soft-bounce rule reads one subscriber's returned rows: found by subscriber, not scanned.
+    conn.execute(
+        text(
+            "CREATE INDEX ix_deliveries_subscriber_returned "
+            "ON deliveries (subscriber_id, returned_kind)"
+        )
+    )
+
+
 #: migration N is MIGRATIONS[N - 1]; append, never edit or reorder.
 MIGRATIONS: tuple[Callable[[Connection], None], ...] = (
     _migration_1,
     _migration_2,
     _migration_3,
     _migration_4,
+    _migration_5,
 )
 LATEST_VERSION = len(MIGRATIONS)
 

@@ -161,8 +161,15 @@ deliveries = Table(
     Column("last_error", Text, nullable=False, default=""),
     Column("sent_at", UTCDateTime, nullable=True),
     Column("updated_at", UTCDateTime, nullable=False),
+    # What came back after the relay took the message (services/bounces.py): ReturnedKind,
+    # the RFC 3463 status code ("5.1.1"), the diagnostic on one line, when it was read.
+    Column("returned_kind", String(16), nullable=True),
+    Column("returned_status", String(16), nullable=True),
+    Column("returned_diagnostic", String(300), nullable=True),
+    Column("returned_at", UTCDateTime, nullable=True),
     UniqueConstraint("edition_date", "subscriber_id", name="uq_deliveries_edition_subscriber"),
     Index("ix_deliveries_edition_status", "edition_date", "status", "id"),
+    Index("ix_deliveries_subscriber_returned", "subscriber_id", "returned_kind"),
 )
 
 # Named leases: the scheduler's "one sender per database" lock.

@@ -13,7 +13,13 @@ from collections.abc import Callable, Sequence
 from datetime import date
 
 from newsletter.adapters.links import Links
-from newsletter.adapters.message import ListIdentity, MessageTemplate, Recipient, Sender
+from newsletter.adapters.message import (
+    BounceMailbox,
+    ListIdentity,
+    MessageTemplate,
+    Recipient,
+    Sender,
+)
 from newsletter.adapters.smtp import (
     RelayMisconfigured,
     RelayUnreachable,
@@ -21,6 +27,7 @@ from newsletter.adapters.smtp import (
     SmtpConnection,
 )
 from newsletter.adapters.store import Store
+from newsletter.adapters.tokens import VerpSigner
 from newsletter.config import Settings
 from newsletter.domain import DeliveryStatus, EditionStatus, Reader, SendReport
 from newsletter.domain.addresses import normalise_address
@@ -55,7 +62,7 @@ def send_edition(
 ) -> SendReport:
     """Deliver edition ``day`` to every frozen recipient; re-running continues where it stopped."""
     settings.require_sending()
-    Sender.parse(settings.from_address)
+    BounceMailbox.from_settings(settings, Sender.parse(settings.from_address))
     edition = frozen_edition(store, settings, day)
     if edition.is_empty:
         store.record_edition_status(day, EditionStatus.EMPTY, "no article in its window")
@@ -101,6 +108,8 @@ def send_test(store: Store, settings: Settings, day: date, addresses: Sequence[s
     identity = ListIdentity.from_settings(settings)
     variant = VariantRenderer.for_settings(edition, settings).variant(edition.section_keys)
     links = Links.from_settings(settings, identity.sender.domain)
+    bounces = BounceMailbox.from_settings(settings, identity.sender)
+    verp = VerpSigner(settings.secret_key)
     run = secrets.token_hex(6)  # each test send is new mail: its own Message-IDs, "[TEST]" first
     connection = SmtpConnection(SmtpConfig.from_settings(settings))
     try:
@@ -110,9 +119,10 @@ def send_test(store: Store, settings: Settings, day: date, addresses: Sequence[s
             # says the message was a test: an editor's click unsubscribes nobody.
             reader = Reader(subscriber_id=0, email=address.normalized, email_key=address.key)
             recipient = Recipient.with_links(reader, links.for_test(address.key))
-            connection.send(
-                identity.sender.address, address.normalized, template.personalise(recipient)
-            )
+            # A VERP sender of its own, signed as a test's: a bounce of it is recognised and
+            # changes nobody (services/bounces.py), whoever the editor's address belongs to.
+            envelope = bounces.envelope(verp.sign_test(f"{edition.date:%Y%m%d}", secrets.token_hex(5)))
+            connection.send(envelope, address.normalized, template.personalise(recipient))
     finally:
         connection.close()
     return len(targets)

@@ -10,10 +10,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from newsletter.adapters.links import Links
-from newsletter.adapters.message import ListIdentity, MessageTemplate, Recipient
+from newsletter.adapters.message import BounceMailbox, ListIdentity, MessageTemplate, Recipient
 from newsletter.adapters.store import ClaimedDelivery
+from newsletter.adapters.tokens import VerpSigner
 from newsletter.config import Settings
-from newsletter.domain import Edition
+from newsletter.domain import Edition, Reader
 from newsletter.services.compose import VariantRenderer
 
 
@@ -31,6 +32,9 @@ class MessageBuilder:
         self.identity = ListIdentity.from_settings(settings)
         self.links = Links.from_settings(settings, self.identity.sender.domain)
         self.variants = VariantRenderer.for_settings(edition, settings)
+        self.bounces = BounceMailbox.from_settings(settings, self.identity.sender)
+        self.verp = VerpSigner(settings.secret_key)
+        self._day_text = f"{edition.date:%Y%m%d}"
         self._templates: dict[tuple[frozenset[str], str], MessageTemplate] = {}
 
     def template(self, keys: frozenset[str], locale: str) -> MessageTemplate:
@@ -40,6 +44,13 @@ class MessageBuilder:
                 variant, self.identity, self.edition.date
             )
         return self._templates[keys, locale]
+
+    def envelope_sender(self, reader: Reader) -> str:
+        """MAIL FROM of one message: ``bounces+TOKEN@DOMAIN``, the token naming this delivery
+        (edition, subscriber) without the address, so that what comes back names it too."""
+        return self.bounces.envelope(
+            self.verp.sign(self._day_text, reader.subscriber_id, reader.email_key)
+        )
 
     def personalise(self, row: ClaimedDelivery) -> bytes | None:
         """The message for ``row``, or None when none of its sections is in the edition."""

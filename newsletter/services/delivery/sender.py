@@ -239,7 +239,7 @@ class EditionSender:
         try:
             self._ensure_open(connection)
             self._rate.wait()
-            connection.send(self.messages.identity.sender.address, row.reader.email, item.data)
+            connection.send(self.messages.envelope_sender(row.reader), row.reader.email, item.data)
         except PermanentFailure as err:
             bounced = not isinstance(err, AddressNeedsSmtpUtf8)
             self.store.mark_failed(row.delivery_id, self.owner, str(err), bounce=bounced)
