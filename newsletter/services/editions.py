@@ -16,6 +16,12 @@ from newsletter.config import Settings
 from newsletter.domain import DeliveryStatus, Edition, EditionRecord, EditionStatus, SendReport
 from newsletter.domain.edition import build_edition
 from newsletter.domain.errors import NewsletterError
+from newsletter.domain.returned import (
+    BOUNCE_RATE_WARNING,
+    COMPLAINT_RATE_WARNING,
+    ReturnedCounts,
+    percent,
+)
 from newsletter.domain.timetable import is_finished
 from newsletter.services.compose import compose_edition
 
@@ -75,6 +81,36 @@ def status_lines(store: Store, day: date) -> Iterator[str]:
         )
     for email, error in store.delivery_failures(day):
         yield f"  failed: {email}: {error}"
+    yield from returned_lines(store, day, indent="  ")
+
+
+def returned_counts(store: Store, days: list[date]) -> dict[date, ReturnedCounts]:
+    """Per edition: its hard bounces, soft bounces and complaints against the messages mailed."""
+    counted = store.returned_counts(days)
+    return {day: ReturnedCounts.of(counted[day].get("mailed", 0), counted[day]) for day in days}
+
+
+def returned_lines(store: Store, day: date, indent: str = "") -> Iterator[str]:
+    """What came back for edition ``day``: counts and rates, and a warning past a threshold."""
+    counts = returned_counts(store, [day])[day]
+    yield (
+        f"{indent}returned: {counts.hard} hard bounced ({percent(counts.bounce_rate)}), "
+        f"{counts.soft} soft bounced ({percent(counts.soft_rate)}), "
+        f"{counts.complaints} complained ({percent(counts.complaint_rate)}) "
+        f"of {counts.delivered} mailed"
+    )
+    if counts.bounce_warning:
+        yield (
+            f"{indent}warning: the bounce rate {percent(counts.bounce_rate)} is over "
+            f"{percent(BOUNCE_RATE_WARNING)}: mailbox providers throttle senders past it; clean "
+            "the list (old imports, typos) before the next edition"
+        )
+    if counts.complaint_warning:
+        yield (
+            f"{indent}warning: the complaint rate {percent(counts.complaint_rate)} is over "
+            f"{percent(COMPLAINT_RATE_WARNING)}: Gmail and Yahoo filter senders past 0.3%; check "
+            "consent and that the unsubscribe link is easy to find"
+        )
 
 
 def dry_run_lines(store: Store, settings: Settings, day: date) -> Iterator[str]:

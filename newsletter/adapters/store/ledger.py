@@ -18,6 +18,7 @@ from sqlalchemy import Connection, Date, and_, bindparam, func, literal, or_, se
 from sqlalchemy.engine import Row
 
 from newsletter.adapters.store.engine import StoreBase
+from newsletter.adapters.store.returned import DIAGNOSTIC_CHARS
 from newsletter.adapters.store.schema import (
     UTCDateTime,
     deliveries,
@@ -25,7 +26,6 @@ from newsletter.adapters.store.schema import (
     editions,
     subscribers,
 )
-from newsletter.adapters.store.returned import DIAGNOSTIC_CHARS
 from newsletter.adapters.store.subscribers import move_where, split_categories
 from newsletter.domain import (
     Article,

@@ -121,7 +121,9 @@ def send_test(store: Store, settings: Settings, day: date, addresses: Sequence[s
             recipient = Recipient.with_links(reader, links.for_test(address.key))
             # A VERP sender of its own, signed as a test's: a bounce of it is recognised and
             # changes nobody (services/bounces.py), whoever the editor's address belongs to.
-            envelope = bounces.envelope(verp.sign_test(f"{edition.date:%Y%m%d}", secrets.token_hex(5)))
+            envelope = bounces.envelope(
+                verp.sign_test(f"{edition.date:%Y%m%d}", secrets.token_hex(5))
+            )
             connection.send(envelope, address.normalized, template.personalise(recipient))
     finally:
         connection.close()
