@@ -4,9 +4,11 @@ mailbox providers send them."""
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import subprocess
 import sys
+from collections.abc import Callable
 from datetime import date
 from email.message import EmailMessage, Message
 from email.mime.message import MIMEMessage
@@ -496,3 +498,57 @@ def test_bounces_list_prints_an_editions_counts(site: Site) -> None:
     proc = invoke_cli("bounces", "list", env=site.env, cwd=site.tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.startswith("returned: 1 hard bounced (33.33%)")
+
+
+# -- the editors' page, and the report API the SES webhook uses ----------------------------------
+
+
+def test_the_editors_page_shows_bounces_complaints_rates_and_warnings(
+    tmp_path: Path, smtp_factory: Callable[..., SmtpServer]
+) -> None:
+    from newsletter.services.bounces import ReturnedReport, apply_report
+    from tests.web_support import ADMIN_PASSWORD, running_app
+
+    day = date.fromisoformat(SAMPLE_DATE)
+    with running_app(
+        tmp_path, smtp_factory(), NEWSLETTER_ADMIN_PASSWORD=ADMIN_PASSWORD, NEWSLETTER_LOCALE="fr"
+    ) as live:
+        ids = [live.add(f"lecteur{i}@example.com") for i in range(4)]
+        live.store.freeze_edition(day, [])
+        claimed = live.store.claim_deliveries(day, "test-owner", 10, 60)
+        assert live.store.mark_sent([c.delivery_id for c in claimed], "test-owner") == set()
+        signer = VerpSigner(live.settings.secret_key)
+
+        def report(kind: str, index: int, **fields: str) -> ReturnedReport:
+            token = signer.sign("20260127", ids[index], f"lecteur{index}@example.com")
+            values = {"recipient": f"lecteur{index}@example.com", "status": "", "diagnostic": ""}
+            return ReturnedReport(
+                kind=kind, verp_token=token, message_ids=(), **{**values, **fields}
+            )
+
+        done = [
+            apply_report(live.store, live.settings, report("hard", 0, status="5.1.1")),
+            apply_report(live.store, live.settings, report("soft", 1, status="4.2.2")),
+            apply_report(live.store, live.settings, report("complaint", 2)),
+        ]
+        assert [r.acted for r in done] == [True, True, True], done
+        # A webhook's report with a forged token changes nothing.
+        genuine = report("hard", 3)
+        assert genuine.verp_token is not None
+        tampered = genuine.verp_token[:-2] + (
+            "aa" if not genuine.verp_token.endswith("aa") else "bb"
+        )
+        forged = dataclasses.replace(genuine, verp_token=tampered)
+        assert not apply_report(live.store, live.settings, forged).acted
+        assert live.status("lecteur3@example.com") is SubscriberStatus.ACTIVE
+
+        with live.client(auth=("editor", ADMIN_PASSWORD)) as http:
+            page = http.get("/editor")
+        assert page.status_code == 200
+        text = " ".join(page.text.replace("\u202f", " ").replace("\xa0", " ").split())
+        assert "Rebonds et plaintes" in text
+        assert "1 rebond définitif (25,00 %)" in text
+        assert "1 rebond temporaire (25,00 %)" in text
+        assert "1 plainte (25,00 %)" in text
+        assert "Taux de rebonds au-delà de 2,00 %" in text
+        assert "Taux de plaintes au-delà de 0,10 %" in text

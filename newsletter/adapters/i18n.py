@@ -23,6 +23,8 @@ from pathlib import Path
 
 from babel import Locale, UnknownLocaleError
 from babel.dates import format_date
+from babel.numbers import format_percent as babel_format_percent
+from babel.numbers import parse_pattern
 from babel.support import Translations
 
 from newsletter.domain.locales import locale_spelling
@@ -110,6 +112,15 @@ def format_long_date(d: date, locale: str) -> str:
 def format_medium_date(d: date, locale: str) -> str:
     """The date in short words, for a table: "27 janv. 2026" in fr."""
     return format_date(d, format="medium", locale=babel_locale(locale))
+
+
+def format_percent(rate: float, locale: str) -> str:
+    """A rate with two decimals, as ``locale`` writes it: "0.25%", "0,25 %"."""
+    language = babel_locale(locale)
+    # The locale's own pattern (its spacing, its sign's side), held to two decimals.
+    pattern = parse_pattern(language.percent_formats[None].pattern)
+    pattern.frac_prec = (2, 2)
+    return babel_format_percent(rate, format=pattern, locale=language)
 
 
 def language_tag(locale: str) -> str:

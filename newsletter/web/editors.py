@@ -23,13 +23,30 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
-from newsletter.adapters.i18n import N_, Text, format_long_date, format_medium_date, nN_
+from newsletter.adapters.i18n import (
+    N_,
+    Text,
+    format_long_date,
+    format_medium_date,
+    format_percent,
+    nN_,
+)
 from newsletter.domain import DeliveryStatus, EditionRecord, EditionStatus
 from newsletter.domain.addresses import InvalidAddress, normalise_address
 from newsletter.domain.errors import NewsletterError
 from newsletter.domain.ratelimit import SlidingWindowLimiter
+from newsletter.domain.returned import (
+    BOUNCE_RATE_WARNING,
+    COMPLAINT_RATE_WARNING,
+    ReturnedCounts,
+)
 from newsletter.services.delivery import NothingToSend, send_test
-from newsletter.services.editions import EditionFinished, frozen_edition, hold_edition
+from newsletter.services.editions import (
+    EditionFinished,
+    frozen_edition,
+    hold_edition,
+    returned_counts,
+)
 from newsletter.services.preview import render_preview
 from newsletter.web.pages import Site, client_of, text_field
 
@@ -77,6 +94,34 @@ def delivery_count(status: str, n: int) -> Text:
 
 
 _COUNT_ORDER = [s.value for s in DeliveryStatus]
+
+# What came back for an edition, and the warnings past the providers' thresholds.
+BOUNCE_WARNING = N_(
+    "Bounce rate over %(limit)s: mailbox providers slow down such senders; clean the list "
+    "before the next edition."
+)
+COMPLAINT_WARNING = N_(
+    "Complaint rate over %(limit)s: mailbox providers may file the newsletter as spam; check "
+    "how the addresses were collected."
+)
+
+
+def returned_texts(counts: ReturnedCounts) -> list[tuple[Text, float]]:
+    """An edition's hard bounces, soft bounces and complaints, each with its rate."""
+    return [
+        (
+            nN_("%(num)d hard bounce (%(rate)s)", "%(num)d hard bounces (%(rate)s)", counts.hard),
+            counts.bounce_rate,
+        ),
+        (
+            nN_("%(num)d soft bounce (%(rate)s)", "%(num)d soft bounces (%(rate)s)", counts.soft),
+            counts.soft_rate,
+        ),
+        (
+            nN_("%(num)d complaint (%(rate)s)", "%(num)d complaints (%(rate)s)", counts.complaints),
+            counts.complaint_rate,
+        ),
+    ]
 
 
 class EditorLogin:
@@ -171,8 +216,11 @@ class EditorConsole:
     def rows(self) -> list[dict[str, Any]]:
         url, t, locale = self.site.url, self.site.t, self.settings.locale
         rows = []
-        for summary in self.store.editions_summary(RECENT_EDITIONS, FAILURES_SHOWN):
+        summaries = self.store.editions_summary(RECENT_EDITIONS, FAILURES_SHOWN)
+        returned = returned_counts(self.store, [s.record.edition_date for s in summaries])
+        for summary in summaries:
             record = summary.record
+            came_back = returned[record.edition_date]
             day = record.edition_date.isoformat()
             # The ledger's note is an operator's English line (`newsletter status` shows it);
             # the localised state says the same here.
@@ -188,6 +236,13 @@ class EditorConsole:
                     "held": record.held,
                     "counts": [t(None, delivery_count(status, n)) for status, n in counts],
                     "failures": summary.failures,
+                    "returned": [
+                        t(None, text, rate=format_percent(rate, locale))
+                        for text, rate in returned_texts(came_back)
+                    ]
+                    if came_back.delivered
+                    else [],
+                    "warnings": self.warnings(came_back),
                     "preview_url": url("preview", day=day),
                     # Release whenever it is held; Hold only while holding can still matter.
                     "hold_url": ""
@@ -197,6 +252,16 @@ class EditorConsole:
                 }
             )
         return rows
+
+    def warnings(self, counts: ReturnedCounts) -> list[str]:
+        t, locale = self.site.t, self.settings.locale
+        found = []
+        if counts.bounce_warning:
+            found.append(t(None, BOUNCE_WARNING, limit=format_percent(BOUNCE_RATE_WARNING, locale)))
+        if counts.complaint_warning:
+            limit = format_percent(COMPLAINT_RATE_WARNING, locale)
+            found.append(t(None, COMPLAINT_WARNING, limit=limit))
+        return found
 
     async def status(self, request: Request) -> Response:
         rows = await run_in_threadpool(self.rows)
