@@ -372,6 +372,27 @@ def _with_id(original: EmailMessage, domain: str) -> EmailMessage:
     return copy
 
 
+def test_a_bounce_that_is_no_dsn_goes_through_the_mailman_detectors(site: Site) -> None:
+    """Exim's classic bounce: plain text, X-Failed-Recipients, Auto-Submitted like a reply."""
+    reader = site.readers[1]
+    bounce = EmailMessage()
+    bounce["From"] = "Mail Delivery System <Mailer-Daemon@mx.exemple.net>"
+    bounce["To"] = site.envelope_of(reader)
+    bounce["Subject"] = "Mail delivery failed: returning message to sender"
+    bounce["Auto-Submitted"] = "auto-replied"
+    bounce["X-Failed-Recipients"] = reader
+    bounce.set_content(
+        "This message was created automatically by mail delivery software.\n\n"
+        "A message that you sent could not be delivered to one or more of its\n"
+        "recipients. This is a permanent error. The following address(es) failed:\n\n"
+        f"  {reader}\n    SMTP error from remote mail server after RCPT TO:<{reader}>:\n"
+        "    550 5.1.1 User unknown\n"
+    )
+    proc = site.run(bounce.as_bytes())
+    assert proc.returncode == 0 and b"hard 5.1.1" in proc.stdout, proc
+    assert site.statuses()[reader] is SubscriberStatus.BOUNCED
+
+
 def test_an_auto_reply_to_the_verp_address_changes_nothing(site: Site) -> None:
     reader = site.readers[0]
     before = site.statuses()

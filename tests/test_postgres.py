@@ -199,3 +199,45 @@ def test_scheduler_lock_and_unsubscribe_on_postgres(database):
         )
         assert store.unsubscribe(pending.id)
         assert store.get(pending.id).status is SubscriberStatus.UNSUBSCRIBED
+
+
+def test_bounces_and_complaints_on_postgres(tmp_path, database, smtp_server):
+    """Migration 5 and the returned-mail queries on PostgreSQL, through `bounce-mail`."""
+    from newsletter.domain.addresses import suppression_hash
+    from tests.test_bounces import arf, bounce_mail, dsn, original_headers
+
+    env = send_env(tmp_path, smtp_server.port, NEWSLETTER_DATABASE_URL=database)
+    readers = ["a@exemple.ma", "b@exemple.ma", "c@exemple.ma"]
+    for address in readers:
+        assert invoke_cli("subscribers", "add", address, env=env, cwd=tmp_path).returncode == 0
+    assert invoke_cli("send", "--date", SAMPLE_DATE, env=env, cwd=tmp_path).returncode == 0
+    smtp_server.wait_for(3)
+    sender = {e["rcpt_tos"][0]: e["mail_from"] for e in smtp_server.log()}
+    hard = bounce_mail(env, tmp_path, dsn("a@exemple.ma", "5.1.1", to=sender["a@exemple.ma"]))
+    soft = bounce_mail(
+        env, tmp_path, dsn("b@exemple.ma", "4.2.2", action="delayed", to=sender["b@exemple.ma"])
+    )
+    complaint = bounce_mail(
+        env,
+        tmp_path,
+        arf(original_headers(smtp_server, "c@exemple.ma"), to="bounces@exemple.ma", recipient=None),
+    )
+    assert [p.returncode for p in (hard, soft, complaint)] == [0, 0, 0]
+    with open_store(database) as store:
+        found = {s.email: s.status for s in store.iter_subscribers()}
+        assert found == {
+            "a@exemple.ma": SubscriberStatus.BOUNCED,
+            "b@exemple.ma": SubscriberStatus.ACTIVE,
+            "c@exemple.ma": SubscriberStatus.COMPLAINED,
+        }
+        assert store.is_suppressed(suppression_hash("c@exemple.ma"))
+        assert store.returned_counts([DAY])[DAY] == {
+            "hard": 1,
+            "soft": 1,
+            "complaint": 1,
+            "mailed": 3,
+        }
+    status = invoke_cli("status", "--date", SAMPLE_DATE, env=env, cwd=tmp_path)
+    assert (
+        "returned: 1 hard bounced (33.33%), 1 soft bounced (33.33%), 1 complained" in status.stdout
+    )

@@ -204,7 +204,7 @@ def read_returned_mail(raw: bytes, recipients: Sequence[str], secret_key: str) -
             return _Reading(ignored="a DSN that reports no failure (delivered, relayed)")
         return _Reading(reports)
 
-    if _is_auto_reply(message):
+    if _is_auto_reply(message) and not _from_mail_system(message):
         return _Reading(ignored="an auto-reply (out-of-office or challenge-response)")
     temporary, permanent = _flufl(message)
     status_match = _STATUS.search(text)
@@ -283,9 +283,16 @@ def _is_auto_reply(message: email.message.Message) -> bool:
     precedence = str(message.get("Precedence", "")).strip().lower()
     if precedence in ("auto_reply", "auto-reply"):
         return True
-    if str(message.get("X-Auto-Response-Suppress", "")).strip():
-        return True
     return bool(_AUTO_SUBJECT.search(str(message.get("Subject", ""))))
+
+
+def _from_mail_system(message: email.message.Message) -> bool:
+    """A bounce that is no DSN but says it comes from a mail server: Exim's (X-Failed-Recipients)
+    and qmail's carry Auto-Submitted too, and are bounces all the same."""
+    if message.get("X-Failed-Recipients"):
+        return True
+    sender = email.utils.parseaddr(str(message.get("From", "")))[1].lower()
+    return sender.partition("@")[0] in ("mailer-daemon", "postmaster", "mail-daemon")
 
 
 def _verp_token(
