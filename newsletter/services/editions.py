@@ -81,7 +81,8 @@ def status_lines(store: Store, day: date) -> Iterator[str]:
         )
     for email, error in store.delivery_failures(day):
         yield f"  failed: {email}: {error}"
-    yield from returned_lines(store, day, indent="  ")
+    if any(counts.get(s) for s in (DeliveryStatus.SENT, DeliveryStatus.FAILED)):
+        yield from returned_lines(store, day, indent="  ")
 
 
 def returned_counts(store: Store, days: list[date]) -> dict[date, ReturnedCounts]:
