@@ -573,3 +573,20 @@ def test_the_editors_page_shows_bounces_complaints_rates_and_warnings(
         assert "1 plainte (25,00 %)" in text
         assert "Taux de rebonds au-delà de 2,00 %" in text
         assert "Taux de plaintes au-delà de 0,10 %" in text
+
+
+def test_the_soft_rule_counts_different_editions_within_the_window() -> None:
+    from datetime import timedelta
+
+    from newsletter.domain.returned import soft_bounces_make_hard
+
+    day = date(2026, 1, 1)
+    within = [day, day + timedelta(days=10), day + timedelta(days=29)]
+    assert soft_bounces_make_hard(within, 3, 30)
+    assert not soft_bounces_make_hard(within[:2], 3, 30)
+    assert not soft_bounces_make_hard(
+        [day, day, day + timedelta(days=1)], 3, 30
+    )  # one edition twice
+    spread = [day, day + timedelta(days=20), day + timedelta(days=40)]
+    assert not soft_bounces_make_hard(spread, 3, 30)
+    assert soft_bounces_make_hard([*spread, day + timedelta(days=45)], 3, 30)  # days 20, 40, 45

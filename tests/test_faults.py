@@ -6,6 +6,7 @@ is in RELIABILITY.md; the figures printed here (timings) are quoted there.
 
 from __future__ import annotations
 
+import re
 import socket
 import threading
 import time
@@ -55,7 +56,10 @@ def test_acceptance_defer_reject_drop_500_subscribers(tmp_path, smtp_factory):
     assert received == Counter(deliverable)
     # The faults really happened: a fifth deferred at least once, drops every 25.
     assert len(server.messages()) == 495
-    assert all(entry["mail_from"] == "lettre@exemple.ma" for entry in server.log())
+    # Each message's envelope sender is its own VERP address at the bounce mailbox (issue 12).
+    senders = [entry["mail_from"] for entry in server.log()]
+    assert all(re.fullmatch(r"bounces\+d20260127-\d+-[a-z2-7]{16}@exemple\.ma", s) for s in senders)
+    assert len(set(senders)) == len(set(server.recipients()))
 
     status = run_cli("status", "--date", SAMPLE_DATE, env=env, cwd=tmp_path)
     assert status.returncode == 0

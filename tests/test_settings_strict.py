@@ -160,7 +160,9 @@ def test_an_unquoted_comma_in_the_from_name_works(tmp_path: Path, smtp_server) -
     assert getaddresses([message["From"]]) == [("Le Journal Africain, Rabat", "lettre@exemple.ma")]
     assert message["From"].startswith('"Le Journal Africain, Rabat"')
     envelope = smtp_server.log()[-1]
-    assert "lettre@exemple.ma" in str(envelope)
+    # The envelope sender is the VERP bounce address at the From domain (issue 12).
+    assert envelope["mail_from"].startswith("bounces+d20260127-")
+    assert envelope["mail_from"].endswith("@exemple.ma")
 
 
 def test_dry_run_checks_from_as_send_does(tmp_path: Path) -> None:

@@ -542,10 +542,16 @@ def test_editor_page_is_localised_and_holds_only_what_can_still_be_held(
         text = page.text
         rows = editor_rows(text)
         assert rows == {
-            "2026-01-27": ["27 janv. 2026", "pas encore envoyée Retenir", "", ""],
-            "2026-01-26": ["26 janv. 2026", "envoi en cours", "1 pas encore envoyé", ""],
-            "2026-01-25": ["25 janv. 2026", "non envoyée : aucun article dans sa fenêtre", "", ""],
-            "2026-01-24": ["24 janv. 2026", "envoyée", "1 pas encore envoyé", ""],
+            "2026-01-27": ["27 janv. 2026", "pas encore envoyée Retenir", "", "", ""],
+            "2026-01-26": ["26 janv. 2026", "envoi en cours", "1 pas encore envoyé", "", ""],
+            "2026-01-25": [
+                "25 janv. 2026",
+                "non envoyée : aucun article dans sa fenêtre",
+                "",
+                "",
+                "",
+            ],
+            "2026-01-24": ["24 janv. 2026", "envoyée", "1 pas encore envoyé", "", ""],
         }
         # No English state, count or ledger note in the French page.
         for english in ("sent", "sending", "pending", "open", "empty", "no article"):
