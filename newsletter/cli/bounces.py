@@ -20,6 +20,7 @@ from __future__ import annotations
 import os
 import sys
 from datetime import date
+from typing import BinaryIO
 
 import click
 
@@ -32,13 +33,12 @@ EX_TEMPFAIL = 75
 _CHUNK = 1 << 16
 
 
-def read_capped(stream: object, limit: int) -> bytes:
+def read_capped(stream: BinaryIO, limit: int) -> bytes:
     """Up to ``limit`` bytes of ``stream``; the rest is read and dropped, in chunks, so that the
     MTA writing into our pipe sees it all taken (no broken pipe) and memory stays bounded."""
-    read = stream.read  # type: ignore[attr-defined]
     kept = bytearray()
     while True:
-        chunk = read(_CHUNK)
+        chunk = stream.read(_CHUNK)
         if not chunk:
             return bytes(kept)
         if len(kept) < limit:

@@ -339,10 +339,16 @@ def apply_report(store: Store, settings: Settings, report: ReturnedReport) -> Bo
     if target is None:
         if test:
             return BounceResult(False, "ignored: it is about a test send; nothing changes")
+        if report.verp_token:
+            return BounceResult(
+                False,
+                f"ignored: a {kind.value} report whose VERP token does not verify (forged, or "
+                "for a delivery no longer recorded), and nothing else ties it to a delivery",
+            )
         return BounceResult(
             False,
-            f"ignored: a {kind.value} report not tied to a delivery of ours (no valid VERP "
-            "token, nor our Message-ID or unsubscribe token for that recipient)",
+            f"ignored: a {kind.value} report not tied to a delivery of ours (no VERP token, "
+            "nor our Message-ID or unsubscribe token for that recipient)",
         )
     return _act(store, settings, target, kind, report, how)
 
