@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 import click
 
+from newsletter.cli.bounce_fetch import bounces
 from newsletter.cli.check import check
 from newsletter.cli.common import ISO_DATE, NewsletterGroup, settings_from
 from newsletter.cli.subscribers import subscribers
@@ -214,6 +215,7 @@ def status(ctx: click.Context, day: date | None) -> None:
 
 cli.add_command(subscribers)
 cli.add_command(check)
+cli.add_command(bounces)
 
 
 @cli.command()
