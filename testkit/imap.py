@@ -161,6 +161,7 @@ first_valid_uid = {uid}
 first_valid_gid = {gid}
 mail_location = maildir:{mail}/%u
 auth_mechanisms = plain login
+auth_failure_delay = 0
 passdb {{
   driver = passwd-file
   args = scheme=PLAIN username_format=%u {passwd}

@@ -49,7 +49,7 @@ class PermanentFailure(SmtpFailure):
 
 
 class AddressNeedsSmtpUtf8(PermanentFailure):
-    """An address with a non-ASCII local part: we never tried it, so it did not bounce."""
+    """A non-ASCII local part and a relay without SMTPUTF8: never tried, so it did not bounce."""
 
 
 class TemporaryFailure(SmtpFailure):
@@ -253,14 +253,25 @@ class SmtpConfig:
         return f"{self.host}:{self.port}"
 
 
-def _envelope(sender: str, recipient: str) -> tuple[bytes, bytes]:
-    """The MAIL and RCPT command lines; addresses were validated, CR/LF cannot reach here."""
+def _envelope(sender: str, recipient: str, *, smtputf8: bool) -> tuple[bytes, bytes]:
+    """The MAIL and RCPT command lines; addresses were validated, CR/LF cannot reach here.
+
+    A non-ASCII address (``élodie@exemple.ma``) goes in UTF-8 with MAIL's SMTPUTF8 parameter
+    (RFC 6531) when ``smtputf8`` (the relay offered it); otherwise ``UnicodeEncodeError``.
+    """
     for address in (sender, recipient):
         if any(c in address for c in "\r\n<>"):
             raise UnicodeEncodeError("ascii", address, 0, 1, "not a plain address")
+    if sender.isascii() and recipient.isascii():
+        return (
+            f"MAIL FROM:<{sender}>\r\n".encode("ascii"),
+            f"RCPT TO:<{recipient}>\r\n".encode("ascii"),
+        )
+    if not smtputf8:
+        raise UnicodeEncodeError("ascii", recipient, 0, 1, "the relay does not offer SMTPUTF8")
     return (
-        f"MAIL FROM:<{sender}>\r\n".encode("ascii"),
-        f"RCPT TO:<{recipient}>\r\n".encode("ascii"),
+        f"MAIL FROM:<{sender}> SMTPUTF8\r\n".encode(),
+        f"RCPT TO:<{recipient}>\r\n".encode(),
     )
 
 
@@ -288,6 +299,12 @@ class SmtpConnection:
     @property
     def is_open(self) -> bool:
         return self._client is not None
+
+    @property
+    def smtputf8(self) -> bool:
+        """Whether the open session's EHLO offered SMTPUTF8 (RFC 6531)."""
+        client = self._client
+        return client is not None and bool(client.does_esmtp) and client.has_extn("smtputf8")
 
     def open(self) -> None:
         """Open a session ready for MAIL: connect, greeting, EHLO, STARTTLS, AUTH when configured.
@@ -498,9 +515,12 @@ class SmtpConnection:
         client = self._client
         assert client is not None
         try:
-            envelope = _envelope(sender, recipient)
+            envelope = _envelope(sender, recipient, smtputf8=self.smtputf8)
         except UnicodeEncodeError:
-            raise AddressNeedsSmtpUtf8(f"{recipient}: a non-ASCII address needs SMTPUTF8") from None
+            raise AddressNeedsSmtpUtf8(
+                f"{recipient}: a non-ASCII address needs SMTPUTF8, which the relay "
+                f"{self.config.where} does not offer"
+            ) from None
         try:
             self._transaction(client, envelope, wire)
         except ReplyTimeout as err:
