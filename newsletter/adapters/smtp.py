@@ -34,6 +34,7 @@ import socket
 import ssl
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from newsletter.config import Settings
@@ -628,6 +629,72 @@ class SmtpConnection:
         except (OSError, smtplib.SMTPException):
             with contextlib.suppress(OSError):
                 client.close()
+
+
+def relay_offers_smtputf8(config: SmtpConfig) -> bool:
+    """Whether the relay's EHLO offers SMTPUTF8: one session opened as a send opens it, then QUIT.
+
+    Raises ``RelayUnreachable`` or ``RelayMisconfigured`` when no session opens.
+    """
+    connection = SmtpConnection(config)
+    try:
+        connection.open()
+        return connection.smtputf8
+    finally:
+        connection.close()
+
+
+class Smtputf8Gate:
+    """Whether an address can be sent to, as far as SMTPUTF8 goes: the rule of add, import and
+    sign-up. An ASCII address always can. One with a non-ASCII local part (``élodie@...``) can
+    only through a relay that offers SMTPUTF8: the relay is asked (one EHLO, no MAIL) the first
+    time such an address comes, and its answer is kept ``remember`` seconds. A relay that cannot
+    be reached gives no answer: the address is refused with that reason, kept ``retry`` seconds
+    (a burst of sign-ups does not open a connection each).
+    """
+
+    def __init__(
+        self,
+        config: SmtpConfig,
+        *,
+        remember: float = 600.0,
+        retry: float = 30.0,
+        ask: Callable[[SmtpConfig], bool] = relay_offers_smtputf8,
+    ) -> None:
+        self.config = config
+        self.remember = remember
+        self.retry = retry
+        self._ask = ask
+        # (offered, or the reason no answer came; until when it holds: monotonic)
+        self._known: tuple[bool | str, float] | None = None
+        self._lock = threading.Lock()
+
+    def __call__(self, address: str) -> str | None:
+        """None when ``address`` can be sent to; otherwise why not, as one line."""
+        if address.isascii():
+            return None
+        with self._lock:  # one question at a time: the others wait for its answer
+            known = self._known
+            if known is None or time.monotonic() > known[1]:
+                try:
+                    known = (self._ask(self.config), time.monotonic() + self.remember)
+                except (RelayUnreachable, RelayMisconfigured) as err:
+                    known = (err.reason, time.monotonic() + self.retry)
+                self._known = known
+        offered = known[0]
+        if offered is True:
+            return None
+        if isinstance(offered, str):
+            return (
+                "a non-ASCII local part needs a relay that offers SMTPUTF8, and the relay "
+                f"{self.config.address} cannot be asked now ({offered}); try again once it "
+                "answers"
+            )
+        return (
+            f"a non-ASCII local part needs SMTPUTF8, which the relay {self.config.address} "
+            "does not offer (enable it on the relay, e.g. Postfix smtputf8_enable = yes, or "
+            "use the ASCII address the owner also has)"
+        )
 
 
 def probe_relay(config: SmtpConfig) -> list[str]:
