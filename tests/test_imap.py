@@ -6,8 +6,10 @@ tests are about what reaches it, what is marked and what is never deleted.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
+import socket
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -123,6 +125,36 @@ def test_each_message_is_handed_once_then_flagged_and_kept(tmp_path: Path, dovec
     assert handler.raws[3:] == [dsn(9)]
     assert third.lines == [f"message {late}: ignored: not a report"]
     assert len(dovecot.flags()) == 4
+
+
+def test_a_long_backlog_is_read_in_batches(
+    tmp_path: Path, dovecot: Dovecot, monkeypatch: pytest.MonkeyPatch
+):
+    monkeypatch.setattr(mailbox_service, "BATCH", 2)
+    uids = [dovecot.append(dsn(n)) for n in range(5)]
+    handler = Recorder()
+    report = poll(tmp_path, dovecot, handler)
+    assert handler.raws == [dsn(n) for n in range(5)]
+    assert [line.split(":")[0] for line in report.lines] == [f"message {uid}" for uid in uids]
+
+
+def test_a_silent_server_costs_the_connect_timeout_once(tmp_path: Path):
+    # Accepts the connection (the kernel's backlog) and never says a word: no TLS handshake.
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(5)
+        port = silent.getsockname()[1]
+        config = dataclasses.replace(
+            ImapConfig.from_url(f"imaps://bounces@127.0.0.1:{port}/INBOX", "pw"),
+            connect_timeout=0.5,
+        )
+        began = time.monotonic()
+        with pytest.raises(MailboxUnreachable) as caught:
+            ImapMailbox(config).open()
+        assert time.monotonic() - began < 3
+    assert str(caught.value).startswith(
+        f"cannot reach the mailbox imaps://bounces@127.0.0.1:{port}/INBOX: no answer within 0.5 s"
+    )
 
 
 def test_a_message_over_the_size_limit_is_marked_without_being_read(

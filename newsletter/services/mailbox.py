@@ -10,7 +10,11 @@ For sites whose returned mail lands in a hosted mailbox rather than being piped 
   looking at it again would find the same;
 - a database error while handling it leaves it unmarked and ends the poll: the next poll (the
   database back) handles it. Another error (a bug) leaves it unmarked too, and the poll goes on.
-Nothing is ever deleted or expunged. One line per message, then a summary line.
+Nothing is ever deleted or expunged. One line per message, then a summary line. A session lost
+between a message's handling and its marking hands it over again at the next poll, so the
+handler must take a repeat as the same report (a hard bounce seen twice is one bounce).
+Sizes are asked ``BATCH`` messages at a time, so a first poll of a mailbox holding years of
+mail sends no command line longer than a server takes.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from newsletter.config import Settings
 from newsletter.domain.errors import error_line
 
 MAX_MESSAGE_BYTES = 10 * 1024 * 1024
+BATCH = 200  # UIDs per FETCH of sizes
 
 
 class HandledMail(Protocol):
@@ -96,8 +101,10 @@ def poll_bounce_mailbox(
 
 def _poll(box: ImapMailbox, handle: Handler, report: PollReport, max_bytes: int) -> None:
     uids = box.unhandled()
-    sizes = box.sizes(uids)
+    sizes: dict[int, int] = {}
     for index, uid in enumerate(uids):
+        if index % BATCH == 0:
+            sizes = box.sizes(uids[index : index + BATCH])
         size = sizes.get(uid)
         if size is None:
             continue  # gone since the SEARCH (another client moved it)
