@@ -144,6 +144,7 @@ class RecordingHandler:
                     "file": name,
                     "mail_from": envelope.mail_from,
                     "rcpt_tos": envelope.rcpt_tos,
+                    "smtputf8": envelope.smtp_utf8,
                     "mail_at": getattr(envelope, "mail_at", None),
                     "data_at": time.time(),
                 }
@@ -213,6 +214,8 @@ def main() -> None:
     parser.add_argument("--implicit-tls", action="store_true")
     parser.add_argument("--auth", metavar="USER:PASSWORD")
     parser.add_argument("--max-connections", type=int, default=0)
+    # aiosmtpd's Controller offers SMTPUTF8 (RFC 6531) unless told not to.
+    parser.add_argument("--no-smtputf8", action="store_true", help="do not offer SMTPUTF8")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     handler = RecordingHandler(args.out, args)
@@ -226,6 +229,7 @@ def main() -> None:
             options = {"tls_context": context, "require_starttls": True}
     if args.auth:
         options["authenticator"] = Authenticator(handler, args.auth)
+    options["enable_SMTPUTF8"] = not args.no_smtputf8
     controller = LimitedController(handler, hostname=args.host, port=args.port, **options)
     controller.start()
     print(f"listening on {args.host}:{args.port}", flush=True)

@@ -41,6 +41,7 @@ HEAVY_MODULES = frozenset(
         "test_crash",
         "test_daemon",
         "test_faults",
+        "test_imap",
         "test_package",
         "test_postgres",
         "test_security",

@@ -24,6 +24,7 @@ from tests.support import (
     invoke_cli,
     run_cli,
     send_env,
+    start_smtp_server,
 )
 
 DAY = date.fromisoformat(SAMPLE_DATE)
@@ -280,11 +281,51 @@ def test_a_failed_source_is_named_and_the_edition_goes_out_from_the_others(tmp_p
 
 
 def test_a_non_ascii_local_part_fails_without_being_marked_bounced(tmp_path, smtp_server):
-    env = send_env(tmp_path, smtp_server.port)
-    import_subscribers(tmp_path, env, ["aïcha@exemple.ma;Aïcha;", "plain@exemple.ma;;"])
-    proc = invoke_cli("send", "--date", SAMPLE_DATE, env=env, cwd=tmp_path)
-    assert proc.returncode == 0, proc.stderr
-    assert smtp_server.recipients() == ["plain@exemple.ma"]
-    assert "SMTPUTF8" in proc.stderr
-    with open_store(env["NEWSLETTER_DATABASE_URL"]) as store:
-        assert store.find_by_email("aïcha@exemple.ma").status is SubscriberStatus.ACTIVE
+    # Imported while the relay offered SMTPUTF8 (smtp_server); sent through one that does not:
+    # the address cannot be sent, and did not bounce.
+    import_subscribers(
+        tmp_path,
+        send_env(tmp_path, smtp_server.port),
+        ["aïcha@exemple.ma;Aïcha;", "plain@exemple.ma;;"],
+    )
+    server = start_smtp_server(tmp_path / "ascii-only", "--no-smtputf8")
+    try:
+        env = send_env(tmp_path, server.port)
+        proc = run_cli("send", "--date", SAMPLE_DATE, env=env, cwd=tmp_path)
+        assert proc.returncode == 0, proc.stderr
+        assert server.recipients() == ["plain@exemple.ma"]
+        assert (
+            "failed: aïcha@exemple.ma: aïcha@exemple.ma: a non-ASCII address needs SMTPUTF8, "
+            f"which the relay 127.0.0.1:{server.port} (none) does not offer"
+        ) in proc.stderr
+        with open_store(env["NEWSLETTER_DATABASE_URL"]) as store:
+            assert store.find_by_email("aïcha@exemple.ma").status is SubscriberStatus.ACTIVE
+            counts = store.delivery_counts(date.fromisoformat(SAMPLE_DATE))
+        # Failed for good in this edition (a permanent failure is not retried), not a bounce.
+        assert counts[DeliveryStatus.FAILED] == 1 and counts[DeliveryStatus.SENT] == 1
+    finally:
+        server.stop()
+
+
+def test_a_non_ascii_local_part_goes_out_with_smtputf8_when_the_relay_offers_it(tmp_path):
+    server = start_smtp_server(tmp_path / "smtputf8")  # offers SMTPUTF8
+    try:
+        env = send_env(tmp_path, server.port)
+        import_subscribers(
+            tmp_path, env, ["élodie@exemple.ma;Élodie Benali;", "plain@exemple.ma;;"]
+        )
+        proc = run_cli("send", "--date", SAMPLE_DATE, env=env, cwd=tmp_path)
+        assert proc.returncode == 0, proc.stderr
+        by_rcpt = {entry["rcpt_tos"][0]: entry for entry in server.log()}
+        assert sorted(by_rcpt) == ["plain@exemple.ma", "élodie@exemple.ma"]
+        # SMTPUTF8 on MAIL only for the message that needs it.
+        assert by_rcpt["élodie@exemple.ma"]["smtputf8"] is True
+        assert by_rcpt["plain@exemple.ma"]["smtputf8"] is False
+        raw = (server.out / by_rcpt["élodie@exemple.ma"]["file"]).read_bytes()
+        to = next(line for line in raw.split(b"\r\n") if line.startswith(b"To: "))
+        # The address in UTF-8 as is (RFC 6532), the name in encoded words.
+        assert to == b"To: =?utf-8?q?=C3=89lodie_Benali?= <\xc3\xa9lodie@exemple.ma>"
+        plain = (server.out / by_rcpt["plain@exemple.ma"]["file"]).read_bytes()
+        assert plain.isascii()
+    finally:
+        server.stop()

@@ -348,7 +348,7 @@ class MessageTemplate:
                 )
         per_recipient = b"".join(
             (
-                _header("To", _to_header(recipient)),
+                _to_header(recipient),
                 self._date_header(),
                 # message_id(), with the per-template parts formatted once
                 f"Message-ID: {self._id_prefix}{recipient.subscriber_id}{self._id_suffix}\r\n".encode(
@@ -369,11 +369,19 @@ class MessageTemplate:
         return b"".join(pieces)
 
 
-def _to_header(recipient: Recipient) -> str:
+def _to_header(recipient: Recipient) -> bytes:
+    """The To header; a non-ASCII local part stays UTF-8 as is (RFC 6532: such a message only
+    goes out with SMTPUTF8), the display name being encoded words either way."""
     name = one_line(recipient.name)
     local, _, domain = recipient.email.rpartition("@")
     address = str(Address(username=local, domain=domain)) if local else recipient.email
-    return formataddr((name, address), charset="utf-8") if name else address
+    if address.isascii():
+        value = formataddr((name, address), charset="utf-8") if name else address
+        return _header("To", value)
+    # formataddr refuses the UTF-8 address: it encodes the name, the address goes in as is.
+    named = formataddr((name, "x@x"), charset="utf-8").removesuffix("<x@x>") if name else ""
+    value = f"{named}<{address}>" if name else address
+    return f"To: {value}".encode() + CRLF
 
 
 def unstuff(wire: bytes) -> bytes:

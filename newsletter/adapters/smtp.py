@@ -34,6 +34,7 @@ import socket
 import ssl
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from newsletter.config import Settings
@@ -49,7 +50,7 @@ class PermanentFailure(SmtpFailure):
 
 
 class AddressNeedsSmtpUtf8(PermanentFailure):
-    """An address with a non-ASCII local part: we never tried it, so it did not bounce."""
+    """A non-ASCII local part and a relay without SMTPUTF8: never tried, so it did not bounce."""
 
 
 class TemporaryFailure(SmtpFailure):
@@ -253,14 +254,25 @@ class SmtpConfig:
         return f"{self.host}:{self.port}"
 
 
-def _envelope(sender: str, recipient: str) -> tuple[bytes, bytes]:
-    """The MAIL and RCPT command lines; addresses were validated, CR/LF cannot reach here."""
+def _envelope(sender: str, recipient: str, *, smtputf8: bool) -> tuple[bytes, bytes]:
+    """The MAIL and RCPT command lines; addresses were validated, CR/LF cannot reach here.
+
+    A non-ASCII address (``élodie@exemple.ma``) goes in UTF-8 with MAIL's SMTPUTF8 parameter
+    (RFC 6531) when ``smtputf8`` (the relay offered it); otherwise ``UnicodeEncodeError``.
+    """
     for address in (sender, recipient):
         if any(c in address for c in "\r\n<>"):
             raise UnicodeEncodeError("ascii", address, 0, 1, "not a plain address")
+    if sender.isascii() and recipient.isascii():
+        return (
+            f"MAIL FROM:<{sender}>\r\n".encode("ascii"),
+            f"RCPT TO:<{recipient}>\r\n".encode("ascii"),
+        )
+    if not smtputf8:
+        raise UnicodeEncodeError("ascii", recipient, 0, 1, "the relay does not offer SMTPUTF8")
     return (
-        f"MAIL FROM:<{sender}>\r\n".encode("ascii"),
-        f"RCPT TO:<{recipient}>\r\n".encode("ascii"),
+        f"MAIL FROM:<{sender}> SMTPUTF8\r\n".encode(),
+        f"RCPT TO:<{recipient}>\r\n".encode(),
     )
 
 
@@ -288,6 +300,12 @@ class SmtpConnection:
     @property
     def is_open(self) -> bool:
         return self._client is not None
+
+    @property
+    def smtputf8(self) -> bool:
+        """Whether the open session's EHLO offered SMTPUTF8 (RFC 6531)."""
+        client = self._client
+        return client is not None and bool(client.does_esmtp) and client.has_extn("smtputf8")
 
     def open(self) -> None:
         """Open a session ready for MAIL: connect, greeting, EHLO, STARTTLS, AUTH when configured.
@@ -498,9 +516,12 @@ class SmtpConnection:
         client = self._client
         assert client is not None
         try:
-            envelope = _envelope(sender, recipient)
+            envelope = _envelope(sender, recipient, smtputf8=self.smtputf8)
         except UnicodeEncodeError:
-            raise AddressNeedsSmtpUtf8(f"{recipient}: a non-ASCII address needs SMTPUTF8") from None
+            raise AddressNeedsSmtpUtf8(
+                f"{recipient}: a non-ASCII address needs SMTPUTF8, which the relay "
+                f"{self.config.where} does not offer"
+            ) from None
         try:
             self._transaction(client, envelope, wire)
         except ReplyTimeout as err:
@@ -608,6 +629,72 @@ class SmtpConnection:
         except (OSError, smtplib.SMTPException):
             with contextlib.suppress(OSError):
                 client.close()
+
+
+def relay_offers_smtputf8(config: SmtpConfig) -> bool:
+    """Whether the relay's EHLO offers SMTPUTF8: one session opened as a send opens it, then QUIT.
+
+    Raises ``RelayUnreachable`` or ``RelayMisconfigured`` when no session opens.
+    """
+    connection = SmtpConnection(config)
+    try:
+        connection.open()
+        return connection.smtputf8
+    finally:
+        connection.close()
+
+
+class Smtputf8Gate:
+    """Whether an address can be sent to, as far as SMTPUTF8 goes: the rule of add, import and
+    sign-up. An ASCII address always can. One with a non-ASCII local part (``élodie@...``) can
+    only through a relay that offers SMTPUTF8: the relay is asked (one EHLO, no MAIL) the first
+    time such an address comes, and its answer is kept ``remember`` seconds. A relay that cannot
+    be reached gives no answer: the address is refused with that reason, kept ``retry`` seconds
+    (a burst of sign-ups does not open a connection each).
+    """
+
+    def __init__(
+        self,
+        config: SmtpConfig,
+        *,
+        remember: float = 600.0,
+        retry: float = 30.0,
+        ask: Callable[[SmtpConfig], bool] = relay_offers_smtputf8,
+    ) -> None:
+        self.config = config
+        self.remember = remember
+        self.retry = retry
+        self._ask = ask
+        # (offered, or the reason no answer came; until when it holds: monotonic)
+        self._known: tuple[bool | str, float] | None = None
+        self._lock = threading.Lock()
+
+    def __call__(self, address: str) -> str | None:
+        """None when ``address`` can be sent to; otherwise why not, as one line."""
+        if address.isascii():
+            return None
+        with self._lock:  # one question at a time: the others wait for its answer
+            known = self._known
+            if known is None or time.monotonic() > known[1]:
+                try:
+                    known = (self._ask(self.config), time.monotonic() + self.remember)
+                except (RelayUnreachable, RelayMisconfigured) as err:
+                    known = (err.reason, time.monotonic() + self.retry)
+                self._known = known
+        offered = known[0]
+        if offered is True:
+            return None
+        if isinstance(offered, str):
+            return (
+                "a non-ASCII local part needs a relay that offers SMTPUTF8, and the relay "
+                f"{self.config.address} cannot be asked now ({offered}); try again once it "
+                "answers"
+            )
+        return (
+            f"a non-ASCII local part needs SMTPUTF8, which the relay {self.config.address} "
+            "does not offer (enable it on the relay, e.g. Postfix smtputf8_enable = yes, or "
+            "use the ASCII address the owner also has)"
+        )
 
 
 def probe_relay(config: SmtpConfig) -> list[str]:

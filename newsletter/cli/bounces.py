@@ -24,7 +24,8 @@ from typing import BinaryIO
 
 import click
 
-from newsletter.cli.common import ISO_DATE, settings_from
+from newsletter.cli.bounce_fetch import fetch
+from newsletter.cli.common import ISO_DATE, NewsletterGroup, settings_from
 
 # Postfix's local(8) sets these for a command in an alias: the address as it arrived and the
 # part after the recipient delimiter (the VERP token).
@@ -84,9 +85,12 @@ def bounce_mail(ctx: click.Context, recipients: tuple[str, ...]) -> None:
     click.echo(result.line, err=not result.acted)
 
 
-@click.group()
+@click.group(cls=NewsletterGroup)
 def bounces() -> None:
-    """Returned mail: what came back for each edition."""
+    """Returned mail: what came back for each edition, and polling the bounce mailbox."""
+
+
+bounces.add_command(fetch)
 
 
 @bounces.command("list")

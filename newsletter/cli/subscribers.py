@@ -16,6 +16,7 @@ from newsletter.domain import SubscriberStatus
 
 # The service (and SQLAlchemy behind it) is imported when a command runs, not at start-up.
 if TYPE_CHECKING:
+    from newsletter.adapters.smtp import Smtputf8Gate
     from newsletter.adapters.store import Store
     from newsletter.domain import Subscriber
 
@@ -35,6 +36,13 @@ def _store(ctx: click.Context) -> Iterator[Store]:
         store.close()
 
 
+def _gate(ctx: click.Context) -> Smtputf8Gate:
+    """The SMTPUTF8 rule of add and import: asks the relay only if a non-ASCII local part comes."""
+    from newsletter.adapters.smtp import SmtpConfig, Smtputf8Gate
+
+    return Smtputf8Gate(SmtpConfig.from_settings(settings_from(ctx)))
+
+
 @click.group(cls=NewsletterGroup)
 def subscribers() -> None:
     """The subscriber list: add, import, export, list, unsubscribe, forget."""
@@ -51,7 +59,7 @@ def add(ctx: click.Context, email: str, name: str, categories: str, locale: str)
     from newsletter.services import subscribers as service
 
     with _store(ctx) as store:
-        result = service.add(store, email, name, categories, locale)
+        result = service.add(store, email, name, categories, locale, gate=_gate(ctx))
     messages = {
         "added": "added",
         "activated": "activated (was waiting for confirmation)",
@@ -73,7 +81,7 @@ def import_(ctx: click.Context, file: Path, strict: bool) -> None:
     from newsletter.services import subscribers as service
 
     with open_csv(file) as stream, _store(ctx) as store:
-        report = service.import_csv(store, stream, file.name, strict=strict)
+        report = service.import_csv(store, stream, file.name, strict=strict, gate=_gate(ctx))
     for row in report.rejected:
         click.echo(f"line {row.line}: {row.value!r}: {row.reason}", err=True)
     click.echo(report.summary())

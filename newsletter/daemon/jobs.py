@@ -8,7 +8,9 @@ next (None: not until this process holds the lease again). The runner schedules 
   a failed attempt it runs again RETRY_AFTER later; while an editor holds the due edition it looks
   again every minute, so a release is acted on within a minute;
 - the preview job runs NEWSLETTER_PREVIEW_LEAD minutes before the next send time, and RETRY_AFTER
-  later while the edition has no article yet or the preview failed.
+  later while the edition has no article yet or the preview failed;
+- the bounce job, when NEWSLETTER_BOUNCE_IMAP_URL is set, polls that mailbox every
+  NEWSLETTER_BOUNCE_POLL_MINUTES (``services/mailbox.py``); a failed poll is one warning line.
 Only the holder of the lease acts. Whatever happens, a job returns: an error is one log line and
 the job runs again a minute later.
 """
@@ -40,12 +42,13 @@ from newsletter.services.delivery import (
 )
 from newsletter.services.editions import report_line
 from newsletter.services.leases import Lease
+from newsletter.services.mailbox import poll_bounce_mailbox
 
 log = logging.getLogger("newsletter.daemon")
 
 RETRY_AFTER = timedelta(minutes=5)  # after a failed or unfinished send or preview
 LOOK_AGAIN = timedelta(minutes=1)  # while the due edition is held, and after an unexpected error
-SEND, PREVIEW = "send", "preview"  # the jobs' ids
+SEND, PREVIEW, BOUNCES = "send", "preview", "bounces"  # the jobs' ids
 
 
 def _until(now: datetime, moment: datetime) -> str:
@@ -82,6 +85,14 @@ class Jobs:
 
     def may_act(self) -> bool:
         return self.lease.holds() and not self.stopping.is_set()
+
+    def wanted(self, job: str) -> bool:
+        """Whether job ``job`` has anything to do with these settings."""
+        if job == PREVIEW:
+            return self.previews
+        if job == BOUNCES:
+            return bool(self.settings.bounce_imap_url)
+        return True
 
     def stop_send(self) -> None:
         """Ask the send in progress, if any, to finish its messages in flight and return."""
@@ -307,6 +318,29 @@ class Jobs:
             {"day": due, "num": count, "at": self.timetable.local(self.timetable.send_at(due))},
         )
         return True, self._next_preview(self.clock())
+
+    # -- the bounce mailbox ----------------------------------------------------------------------
+    def poll_bounces(self) -> datetime | None:
+        """Poll the bounce mailbox once; the next poll NEWSLETTER_BOUNCE_POLL_MINUTES later."""
+        if not self.wanted(BOUNCES) or not self.may_act():
+            return None
+        every = timedelta(minutes=self.settings.bounce_poll_minutes)
+        try:
+            report = poll_bounce_mailbox(self.store, self.settings)
+        except Exception as err:  # unreachable, login refused, a bug: the daemon goes on
+            log.warning(
+                "bounce mailbox: poll failed: %s; next poll in %d min",
+                error_line(err),
+                self.settings.bounce_poll_minutes,
+            )
+            return self.clock() + every
+        for line in report.lines:
+            log.info("bounce mailbox: %s", line)
+        if report.lines or report.error:  # a poll that found nothing says nothing
+            log.info(report.summary())
+        if report.error:
+            log.warning("bounce mailbox: %s", report.error)
+        return self.clock() + every
 
     # -- "next send" -----------------------------------------------------------------------------
     def _announce(self, job: str, acted: bool) -> None:

@@ -1,14 +1,16 @@
-"""The daemon's process: APScheduler, its three jobs, the signals, and ``run_daemon``.
+"""The daemon's process: APScheduler, its jobs, the signals, and ``run_daemon``.
 
 A BackgroundScheduler with an in-memory job store (a shared job store double-fires across
-processes) and a pool of four threads runs three jobs, at most one instance of each:
+processes) and a thread for each job runs these jobs, at most one instance of each:
 - ``lease``: renews the scheduler lock every 10 s, or polls for it every 5 s on standby
   (``services/leases.py``); having a worker of its own, it goes on while a long send runs, and
   stops the send when the lease is lost;
 - ``send`` and ``preview`` (``jobs.py``): each returns the moment, on the daemon's clock, at which
   it wants to run next, computed from the timetable; once it has run, it is scheduled there with
   a DateTrigger at the equivalent real instant (the same instant unless ``run --now`` shifted the
-  clock). Taking the lease over schedules both at once.
+  clock). Taking the lease over schedules both at once;
+- ``bounces`` (``jobs.py``), only when NEWSLETTER_BOUNCE_IMAP_URL is set: polls the bounce mailbox
+  at once on taking the lease, then every NEWSLETTER_BOUNCE_POLL_MINUTES.
 A job that comes late (a paused process, a busy machine) still runs, once: ``misfire_grace_time``
 is None and ``coalesce`` True, and the job itself decides from the clock what is still due (catch
 up, or record the edition skipped-late). Since the lease job runs at least every 10 s, the
@@ -42,14 +44,19 @@ from newsletter.adapters.i18n import english_ngettext
 from newsletter.adapters.store import Store, open_store
 from newsletter.config import Settings
 from newsletter.daemon.clock import Clock, real_instant, shifted_clock, system_clock
-from newsletter.daemon.jobs import LOOK_AGAIN, PREVIEW, SEND, Jobs
+from newsletter.daemon.jobs import BOUNCES, LOOK_AGAIN, PREVIEW, SEND, Jobs
 from newsletter.domain.errors import NewsletterError, error_line
 from newsletter.services.leases import Lease, new_owner_id
 
 log = logging.getLogger("newsletter.daemon")
 
-LEASE = "lease"  # the lease job's id (SEND and PREVIEW are the other two)
-JOB_NAMES = {LEASE: "scheduler lock", SEND: "daily send", PREVIEW: "editors' preview"}
+LEASE = "lease"  # the lease job's id (SEND, PREVIEW and BOUNCES are the others)
+JOB_NAMES = {
+    LEASE: "scheduler lock",
+    SEND: "daily send",
+    PREVIEW: "editors' preview",
+    BOUNCES: "bounce mailbox poll",
+}
 LOG_FORMAT = "%(asctime)s %(levelname)s %(message)s"
 
 
@@ -92,7 +99,12 @@ class Daemon:
             store, owner or new_owner_id(), on_taken=self._lease_taken, on_lost=self._lease_lost
         )
         self.jobs = Jobs(settings, store, self.lease, clock, self.stopping)
-        self._runs = {LEASE: self._renew_lease, SEND: self.jobs.send, PREVIEW: self.jobs.preview}
+        self._runs = {
+            LEASE: self._renew_lease,
+            SEND: self.jobs.send,
+            PREVIEW: self.jobs.preview,
+            BOUNCES: self.jobs.poll_bounces,
+        }
         self.scheduler = BackgroundScheduler(
             timezone=settings.timezone,
             jobstores={"default": MemoryJobStore()},
@@ -125,7 +137,12 @@ class Daemon:
         """
         try:
             moment = self._runs[job_id]()
-            if moment is None and job_id != LEASE and self.jobs.may_act():
+            if (
+                moment is None
+                and job_id != LEASE
+                and self.jobs.wanted(job_id)
+                and self.jobs.may_act()
+            ):
                 moment = self.clock()  # the lease was lost and taken again meanwhile
         except Exception as err:  # a bug: one line, and the job runs again later
             log.error("%s failed: %s", JOB_NAMES[job_id], error_line(err))
@@ -144,9 +161,9 @@ class Daemon:
     def _lease_taken(self) -> None:
         """Right after taking the lock: look at the ledger now."""
         now = self.clock()
-        self.plan(SEND, now)
-        if self.jobs.previews:
-            self.plan(PREVIEW, now)
+        for job_id in (SEND, PREVIEW, BOUNCES):
+            if self.jobs.wanted(job_id):
+                self.plan(job_id, now)
 
     def _lease_lost(self, _why: str) -> None:
         self.jobs.lease_lost()
@@ -164,6 +181,8 @@ class Daemon:
                 + english_ngettext("%(num)d address", "%(num)d addresses", len(settings.editors))
                 % {"num": len(settings.editors)}
             )
+        if self.jobs.wanted(BOUNCES):
+            text += f", polls the bounce mailbox every {settings.bounce_poll_minutes} min"
         return text
 
     # -- run and stop ----------------------------------------------------------------------------

@@ -248,7 +248,10 @@ class Subscriptions:
             "confirm_url": self.links.confirm_url(subscriber.id, subscriber.email_key, nonce),
             "days": self.settings.confirm_days,
         }
-        message = EmailMessage(policy=email.policy.SMTP)
+        # A non-ASCII local part goes out with SMTPUTF8 (the relay offers it, or the sign-up was
+        # refused): the To header then carries it in UTF-8 as is (RFC 6532), not encoded words.
+        utf8 = not subscriber.email.isascii()
+        message = EmailMessage(policy=email.policy.SMTPUTF8 if utf8 else email.policy.SMTP)
         message["From"] = self.sender.header
         message["To"] = subscriber.email
         message["Subject"] = gettext(locale, "Confirm your subscription to %(title)s") % {

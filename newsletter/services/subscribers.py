@@ -76,6 +76,17 @@ class AddressRefused(NewsletterError):
     """The address stopped (unsubscribed, bounced, complained) or was forgotten. Exit status 1."""
 
 
+# Says why an address cannot be sent to (None: it can); adapters.smtp.Smtputf8Gate is the one
+# the commands pass, for addresses with a non-ASCII local part.
+AddressGate = Callable[[str], str | None]
+
+
+def _gate_refusal(gate: AddressGate | None, address: Address) -> str | None:
+    if gate is None or address.normalized.isascii():  # the domain is IDNA: only the local part
+        return None
+    return gate(address.normalized)
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class SubscriberInput:
     """One validated subscriber as typed by the operator or read from a CSV row."""
@@ -244,10 +255,21 @@ def _known_locale(text: str) -> str | None:
 
 
 def add(
-    store: Store, email: str, name: str = "", categories: str = "", locale: str = ""
+    store: Store,
+    email: str,
+    name: str = "",
+    categories: str = "",
+    locale: str = "",
+    *,
+    gate: AddressGate | None = None,
 ) -> AddResult:
-    """Put one address on the list as active (the operator vouches; consent source cli)."""
+    """Put one address on the list as active (the operator vouches; consent source cli).
+
+    ``gate`` refuses an address that cannot be sent to (a non-ASCII local part without SMTPUTF8).
+    """
     item = _parse_or_raise(email, name, categories, locale)
+    if reason := _gate_refusal(gate, item.address):
+        raise AddressRefused(f"{item.address.normalized} cannot be added: {reason}")
     with store.write():  # one transaction: the checks and the change see the same list
         if store.is_suppressed(item.address.suppression_hash):
             raise _forgotten(item.address.normalized)
@@ -305,11 +327,18 @@ def export_csv(
 
 
 def import_csv(
-    store: Store, stream: Iterable[str], source: str, strict: bool = False
+    store: Store,
+    stream: Iterable[str],
+    source: str,
+    strict: bool = False,
+    *,
+    gate: AddressGate | None = None,
 ) -> ImportReport:
     """Import a CSV text stream, one transaction per IMPORT_BATCH rows; see the module's rules.
 
-    ``source`` (the file name) is recorded as the consent detail and heads the report.
+    ``source`` (the file name) is recorded as the consent detail and heads the report. A row
+    ``gate`` refuses (an address that cannot be sent to) is rejected with its reason, unless it
+    only records a stop (an unsubscribed address is kept out whatever its spelling).
     Raises CsvError (before writing anything) when the file is not usable at all. The stream is
     read twice: first to find where it is unusable as CSV (and, with ``strict``, every rejected
     row), so that a bad file writes nothing; then to import.
@@ -317,7 +346,7 @@ def import_csv(
     read_again = _rereadable(stream)
     if strict:
         check = ImportReport(source, written=False)
-        batch = _ImportBatch(store, check, source)
+        batch = _ImportBatch(store, check, source, gate)
         for rows in _chunked(CsvReader(read_again()), IMPORT_BATCH):
             batch.check(rows)
         if check.rejected:
@@ -326,13 +355,15 @@ def import_csv(
         # Cheap (no row is built, nothing validated): a file that is not UTF-8 or not CSV at
         # line 300,000 must not leave the batches before it written.
         CsvReader(read_again()).check_rest()
-    return _import(store, read_again(), source)
+    return _import(store, read_again(), source, gate)
 
 
-def _import(store: Store, stream: Iterable[str], source: str) -> ImportReport:
+def _import(
+    store: Store, stream: Iterable[str], source: str, gate: AddressGate | None
+) -> ImportReport:
     reader = CsvReader(stream)
     report = ImportReport(source)
-    batch = _ImportBatch(store, report, source)
+    batch = _ImportBatch(store, report, source, gate)
     for rows in _chunked(reader, IMPORT_BATCH):
         batch.run(rows)
     return report
@@ -355,10 +386,13 @@ def _rereadable(stream: Iterable[str]) -> Callable[[], Iterable[str]]:
 class _ImportBatch:
     """The per-batch work of an import: validate, de-duplicate, then look up and write."""
 
-    def __init__(self, store: Store, report: ImportReport, source: str) -> None:
+    def __init__(
+        self, store: Store, report: ImportReport, source: str, gate: AddressGate | None = None
+    ) -> None:
         self.store = store
         self.report = report
         self.source = source
+        self.gate = gate
         self.parser = InputParser()
         self.first_line: dict[str, int] = {}  # email key -> line that brought it (duplicates)
 
@@ -414,6 +448,9 @@ class _ImportBatch:
             item = self.parser.parse(**values)
         except InvalidValue as err:
             self.report.reject(row.line, value, err.reason)
+            return None
+        if not item.status.is_suppressed and (reason := _gate_refusal(self.gate, item.address)):
+            self.report.reject(row.line, value, reason)
             return None
         first = self.first_line.setdefault(item.address.key, row.line)
         if first != row.line:

@@ -13,7 +13,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
 from newsletter.adapters.i18n import N_
-from newsletter.adapters.smtp import SmtpConfig
+from newsletter.adapters.smtp import SmtpConfig, Smtputf8Gate
 from newsletter.adapters.tokens import Purpose
 from newsletter.domain import Subscriber, SubscriberStatus, category_key
 from newsletter.domain.addresses import InvalidAddress
@@ -45,6 +45,8 @@ class SubscriberPages:
             per_address=SlidingWindowLimiter(site.limits.confirmations_per_address),
         )
         self.signups = SlidingWindowLimiter(site.limits.signups_per_client)
+        # A non-ASCII local part is only taken if the relay offers SMTPUTF8 (README, Delivery).
+        self.smtputf8 = Smtputf8Gate(smtp or SmtpConfig.from_settings(site.settings))
 
     # -- sign-up ---------------------------------------------------------------------------------
 
@@ -96,6 +98,17 @@ class SubscriberPages:
             return self.invalid_signup(
                 N_("A field of the form is not accepted. Check it and try again."),
                 err.reason,
+                email,
+                name,
+            )
+        address = signup.address.normalized
+        # The relay may be asked (one EHLO, at most once in ten minutes): not on the loop.
+        if not address.isascii() and (reason := await run_in_threadpool(self.smtputf8, address)):
+            log.warning("sign-up refused: %s", reason)  # the relay's name stays in the log
+            return self.invalid_signup(
+                N_("This address cannot receive email. Check it and try again."),
+                "this site's mail server cannot send to an address with non-ASCII "
+                "characters before the @ (SMTPUTF8)",
                 email,
                 name,
             )

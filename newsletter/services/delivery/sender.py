@@ -134,12 +134,6 @@ class EditionSender:
                     return
                 self._sleep(0.5)  # rows in backoff or held by another live sender
             for row in rows:
-                if not row.reader.email.isascii():
-                    # Never tried, so not a bounce: the address stays active for a relay that
-                    # speaks SMTPUTF8 (RFC 6531) once we support it.
-                    reason = f"{row.reader.email}: a non-ASCII address needs SMTPUTF8 (not supported yet)"
-                    self.store.mark_failed(row.delivery_id, self.owner, reason, bounce=False)
-                    continue
                 data = self.messages.personalise(row)
                 if data is None:
                     self.store.mark_skipped(
