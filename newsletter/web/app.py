@@ -16,6 +16,8 @@ Routes (under NEWSLETTER_BASE_URL; the name each is built from in url() / url_pa
   POST /editor/{day}/test    editor_test       editors: a test send of the edition
   GET  /preview/{day}        preview           editors: the edition as subscribers see it
   GET  /healthz              healthz           "ok" when the database answers
+  POST /hooks/ses            ses_hook          Amazon SES bounces and complaints through SNS
+                                               (only with NEWSLETTER_SNS_TOPIC_ARNS)
 
 The token paths come from links.py, which builds the same URLs for emails.
 """
@@ -39,6 +41,7 @@ from newsletter.config import Settings
 from newsletter.domain.errors import NewsletterError
 from newsletter.web.editors import EditorConsole, Endpoint
 from newsletter.web.errors import ErrorPages
+from newsletter.web.hooks import hook_routes
 from newsletter.web.middleware import BodyLimit, SecurityHeaders
 from newsletter.web.pages import Site, WebLimits, log
 from newsletter.web.security import check_thank_you_url
@@ -122,6 +125,7 @@ def create_app(
         routes=[
             *subscriber_routes(SubscriberPages(site, smtp), health_check(store)),
             *editor_routes(EditorConsole(site)),
+            *hook_routes(site),
         ],
         exception_handlers=errors.handlers(),
         middleware=[
