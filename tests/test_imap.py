@@ -349,3 +349,53 @@ def wait_until(condition, timeout: float = 15.0) -> None:
     while not condition():
         assert time.monotonic() < deadline, "timed out"
         time.sleep(0.02)
+
+
+def test_returned_mail_in_the_mailbox_is_classified_and_tied_as_bounce_mail_does(
+    tmp_path: Path, dovecot: Dovecot, smtp_server
+) -> None:
+    """Issue 12's cases through IMAP: the real send, the real dovecot, the real `bounces fetch`."""
+    from newsletter.domain import SubscriberStatus
+    from tests.test_bounces import DOMAIN, Site, arf, dsn, original_headers
+
+    site = Site(tmp_path, smtp_server, count=5)
+    hard, soft, plain, forged, complained = site.readers
+    genuine = site.envelope_of(forged)
+    local, _, domain = genuine.partition("@")
+    bad_token = f"{local[:-4]}{'bbbb' if local.endswith('aaaa') else 'aaaa'}@{domain}"
+    auto_reply = (
+        f"From: {forged}\r\nTo: {genuine}\r\nSubject: Absence du bureau\r\n"
+        "Auto-Submitted: auto-replied\r\n\r\nJe suis absent jusqu'au 3 février.\r\n"
+    ).encode()
+    messages = [
+        dsn(hard, "5.1.1", to=site.envelope_of(hard)),
+        dsn(soft, "4.2.2", to=site.envelope_of(soft), action="delayed"),
+        dsn(plain, "5.1.1", to=f"bounces@{DOMAIN}", original=original_headers(smtp_server, plain)),
+        dsn(forged, "5.1.1", to=bad_token),
+        auto_reply,
+        arf(original_headers(smtp_server, complained), to=f"bounces@{DOMAIN}", recipient=None),
+    ]
+    uids = [dovecot.append(raw) for raw in messages]
+    env = {
+        **site.env,
+        "NEWSLETTER_BOUNCE_IMAP_URL": dovecot.url(),
+        "NEWSLETTER_BOUNCE_IMAP_PASSWORD": dovecot.password,
+        "SSL_CERT_FILE": str(dovecot.cert),
+    }
+    first = run_cli("bounces", "fetch", env=env, cwd=tmp_path)
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert "6 handled (4 acted on, 2 ignored)" in first.stdout, (
+        first.stdout
+    )  # a soft one is counted
+    assert site.statuses() == {
+        hard: SubscriberStatus.BOUNCED,
+        soft: SubscriberStatus.ACTIVE,
+        plain: SubscriberStatus.BOUNCED,
+        forged: SubscriberStatus.ACTIVE,
+        complained: SubscriberStatus.COMPLAINED,
+    }
+    flags = dovecot.flags()
+    assert sorted(flags) == uids  # every message kept
+    assert all(HANDLED in f and SEEN in f for f in flags.values()), flags
+    again = run_cli("bounces", "fetch", env=env, cwd=tmp_path)
+    assert again.returncode == 0 and "0 handled" in again.stdout
