@@ -27,6 +27,7 @@ from email.utils import formatdate, make_msgid
 
 from babel import Locale
 
+from newsletter.adapters.dkim import DkimSigner
 from newsletter.adapters.i18n import N_, gettext, is_rtl_locale, language_tag
 from newsletter.adapters.links import Links
 from newsletter.adapters.message import Sender
@@ -208,6 +209,7 @@ class Subscriptions:
         self.sender = Sender.parse(settings.from_address)
         self.links = Links.from_settings(settings, self.sender.domain)
         self.signer = self.links.signer
+        self.dkim = DkimSigner.from_settings(settings, self.sender.domain)
         self.per_address = per_address or SlidingWindowLimiter(CONFIRMATIONS_PER_HOUR)
         self._templates = make_environment()
         # SQLite has one writer at a time, and a writer that finds the database busy waits in
@@ -263,7 +265,10 @@ class Subscriptions:
         html = self._templates.get_template("email/confirm.html").render(context)
         message.set_content(text, cte="quoted-printable")
         message.add_alternative(html, subtype="html", cte="quoted-printable")
-        return ConfirmationMail(subscriber.id, subscriber.email, message.as_bytes())
+        data = message.as_bytes()
+        return ConfirmationMail(
+            subscriber.id, subscriber.email, self.dkim.sign(data) if self.dkim else data
+        )
 
     def send(self, mail: ConfirmationMail, smtp: SmtpConfig | None = None) -> None:
         """Hand one confirmation to the relay; raises the smtp module's errors."""

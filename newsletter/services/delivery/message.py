@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from newsletter.adapters.dkim import DkimSigner
 from newsletter.adapters.links import Links
 from newsletter.adapters.message import ListIdentity, MessageTemplate, Recipient
 from newsletter.adapters.store import ClaimedDelivery
@@ -30,6 +31,8 @@ class MessageBuilder:
         self.edition = edition
         self.identity = ListIdentity.from_settings(settings)
         self.links = Links.from_settings(settings, self.identity.sender.domain)
+        # The key is read once per send; a bad one stops the send before any message.
+        self.signer = DkimSigner.from_settings(settings, self.identity.sender.domain)
         self.variants = VariantRenderer.for_settings(edition, settings)
         self._templates: dict[tuple[frozenset[str], str], MessageTemplate] = {}
 
@@ -37,7 +40,7 @@ class MessageBuilder:
         if (keys, locale) not in self._templates:
             variant = self.variants.variant(keys, locale)
             self._templates[keys, locale] = MessageTemplate(
-                variant, self.identity, self.edition.date
+                variant, self.identity, self.edition.date, signer=self.signer
             )
         return self._templates[keys, locale]
 
