@@ -219,6 +219,9 @@ def test_the_confirmation_mail_and_the_web_test_send_are_signed(
         NEWSLETTER_DKIM_SELECTOR="lettre",
         NEWSLETTER_DKIM_PRIVATE_KEY=str(pem),
         NEWSLETTER_FROM="La Lettre <lettre@exemple.ma>",
+        # The confirmation's text ends with the title on a line of its own: a line that starts
+        # with a dot, which must reach the receiver whole (SMTP dot-stuffing) for DKIM to pass.
+        NEWSLETTER_TITLE=".Lettre du soir",
     ) as live:
         with live.client() as http:
             answer = http.post("/subscribe", data={"email": "aicha@example.com", "name": "Aïcha"})
@@ -236,6 +239,7 @@ def test_the_confirmation_mail_and_the_web_test_send_are_signed(
     assert len(raws) == 2
     confirmation, test = sorted(raws, key=lambda raw: b"[TEST]" in raw)
     assert b"confirm" in confirmation.lower() and b"List-Unsubscribe-Post" not in confirmation
+    assert b"\r\n.Lettre du soir\r\n" in confirmation
     for raw in raws:
         assert dkim.verify(raw, dnsfunc=published(key)), raw[:1500]
     confirmed = set(tags(confirmation)[b"h"].decode().split(":"))

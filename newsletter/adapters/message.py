@@ -249,8 +249,8 @@ def _skeleton(boundary: str, variant: RenderedVariant) -> tuple[bytes | str, ...
     return tuple(merged)
 
 
-def _dot_stuff(piece: bytes) -> bytes:
-    """SMTP transparency (RFC 5321 4.5.2) for a piece that starts a line."""
+def dot_stuff(piece: bytes) -> bytes:
+    """SMTP transparency (RFC 5321 4.5.2) for a piece that starts a line, or a whole message."""
     stuffed = piece.replace(b"\r\n.", b"\r\n..")
     return b"." + stuffed if stuffed.startswith(b".") else stuffed
 
@@ -280,7 +280,7 @@ class MessageTemplate:
         fields = self._build_fixed_headers(variant, identity)
         self._fixed_headers = b"".join(fields)
         body = _skeleton(self._boundary, variant)
-        self._skeleton = tuple(_dot_stuff(p) if isinstance(p, bytes) else p for p in body)
+        self._skeleton = tuple(dot_stuff(p) if isinstance(p, bytes) else p for p in body)
         self._signer = signer
         if signer is not None:
             self._signed_fixed = {

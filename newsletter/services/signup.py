@@ -30,7 +30,7 @@ from babel import Locale
 from newsletter.adapters.dkim import DkimSigner
 from newsletter.adapters.i18n import N_, gettext, is_rtl_locale, language_tag
 from newsletter.adapters.links import Links
-from newsletter.adapters.message import Sender
+from newsletter.adapters.message import Sender, dot_stuff
 from newsletter.adapters.render import make_environment
 from newsletter.adapters.smtp import SmtpConfig, SmtpConnection
 from newsletter.adapters.store import WEB_BUSY_TIMEOUT_MS, DatabaseBusy, Store
@@ -274,7 +274,10 @@ class Subscriptions:
         """Hand one confirmation to the relay; raises the smtp module's errors."""
         connection = SmtpConnection(smtp or SmtpConfig.from_settings(self.settings))
         try:
-            connection.send(self.sender.address, mail.recipient, mail.data)
+            # On the wire a line that starts with "." gets a second one, which the relay takes
+            # off again: the quoted-printable body can have such a line (a wrapped link), and the
+            # relay would otherwise drop its dot, and break the DKIM signature with it.
+            connection.send(self.sender.address, mail.recipient, dot_stuff(mail.data))
         finally:
             connection.close()
 
