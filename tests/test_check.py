@@ -257,6 +257,13 @@ def test_a_dkim_record_with_another_key_is_a_problem_and_dmarc_is_found_at_the_p
         assert "SPF: info.exemple.ma: v=spf1 ip4:192.0.2.25 -all" in ok
         assert "(the policy of exemple.ma covers info.exemple.ma)" in ok
 
+        # The envelope sender's domain, when NEWSLETTER_BOUNCE_ADDRESS is elsewhere, needs SPF too.
+        env["NEWSLETTER_BOUNCE_ADDRESS"] = "retours@envoi.exemple.ma"
+        proc = invoke_cli("check", env=env, cwd=tmp_path)
+        assert "problem: SPF: envoi.exemple.ma has no SPF record" in proc.stdout
+        assert _published(proc.stdout)["envoi.exemple.ma"] == "v=spf1 mx a ~all"
+        del env["NEWSLETTER_BOUNCE_ADDRESS"]
+
         # Revoked (empty p=), then two SPF records: each a problem of its own.
         dns.records["lettre._domainkey.info.exemple.ma"] = ["v=DKIM1; k=ed25519; p="]
         dns.records["info.exemple.ma"] = ["v=spf1 mx -all", "v=spf1 a -all"]

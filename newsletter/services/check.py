@@ -162,8 +162,13 @@ def check_dns(settings: Settings, resolver: TxtResolver | None = None) -> Iterat
     except SenderError:
         return  # NEWSLETTER_FROM is reported with the settings
     resolver = resolver or TxtResolver()
+    # SPF is checked at the envelope sender's domain: NEWSLETTER_BOUNCE_ADDRESS's when it is
+    # elsewhere (its own record then), else the From domain's.
+    envelope = settings.bounce_address.rpartition("@")[2].strip(" <>").lower()
     try:
         yield _check_spf(settings, domain, resolver)
+        if envelope and envelope != domain:
+            yield _check_spf(settings, envelope, resolver)
         yield _check_dkim(settings, domain, resolver)
         yield _check_dmarc(domain, resolver)
     except DnsUnanswered as err:
