@@ -252,7 +252,7 @@ def main() -> None:
     print(
         f"CPU of the send process, unsigned / signed: {ours['cpu']:.1f} s / {signed['cpu']:.1f} s"
         f" ({(signed['cpu'] - ours['cpu']) / max(signed['arrived'], 1) * 1000:.2f} ms more a"
-        " message; the CPU ratio does not depend on what else the machine runs)"
+        " message)"
     )
     print(
         f"smtp-source -d -s 4, same count and size:      {ref['rate']:,.0f} msg/s ({ref['arrived']:,} arrived)"
