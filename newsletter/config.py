@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from enum import Enum
 from pathlib import Path
-from typing import Literal, TypeVar
+from typing import TYPE_CHECKING, Literal, TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from dotenv import dotenv_values
@@ -26,6 +26,12 @@ from newsletter.domain.errors import UsageError
 from newsletter.domain.locales import canonical_locale, locale_spelling
 from newsletter.domain.timetable import Timetable
 from newsletter.domain.urls import is_secure_or_local_url, redact_url
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+    from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
+
+    DkimPrivateKey = RSAPrivateKey | Ed25519PrivateKey
 
 N = TypeVar("N", int, float)
 T = TypeVar("T")
@@ -321,6 +327,36 @@ class Settings:
                     setting="NEWSLETTER_SOURCES",
                 )
             )
+        problems += [p for p in self._dkim_problems() if p.setting not in skip]
+        return problems
+
+    def _dkim_problems(self) -> list[ConfigError]:
+        """DKIM: both settings or neither, a selector that is a DNS name, a usable key file."""
+        selector, key = "NEWSLETTER_DKIM_SELECTOR", "NEWSLETTER_DKIM_PRIVATE_KEY"
+        if not self.dkim_selector and not self.dkim_private_key:
+            return []
+        hint = "set both to sign every message with DKIM, or neither"
+        if not self.dkim_private_key:
+            return [ConfigError(f"{selector} is set but {key} is not", hint, setting=key)]
+        if not self.dkim_selector:
+            return [ConfigError(f"{key} is set but {selector} is not", hint, setting=selector)]
+        problems = []
+        for name, value in (
+            (selector, self.dkim_selector),
+            ("NEWSLETTER_DKIM_DOMAIN", self.dkim_domain),
+        ):
+            if value and not _DNS_NAME.fullmatch(value):
+                problems.append(
+                    ConfigError(
+                        f"{name}={value!r} is not a DNS name",
+                        "expected letters, digits and hyphens, in labels separated by dots",
+                        setting=name,
+                    )
+                )
+        try:
+            load_dkim_key(self.dkim_private_key)
+        except ConfigError as err:
+            problems.append(err)
         return problems
 
     def _required_problems(self) -> list[ConfigError]:
@@ -720,3 +756,68 @@ def _imap_url(url: str) -> str:
     if parts.scheme == "imap" and parts.hostname not in ("localhost", "127.0.0.1", "::1"):
         raise ConfigError(f"NEWSLETTER_BOUNCE_IMAP_URL={url!r} is not over TLS", hint)
     return url
+
+
+# -- DKIM ----------------------------------------------------------------------------------------
+
+#: A selector or a d= domain: ASCII labels of letters, digits and inner hyphens, dot-separated.
+_DNS_NAME = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)(\.(?!-)[A-Za-z0-9-]{1,63}(?<!-))*")
+#: A PEM private key is a few kilobytes; past this the file is something else.
+_MAX_KEY_FILE_BYTES = 64 * 1024
+DKIM_KEYGEN_COMMAND = "openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out dkim.pem"
+
+
+def load_dkim_key(path: str) -> DkimPrivateKey:
+    """The DKIM private key in the PEM file ``path``, or a one-line ``ConfigError``.
+
+    Checked here, at start-up (``problems_for``), so that a send never starts with a key that
+    would fail at its first message. RSA under 2048 bits is refused: receivers (Gmail among them)
+    treat shorter keys as no signature.
+    """
+    # Imported here: only a site that signs pays for loading cryptography.
+    from cryptography.exceptions import UnsupportedAlgorithm
+    from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
+    from cryptography.hazmat.primitives.serialization import load_pem_private_key
+
+    name = "NEWSLETTER_DKIM_PRIVATE_KEY"
+    make_one = f"make one with: {DKIM_KEYGEN_COMMAND}"
+    try:
+        with open(path, "rb") as file:
+            data = file.read(_MAX_KEY_FILE_BYTES + 1)
+    except FileNotFoundError:
+        raise ConfigError(f"{name}={path!r}: no such file", make_one) from None
+    except OSError as err:
+        reason = (err.strerror or type(err).__name__).lower()
+        raise ConfigError(f"{name}={path!r} cannot be read: {reason}", setting=name) from None
+    not_pem = ConfigError(
+        f"{name}={path!r} is not a PEM private key",
+        f"expected a file starting with -----BEGIN PRIVATE KEY-----; {make_one}",
+        setting=name,
+    )
+    if len(data) > _MAX_KEY_FILE_BYTES or b"-----BEGIN" not in data:
+        raise not_pem
+    try:
+        key = load_pem_private_key(data, password=None)
+    except TypeError:  # the key is encrypted: nobody is there to type its passphrase
+        raise ConfigError(
+            f"{name}={path!r} is protected by a passphrase",
+            "DKIM signing needs it without one: openssl pkey -in KEY -out dkim.pem",
+            setting=name,
+        ) from None
+    except (ValueError, UnsupportedAlgorithm):
+        raise not_pem from None
+    if isinstance(key, rsa.RSAPrivateKey):
+        if key.key_size < 2048:
+            raise ConfigError(
+                f"{name}={path!r} is an RSA key of {key.key_size} bits, too short",
+                f"receivers ignore DKIM keys under 2048 bits; {make_one}",
+                setting=name,
+            )
+        return key
+    if isinstance(key, ed25519.Ed25519PrivateKey):
+        return key
+    raise ConfigError(
+        f"{name}={path!r} is neither an RSA nor an Ed25519 key",
+        f"DKIM signs with RSA (2048 bits or more) or Ed25519; {make_one}",
+        setting=name,
+    )

@@ -141,8 +141,30 @@ def test_links_that_are_not_plain_urls_are_refused(template):
 )
 def test_any_ascii_url_round_trips_through_quoted_printable(template, token):
     url = f"https://news.exemple.ma/unsubscribe/{token}"
-    msg = parse(template.personalise(recipient(unsubscribe_url=url)))
+    raw = template.personalise(recipient(unsubscribe_url=url))
+    assert not _unstuffed_dot_line(raw)
+    msg = parse(raw)
     text = next(p for p in msg.iter_parts() if p.get_content_type() == "text/plain").get_content()
+    assert url in text
+
+
+def _unstuffed_dot_line(raw: bytes) -> bool:
+    """A line that starts with one dot: a relay would drop that dot (RFC 5321 4.5.2)."""
+    return any(line.startswith(b".") and not line.startswith(b"..") for line in raw.split(b"\r\n"))
+
+
+def test_a_link_whose_line_break_falls_before_a_dot_keeps_its_dot(template):
+    # The quoted-printable line of a link holds 75 characters: here the 76th is a dot, so the
+    # continuation line would start with it. It starts with "=2E" instead (not dot-stuffed,
+    # those lines would lose that dot at the relay; a DKIM body hash would break too).
+    url = "https://news.exemple.ma/unsubscribe/" + "x" * 39 + ".12345678.sig"
+    assert url[75] == "."
+    raw = template.personalise(recipient(unsubscribe_url=url))
+    assert not _unstuffed_dot_line(raw)
+    assert b"\r\n=2E12345678.sig=\r\n" in raw
+    text = next(
+        p for p in parse(raw).iter_parts() if p.get_content_type() == "text/plain"
+    ).get_content()
     assert url in text
 
 

@@ -49,6 +49,7 @@ EXPECTED_HEADERS = {
     "MIME-Version",
     "List-Id",
     "List-Unsubscribe-Post",
+    "Feedback-ID",
     "Precedence",
     "Auto-Submitted",
     "Content-Type",

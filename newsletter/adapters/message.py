@@ -8,6 +8,9 @@ then only joins bytes: the headers that differ per recipient and the subscriber'
 quoted-printable encoded on lines of their own with soft line breaks around them, so decoding
 gives back the exact rendered text with the URL in place.
 
+With a DKIM signer, the static body pieces are also canonicalised and hashed once per variant
+(``dkim.BodyHasher``) and each message gets its ``DKIM-Signature`` field in front.
+
 ``personalise()`` returns the message exactly as it goes on the wire: CRLF line ends and SMTP
 dot-stuffing already applied. The wire form follows the crib in DESIGN.md: CRLF line ends, no line over 998 bytes,
 multipart/alternative with text/plain first and text/html last, one recipient in To, RFC 2047
@@ -27,6 +30,7 @@ from email.headerregistry import Address
 from email.utils import formataddr, formatdate
 from typing import Protocol
 
+from newsletter.adapters.dkim import DkimSigner, relaxed_header
 from newsletter.adapters.render import PREFERENCES_SLOT, UNSUBSCRIBE_SLOT, RenderedVariant
 from newsletter.adapters.tokens import MAX_LOCAL_PART, VERP_TOKEN_MAX
 from newsletter.config import Settings
@@ -191,6 +195,23 @@ def _header(name: str, value: str) -> bytes:
     return f"{name}: {value}".encode("ascii") + CRLF
 
 
+def feedback_id(edition_date: date, kind: str, identity: ListIdentity) -> str:
+    """``Feedback-ID`` as Gmail's feedback loop reads it: up to three identifiers, then ours.
+
+    Edition date, kind of mail and list name, then the List-Id as the sender id: Gmail's
+    Postmaster Tools reports complaint rates per identifier, so a bad edition shows by its date.
+    Nothing in it is per subscriber.
+    """
+    local = identity.sender.address.rpartition("@")[0]
+    parts = (f"{edition_date:%Y%m%d}", kind, local, identity.list_id)
+    return ":".join(_FEEDBACK_UNSAFE.sub("-", part) for part in parts)
+
+
+#: Colons separate the fields; anything but these is replaced, so a From local part such as
+#: "la.lettre+fr" or a non-ASCII one cannot break the form.
+_FEEDBACK_UNSAFE = re.compile(r"[^A-Za-z0-9._+-]")
+
+
 def _encoded_words(text: str) -> str:
     """``text`` as a header value: ASCII as is, else RFC 2047 encoded-words of at most 75 chars."""
     if text.isascii():
@@ -210,19 +231,27 @@ def _qp_url(url: str) -> bytes:
 
     The per-subscriber hot path: only ``=`` needs encoding in a URL that is printable ASCII
     without spaces, so this is a replace and a slice instead of quoprimime's character loop.
+    A continuation line that would start with "." starts with "=2E" instead: these lines are not
+    dot-stuffed, and a relay drops the first dot of a line that starts with one.
     """
-    encoded = url.replace("=", "=3D")
+    rest = url.replace("=", "=3D")
     lines = []
-    while len(encoded) > 75:
-        cut = 75
+    while True:
+        head = ""
+        if rest.startswith("."):
+            head, rest = "=2E", rest[1:]
+        room = 75 - len(head)
+        if len(rest) <= room:
+            lines.append(head + rest)
+            break
+        cut = room
         # never split an "=3D" escape across a soft line break
-        if encoded[cut - 1] == "=":
+        if rest[cut - 1] == "=":
             cut -= 1
-        elif encoded[cut - 2] == "=":
+        elif rest[cut - 2] == "=":
             cut -= 2
-        lines.append(encoded[:cut])
-        encoded = encoded[cut:]
-    lines.append(encoded)
+        lines.append(head + rest[:cut])
+        rest = rest[cut:]
     return ("=\r\n".join(lines) + "=\r\n").encode("ascii")
 
 
@@ -248,11 +277,12 @@ def _qp_segments(body: str) -> list[bytes | str]:
 
 
 def _skeleton(boundary: str, variant: RenderedVariant) -> tuple[bytes | str, ...]:
-    """Everything after the headers: wire bytes, dot-stuffed, with the slot names left in place.
+    """Everything after the headers, not yet dot-stuffed, with the slot names left in place.
 
     Every static piece starts a line (the blank line after the headers, or right after a slot's
-    value, which ends with a soft line break), so stuffing each piece on its own is exact and
-    personalise() never scans the whole message again.
+    value, which ends with a soft line break) and ends one, so stuffing (or DKIM's line-wise
+    canonicalisation of) each piece on its own is exact and personalise() never scans the whole
+    message again.
     """
     pieces: list[bytes | str] = [b"\r\nThis is a multipart message in MIME format.\r\n\r\n"]
     for ctype, body in (("text/plain", variant.text), ("text/html", variant.html)):
@@ -269,11 +299,11 @@ def _skeleton(boundary: str, variant: RenderedVariant) -> tuple[bytes | str, ...
             merged[-1] += piece
         else:
             merged.append(piece)
-    return tuple(_dot_stuff(p) if isinstance(p, bytes) else p for p in merged)
+    return tuple(merged)
 
 
-def _dot_stuff(piece: bytes) -> bytes:
-    """SMTP transparency (RFC 5321 4.5.2) for a piece that starts a line."""
+def dot_stuff(piece: bytes) -> bytes:
+    """SMTP transparency (RFC 5321 4.5.2) for a piece that starts a line, or a whole message."""
     stuffed = piece.replace(b"\r\n.", b"\r\n..")
     return b"." + stuffed if stuffed.startswith(b".") else stuffed
 
@@ -288,25 +318,41 @@ class MessageTemplate:
         edition_date: date,
         *,
         test_run: str = "",
+        signer: DkimSigner | None = None,
     ) -> None:
         """``test_run``: an editors' test message. Its Subject starts with "[TEST]" and its
         Message-ID carries this token, so each test is its own message (a mailbox drops a second
-        message with a Message-ID it already has) and never one a subscriber could get."""
+        message with a Message-ID it already has) and never one a subscriber could get.
+        ``signer``: every message gets a DKIM signature (None: DKIM off)."""
         self.variant = variant
         self.edition_date = edition_date
         self._domain = identity.sender.domain
         self._test_run = test_run
         digest = hashlib.sha256(variant.html.encode()).hexdigest()[:24]
         self._boundary = f"=_nl_{digest}"
-        self._fixed_headers = self._build_fixed_headers(variant, identity)
-        self._skeleton = _skeleton(self._boundary, variant)
+        fields = self._build_fixed_headers(variant, identity)
+        self._fixed_headers = b"".join(fields)
+        body = _skeleton(self._boundary, variant)
+        self._skeleton = tuple(dot_stuff(p) if isinstance(p, bytes) else p for p in body)
+        self._signer = signer
+        if signer is not None:
+            self._signed_fixed = {
+                name.decode("ascii"): canonical
+                for canonical in map(relaxed_header, fields)
+                for name in [canonical.partition(b":")[0]]
+            }
+            first = body[0]
+            assert isinstance(first, bytes) and first.startswith(CRLF)
+            # The body starts after the blank line that ends the header block.
+            self._body_hasher = signer.body_hasher((first[2:], *body[1:]))
         self._id_prefix, self._id_suffix = _message_id_parts(edition_date, self._domain)
         if test_run:
             self._id_prefix += f"test-{test_run}."
         self._date_cache: tuple[int, bytes] = (0, b"")
 
-    def _build_fixed_headers(self, variant: RenderedVariant, identity: ListIdentity) -> bytes:
+    def _build_fixed_headers(self, variant: RenderedVariant, identity: ListIdentity) -> list[bytes]:
         sender = identity.sender
+        kind = "test" if self._test_run else "digest"
         headers = [
             _header("From", sender.header),
             _header("Subject", _encoded_words(self._subject(variant))),
@@ -315,6 +361,7 @@ class MessageTemplate:
                 "List-Id", f"{_encoded_words(one_line(identity.list_name))} <{identity.list_id}>"
             ),
             _header("List-Unsubscribe-Post", "List-Unsubscribe=One-Click"),
+            _header("Feedback-ID", feedback_id(self.edition_date, kind, identity)),
             _header("Precedence", "bulk"),
             _header("Auto-Submitted", "auto-generated"),
         ]
@@ -323,7 +370,7 @@ class MessageTemplate:
         headers.append(
             _header("Content-Type", f'multipart/alternative; boundary="{self._boundary}"')
         )
-        return b"".join(headers)
+        return headers
 
     def _subject(self, variant: RenderedVariant) -> str:
         subject = one_line(variant.subject)
@@ -346,27 +393,35 @@ class MessageTemplate:
                 raise ValueError(
                     f"link for subscriber {recipient.subscriber_id} is not a plain URL"
                 )
-        per_recipient = b"".join(
-            (
-                _to_header(recipient),
-                self._date_header(),
-                # message_id(), with the per-template parts formatted once
-                f"Message-ID: {self._id_prefix}{recipient.subscriber_id}{self._id_suffix}\r\n".encode(
-                    "ascii"
-                ),
-                # Folded after the comma: each URL stays whole on its own line, well under 998.
-                f"List-Unsubscribe: <{recipient.unsubscribe_url}>,\r\n <{recipient.unsubscribe_mailto}>\r\n".encode(
-                    "ascii"
-                ),
-            )
+        fields = (
+            _to_header(recipient),
+            self._date_header(),
+            # message_id(), with the per-template parts formatted once
+            f"Message-ID: {self._id_prefix}{recipient.subscriber_id}{self._id_suffix}\r\n".encode(
+                "ascii"
+            ),
+            # Folded after the comma: each URL stays whole on its own line, well under 998.
+            f"List-Unsubscribe: <{recipient.unsubscribe_url}>,\r\n <{recipient.unsubscribe_mailto}>\r\n".encode(
+                "ascii"
+            ),
         )
         values = {
             UNSUBSCRIBE_SLOT: _qp_url(recipient.unsubscribe_url),
             PREFERENCES_SLOT: _qp_url(recipient.preferences_url),
         }
-        pieces = [per_recipient, self._fixed_headers]
+        pieces = [self._signature(fields, values), *fields, self._fixed_headers]
         pieces.extend(seg if isinstance(seg, bytes) else values[seg] for seg in self._skeleton)
         return b"".join(pieces)
+
+    def _signature(self, fields: tuple[bytes, ...], values: dict[str, bytes]) -> bytes:
+        """The ``DKIM-Signature`` field of one message, or nothing when DKIM is off."""
+        if self._signer is None:
+            return b""
+        signed = dict(self._signed_fixed)
+        for field in fields:
+            canonical = relaxed_header(field)
+            signed[canonical.partition(b":")[0].decode("ascii")] = canonical
+        return self._signer.signature_header(signed, self._body_hasher.digest(values))
 
 
 def _to_header(recipient: Recipient) -> bytes:

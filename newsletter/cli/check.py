@@ -30,8 +30,10 @@ def check(show_settings: bool) -> None:
 
     Looks at the settings, the database (reachable, schema version, writable), the relay
     (connect, EHLO, STARTTLS and AUTH as configured; no MAIL), each source and how many of its
-    articles fall in the next edition, the editors' addresses and the base URL. Prints one line
-    per finding. Exit status: 0 when nothing is wrong, 1 when a problem was found.
+    articles fall in the next edition, the editors' addresses, the base URL, and the From
+    domain's SPF, DKIM and DMARC records in DNS. Prints one line per finding, and after a missing
+    or wrong DNS record a "publish:" line with the record to publish. Exit status: 0 when nothing
+    is wrong, 1 when a problem was found.
     """
     if show_settings:
         for line in settings_lines(setting_origins(), unknown_settings()):
@@ -56,6 +58,8 @@ def check(show_settings: bool) -> None:
 
     for finding in check_everything(settings):
         click.echo(str(finding))
+        if finding.publish:
+            click.echo(f"{'publish:':<9}{finding.publish}")
         problems += finding.level is Level.PROBLEM
     if problems:
         noun = "problem" if problems == 1 else "problems"

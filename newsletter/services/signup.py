@@ -27,9 +27,10 @@ from email.utils import formatdate, make_msgid
 
 from babel import Locale
 
+from newsletter.adapters.dkim import DkimSigner
 from newsletter.adapters.i18n import N_, gettext, is_rtl_locale, language_tag
 from newsletter.adapters.links import Links
-from newsletter.adapters.message import Sender
+from newsletter.adapters.message import Sender, dot_stuff
 from newsletter.adapters.render import make_environment
 from newsletter.adapters.smtp import SmtpConfig, SmtpConnection
 from newsletter.adapters.store import WEB_BUSY_TIMEOUT_MS, DatabaseBusy, Store
@@ -208,6 +209,7 @@ class Subscriptions:
         self.sender = Sender.parse(settings.from_address)
         self.links = Links.from_settings(settings, self.sender.domain)
         self.signer = self.links.signer
+        self.dkim = DkimSigner.from_settings(settings, self.sender.domain)
         self.per_address = per_address or SlidingWindowLimiter(CONFIRMATIONS_PER_HOUR)
         self._templates = make_environment()
         # SQLite has one writer at a time, and a writer that finds the database busy waits in
@@ -266,13 +268,19 @@ class Subscriptions:
         html = self._templates.get_template("email/confirm.html").render(context)
         message.set_content(text, cte="quoted-printable")
         message.add_alternative(html, subtype="html", cte="quoted-printable")
-        return ConfirmationMail(subscriber.id, subscriber.email, message.as_bytes())
+        data = message.as_bytes()
+        return ConfirmationMail(
+            subscriber.id, subscriber.email, self.dkim.sign(data) if self.dkim else data
+        )
 
     def send(self, mail: ConfirmationMail, smtp: SmtpConfig | None = None) -> None:
         """Hand one confirmation to the relay; raises the smtp module's errors."""
         connection = SmtpConnection(smtp or SmtpConfig.from_settings(self.settings))
         try:
-            connection.send(self.sender.address, mail.recipient, mail.data)
+            # On the wire a line that starts with "." gets a second one, which the relay takes
+            # off again: the quoted-printable body can have such a line (a wrapped link), and the
+            # relay would otherwise drop its dot, and break the DKIM signature with it.
+            connection.send(self.sender.address, mail.recipient, dot_stuff(mail.data))
         finally:
             connection.close()
 

@@ -12,6 +12,7 @@ import threading
 from collections.abc import Callable, Sequence
 from datetime import date
 
+from newsletter.adapters.dkim import DkimSigner
 from newsletter.adapters.links import Links
 from newsletter.adapters.message import (
     BounceMailbox,
@@ -110,11 +111,14 @@ def send_test(store: Store, settings: Settings, day: date, addresses: Sequence[s
     links = Links.from_settings(settings, identity.sender.domain)
     bounces = BounceMailbox.from_settings(settings, identity.sender)
     verp = VerpSigner(settings.secret_key)
+    signer = DkimSigner.from_settings(settings, identity.sender.domain)
     run = secrets.token_hex(6)  # each test send is new mail: its own Message-IDs, "[TEST]" first
     connection = SmtpConnection(SmtpConfig.from_settings(settings))
     try:
         for number, address in enumerate(targets, start=1):
-            template = MessageTemplate(variant, identity, edition.date, test_run=f"{run}-{number}")
+            template = MessageTemplate(
+                variant, identity, edition.date, test_run=f"{run}-{number}", signer=signer
+            )
             # id 0 is never a subscriber, and test tokens (links.for_test) open the page that
             # says the message was a test: an editor's click unsubscribes nobody.
             reader = Reader(subscriber_id=0, email=address.normalized, email_key=address.key)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from newsletter.adapters.dkim import DkimSigner
 from newsletter.adapters.links import Links
 from newsletter.adapters.message import BounceMailbox, ListIdentity, MessageTemplate, Recipient
 from newsletter.adapters.store import ClaimedDelivery
@@ -31,6 +32,8 @@ class MessageBuilder:
         self.edition = edition
         self.identity = ListIdentity.from_settings(settings)
         self.links = Links.from_settings(settings, self.identity.sender.domain)
+        # The key is read once per send; a bad one stops the send before any message.
+        self.signer = DkimSigner.from_settings(settings, self.identity.sender.domain)
         self.variants = VariantRenderer.for_settings(edition, settings)
         self.bounces = BounceMailbox.from_settings(settings, self.identity.sender)
         self.verp = VerpSigner(settings.secret_key)
@@ -41,7 +44,7 @@ class MessageBuilder:
         if (keys, locale) not in self._templates:
             variant = self.variants.variant(keys, locale)
             self._templates[keys, locale] = MessageTemplate(
-                variant, self.identity, self.edition.date
+                variant, self.identity, self.edition.date, signer=self.signer
             )
         return self._templates[keys, locale]
 
