@@ -106,6 +106,7 @@ def import_readers(tmp_path: Path, env: dict[str, str]) -> None:
         'mamadou@exemple.ma;"Diallo, Mamadou"',
         "long@exemple.ma;" + "Très long nom de lectrice " * 6,
         "sans-nom@exemple.ma;",
+        "élodie@exemple.ma;Élodie",  # a UTF-8 To (SMTPUTF8), signed as it goes on the wire
     ]
     csv_file = tmp_path / "subs.csv"
     csv_file.write_text("email;name\n" + "\n".join(rows) + "\n", encoding="utf-8")
@@ -128,7 +129,7 @@ def test_every_message_of_a_send_and_of_a_test_send_verifies_against_the_publish
     assert tested.returncode == 0, tested.stdout + tested.stderr
 
     raws = smtp_server.raw_messages()
-    assert len(raws) == 6
+    assert len(raws) == 7
     for raw in raws:
         assert_signed(raw, key)
     # One signature each, in front, as the receiver sees the message.
@@ -137,8 +138,8 @@ def test_every_message_of_a_send_and_of_a_test_send_verifies_against_the_publish
 
     # The same edition, one Feedback-ID; the editors' test is told apart by its kind.
     ids = [BytesHeaderParser().parsebytes(raw)["Feedback-ID"] for raw in raws]
-    assert ids[:5] == [FEEDBACK_ID] * 5
-    assert ids[5] == "20260127:test:lettre:daily.exemple.ma"
+    assert ids[:6] == [FEEDBACK_ID] * 6
+    assert ids[6] == "20260127:test:lettre:daily.exemple.ma"
 
 
 def test_a_changed_or_added_header_breaks_the_signature(
