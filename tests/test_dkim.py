@@ -189,7 +189,7 @@ def test_dkim_domain_sets_d_and_the_record_is_looked_up_there(
     import_readers(tmp_path, env)
     assert run_cli("send", "--date", SAMPLE_DATE, env=env, cwd=tmp_path).returncode == 0
     raws = smtp_server.raw_messages()
-    assert len(raws) == 5
+    assert len(raws) == 6
     for raw in raws:
         assert_signed(raw, key, "2026.lettre._domainkey.envoi.exemple.ma")
 
@@ -201,7 +201,7 @@ def test_without_a_key_nothing_is_signed_and_feedback_id_is_still_there(
     import_readers(tmp_path, env)
     assert run_cli("send", "--date", SAMPLE_DATE, env=env, cwd=tmp_path).returncode == 0
     raws = smtp_server.raw_messages()
-    assert len(raws) == 5
+    assert len(raws) == 6
     for raw in raws:
         headers = BytesHeaderParser().parsebytes(raw)
         assert headers["DKIM-Signature"] is None
