@@ -20,6 +20,8 @@ from testkit.net import free_port, wait_for_port
 from testkit.smtp import MisbehavingRelay, SmtpServer, start_smtp_server
 
 if TYPE_CHECKING:
+    from click.testing import Result
+
     from newsletter.config import Settings
 
 TESTS = Path(__file__).resolve().parent
@@ -146,6 +148,25 @@ def invoke_cli(
     kill -9, start-up, the installed entry point) stays with ``run_cli``. An exception that
     escapes the command is written to stderr as the interpreter would (with "Traceback").
     """
+    result, trace = _invoke(args, env, cwd, input)
+    argv = ["newsletter", *args]
+    return subprocess.CompletedProcess(argv, result.exit_code, result.stdout, result.stderr + trace)
+
+
+def invoke_cli_bytes(
+    *args: str, env: dict[str, str], cwd: Path, input: bytes
+) -> subprocess.CompletedProcess[bytes]:
+    """``invoke_cli`` for a command that reads and writes bytes (a mail on stdin, say)."""
+    result, trace = _invoke(args, env, cwd, input)
+    stderr = result.stderr_bytes + trace.encode()
+    return subprocess.CompletedProcess(
+        ["newsletter", *args], result.exit_code, result.stdout_bytes, stderr
+    )
+
+
+def _invoke(
+    args: tuple[str, ...], env: dict[str, str], cwd: Path, input: str | bytes | None
+) -> tuple[Result, str]:
     from click.testing import CliRunner
 
     from newsletter.cli import cli
@@ -161,8 +182,7 @@ def invoke_cli(
             result = CliRunner().invoke(cli, list(args), input=input, prog_name="newsletter")
         finally:
             root.removeHandler(last_resort)
-    stderr = result.stderr
+    trace = ""
     if result.exception is not None and not isinstance(result.exception, SystemExit):
-        stderr += "".join(traceback.format_exception(*result.exc_info))  # type: ignore[misc]
-    argv = ["newsletter", *args]
-    return subprocess.CompletedProcess(argv, result.exit_code, result.stdout, stderr)
+        trace = "".join(traceback.format_exception(*result.exc_info))  # type: ignore[misc]
+    return result, trace

@@ -23,7 +23,15 @@ from newsletter.adapters.tokens import VERP_TOKEN_MAX, VerpSigner
 from newsletter.domain import SubscriberStatus
 from newsletter.domain.addresses import suppression_hash
 from tests.factories import import_addresses, readers
-from tests.support import SAMPLE_DATE, TEST_SECRET, SmtpServer, free_port, invoke_cli, send_env
+from tests.support import (
+    SAMPLE_DATE,
+    TEST_SECRET,
+    SmtpServer,
+    free_port,
+    invoke_cli,
+    invoke_cli_bytes,
+    send_env,
+)
 
 DOMAIN = "exemple.ma"
 VERP = re.compile(rf"^bounces\+d20260127-(\d+)-[a-z2-7]{{16}}@{re.escape(DOMAIN)}$")
@@ -112,17 +120,21 @@ def arf(original: Message, *, to: str, recipient: str | None) -> bytes:
 
 
 def bounce_mail(
-    env: dict[str, str], cwd: Path, raw: bytes, *args: str
+    env: dict[str, str], cwd: Path, raw: bytes, *args: str, process: bool = False
 ) -> subprocess.CompletedProcess[bytes]:
-    """`newsletter bounce-mail` in its own process, the message on its stdin as an MTA pipes it."""
-    proc = subprocess.run(
-        [sys.executable, "-m", "newsletter", "bounce-mail", *args],
-        input=raw,
-        capture_output=True,
-        env=env,
-        cwd=cwd,
-        timeout=120,
-    )
+    """`newsletter bounce-mail` with the message on its stdin, as an MTA pipes it: in this
+    process (click's runner), or with ``process=True`` in a process of its own."""
+    if process:
+        proc = subprocess.run(
+            [sys.executable, "-m", "newsletter", "bounce-mail", *args],
+            input=raw,
+            capture_output=True,
+            env=env,
+            cwd=cwd,
+            timeout=120,
+        )
+    else:
+        proc = invoke_cli_bytes("bounce-mail", *args, env=env, cwd=cwd, input=raw)
     assert b"Traceback" not in proc.stderr, proc.stderr.decode()
     return proc
 
@@ -149,8 +161,10 @@ class Site:
         [sender] = [e["mail_from"] for e in self.server.log() if e["rcpt_tos"] == [address]]
         return sender
 
-    def run(self, raw: bytes, *args: str) -> subprocess.CompletedProcess[bytes]:
-        return bounce_mail(self.env, self.tmp_path, raw, *args)
+    def run(
+        self, raw: bytes, *args: str, process: bool = False
+    ) -> subprocess.CompletedProcess[bytes]:
+        return bounce_mail(self.env, self.tmp_path, raw, *args, process=process)
 
     def statuses(self) -> dict[str, SubscriberStatus]:
         return statuses(self.env)
@@ -226,7 +240,7 @@ def test_a_hard_dsn_to_the_verp_address_bounces_its_subscriber_and_status_counts
     site: Site,
 ) -> None:
     victim, *others = site.readers
-    proc = site.run(dsn(victim, "5.1.1", to=site.envelope_of(victim)))
+    proc = site.run(dsn(victim, "5.1.1", to=site.envelope_of(victim)), process=True)
     assert proc.returncode == 0, proc.stderr
     assert b"5.1.1" in proc.stdout and b"stopped as bounced" in proc.stdout
     after = site.statuses()
@@ -256,7 +270,9 @@ def test_the_envelope_recipient_may_come_from_the_option_or_postfix(site: Site) 
     assert site.run(raw, "--recipient", site.envelope_of(first)).returncode == 0
     env = {**site.env, "ORIGINAL_RECIPIENT": site.envelope_of(second).upper()}
     assert (
-        bounce_mail(env, site.tmp_path, dsn(second, "5.2.1", to=f"bounces@{DOMAIN}")).returncode
+        bounce_mail(
+            env, site.tmp_path, dsn(second, "5.2.1", to=f"bounces@{DOMAIN}"), process=True
+        ).returncode
         == 0
     )
     after = site.statuses()
@@ -484,7 +500,9 @@ def test_an_unreachable_database_exits_75_so_the_mta_retries(site: Site) -> None
         "NEWSLETTER_DATABASE_URL": f"postgresql+psycopg://nl:secret@127.0.0.1:{port}/nl",
     }
     reader = site.readers[0]
-    proc = bounce_mail(env, site.tmp_path, dsn(reader, "5.1.1", to=site.envelope_of(reader)))
+    proc = bounce_mail(
+        env, site.tmp_path, dsn(reader, "5.1.1", to=site.envelope_of(reader)), process=True
+    )
     assert proc.returncode == 75, proc
     assert proc.stderr.startswith(b"error: ") and b"secret" not in proc.stderr
     assert site.statuses()[reader] is ACTIVE

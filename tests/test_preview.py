@@ -1,6 +1,7 @@
 """`newsletter preview` says what it left out and why, counts what the previewed subscriber gets,
 names the general section as the email does, and says when it shows the bundled sample
-(issue 11, problem 8 and part of 3). Through the real command, in a subprocess."""
+(issue 11, problem 8 and part of 3). The first test runs the real command in a process of its
+own; the others run it in this process (click's runner)."""
 
 from __future__ import annotations
 
@@ -112,7 +113,7 @@ def test_preview_names_each_article_it_left_out_and_why(tmp_path: Path) -> None:
 
 def test_an_empty_edition_still_says_where_the_late_article_went(tmp_path: Path) -> None:
     source = feed(tmp_path / "f.xml", item("Trop tard", "tard", "2026-01-27 18:01", "Sport"))
-    proc = run_cli(
+    proc = invoke_cli(
         "preview", "--date", DAY, "--out", "out", env=site_env(tmp_path, source), cwd=tmp_path
     )
     assert proc.returncode == 0, proc.stderr
@@ -149,7 +150,7 @@ def test_an_article_an_earlier_edition_carried_is_left_out_as_already_sent(
         item("Publié en retard pour hier", "retard", "2026-01-26 12:00", "Sport"),
     )
 
-    proc = run_cli("preview", "--date", DAY, "--out", "out", env=env, cwd=tmp_path)
+    proc = invoke_cli("preview", "--date", DAY, "--out", "out", env=env, cwd=tmp_path)
 
     assert proc.returncode == 0, proc.stderr
     assert "edition 2026-01-27: 1 article in 1 section" in proc.stdout
@@ -169,7 +170,7 @@ def test_a_database_that_cannot_be_opened_is_a_warning_for_a_preview(tmp_path: P
     broken = tmp_path / "broken.db"
     broken.write_bytes(b"not a database, " * 256)
     env = site_env(tmp_path, source, NEWSLETTER_DATABASE_URL=f"sqlite:///{broken}")
-    proc = run_cli("preview", "--date", DAY, "--out", "out", env=env, cwd=tmp_path)
+    proc = invoke_cli("preview", "--date", DAY, "--out", "out", env=env, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert "edition 2026-01-27: 1 article in 1 section" in proc.stdout
     (warning,) = proc.stderr.splitlines()
@@ -193,7 +194,9 @@ def test_preview_email_counts_that_subscribers_variant(tmp_path: Path) -> None:
     )
     assert added.returncode == 0, added.stderr
 
-    proc = run_cli("preview", "--date", DAY, "--email", "amina@exemple.ma", env=env, cwd=tmp_path)
+    proc = invoke_cli(
+        "preview", "--date", DAY, "--email", "amina@exemple.ma", env=env, cwd=tmp_path
+    )
 
     assert proc.returncode == 0, proc.stderr
     out = proc.stdout.splitlines()
@@ -210,7 +213,7 @@ def test_preview_email_counts_that_subscribers_variant(tmp_path: Path) -> None:
     text = (tmp_path / "out" / "digest.txt").read_text(encoding="utf-8")
     assert "Budget voté" in text and "Victoire à domicile" not in text
 
-    everyone = run_cli("preview", "--date", DAY, env=env, cwd=tmp_path)
+    everyone = invoke_cli("preview", "--date", DAY, env=env, cwd=tmp_path)
     assert everyone.stdout.splitlines()[0] == "edition 2026-01-27: 4 articles in 3 sections"
     assert len(left_out(everyone.stdout)) == 2
 
@@ -227,7 +230,7 @@ def test_the_general_section_has_its_real_name_in_the_cli(tmp_path: Path, smtp_s
     )
     import_addresses(tmp_path, env, readers(1))
 
-    proc = run_cli("preview", "--date", DAY, "--out", "out", env=env, cwd=tmp_path)
+    proc = invoke_cli("preview", "--date", DAY, "--out", "out", env=env, cwd=tmp_path)
     dry = invoke_cli("send", "--date", DAY, "--dry-run", env=env, cwd=tmp_path)
 
     assert proc.returncode == 0, proc.stderr
@@ -241,12 +244,12 @@ def test_the_general_section_has_its_real_name_in_the_cli(tmp_path: Path, smtp_s
 
 def test_preview_says_when_it_shows_the_bundled_sample(tmp_path: Path) -> None:
     env = base_env(tmp_path, NEWSLETTER_SOURCES="")
-    sample = run_cli("preview", "--date", DAY, "--out", "out", env=env, cwd=tmp_path)
+    sample = invoke_cli("preview", "--date", DAY, "--out", "out", env=env, cwd=tmp_path)
     assert sample.returncode == 0, sample.stderr
     assert sample.stderr.count(SAMPLE_NOTE) == 1
 
     own = feed(tmp_path / "f.xml", item("À nous", "a", "2026-01-27 12:00", "Sport"))
-    site = run_cli(
+    site = invoke_cli(
         "preview", "--date", DAY, "--out", "out", env=site_env(tmp_path, own), cwd=tmp_path
     )
     assert site.returncode == 0, site.stderr
@@ -309,7 +312,7 @@ def test_the_domain_decides_what_is_left_out_without_touching_anything() -> None
 
 def test_preview_creates_no_database(tmp_path: Path) -> None:
     env = base_env(tmp_path)
-    proc = run_cli("preview", "--date", DAY, "--out", "out", env=env, cwd=tmp_path)
+    proc = invoke_cli("preview", "--date", DAY, "--out", "out", env=env, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert (tmp_path / "out" / "digest.html").is_file()
     assert not (tmp_path / "newsletter.db").exists()
