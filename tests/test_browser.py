@@ -128,4 +128,17 @@ def test_editors_preview_screenshot(live: LiveApp, browser: object, tmp_path: Pa
     assert shot.stat().st_size > 10_000
     page.goto(f"{live.url}/editor")
     screenshot(page, tmp_path / "editor.png")
+    # On a phone the five-column table becomes one block per edition: nothing scrolls sideways.
+    from datetime import date
+
+    from newsletter.domain import EditionStatus
+
+    live.store.record_edition_status(date(2026, 1, 26), EditionStatus.EMPTY, "no article")
+    page.set_viewport_size({"width": 375, "height": 900})
+    page.goto(f"{live.url}/editor")
+    widths = page.evaluate(
+        "[document.documentElement.scrollWidth, document.querySelector('.table-scroll').scrollWidth, document.querySelector('.table-scroll').clientWidth]"
+    )
+    assert widths[0] <= 375 and widths[1] <= widths[2], widths
+    screenshot(page, tmp_path / "editor-375.png")
     context.close()
