@@ -181,6 +181,12 @@ class ListIdentity:
         return f"daily.{self.sender.domain}"
 
 
+def date_value(moment: float | None = None) -> str:
+    """A Date header's value in UTC with a numeric zone (RFC 5322 3.3): "+0000", not the
+    obsolete "GMT" some filters score, nor "-0000" ("zone unknown")."""
+    return formatdate(moment).replace("-0000", "+0000")
+
+
 def message_id(edition_date: date, subscriber_id: int, domain: str) -> str:
     """Stable per (edition, subscriber): a duplicate after a crash carries its original's id."""
     prefix, suffix = _message_id_parts(edition_date, domain)
@@ -379,8 +385,7 @@ class MessageTemplate:
     def _date_header(self) -> bytes:
         now = int(time.time())
         if self._date_cache[0] != now:
-            # A numeric zone (RFC 5322 3.3): "GMT" is the obsolete form some filters score.
-            self._date_cache = (now, _header("Date", formatdate(now).replace("-0000", "+0000")))
+            self._date_cache = (now, _header("Date", date_value(now)))
         return self._date_cache[1]
 
     def personalise(self, recipient: Recipient) -> bytes:

@@ -23,14 +23,14 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import time
 from email.message import EmailMessage
-from email.utils import formatdate, make_msgid
+from email.utils import make_msgid
 
 from babel import Locale
 
 from newsletter.adapters.dkim import DkimSigner
 from newsletter.adapters.i18n import N_, gettext, is_rtl_locale, language_tag
 from newsletter.adapters.links import Links
-from newsletter.adapters.message import Sender, dot_stuff
+from newsletter.adapters.message import Sender, date_value, dot_stuff
 from newsletter.adapters.render import make_environment
 from newsletter.adapters.smtp import SmtpConfig, SmtpConnection
 from newsletter.adapters.store import WEB_BUSY_TIMEOUT_MS, DatabaseBusy, Store
@@ -259,7 +259,7 @@ class Subscriptions:
         message["Subject"] = gettext(locale, "Confirm your subscription to %(title)s") % {
             "title": self.settings.title
         }
-        message["Date"] = formatdate().replace("-0000", "+0000")  # numeric zone, not "GMT"
+        message["Date"] = date_value()
         message["Message-ID"] = make_msgid("confirm", domain=self.sender.domain)
         message["Auto-Submitted"] = "auto-generated"
         if self.settings.reply_to:
