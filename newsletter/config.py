@@ -25,7 +25,7 @@ from newsletter.domain import DEFAULT_SECTION_ORDER
 from newsletter.domain.errors import UsageError
 from newsletter.domain.locales import canonical_locale, locale_spelling
 from newsletter.domain.timetable import Timetable
-from newsletter.domain.urls import is_secure_or_local_url, redact_url
+from newsletter.domain.urls import http_url, is_http_url, is_secure_or_local_url, redact_url
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -36,6 +36,10 @@ if TYPE_CHECKING:
 N = TypeVar("N", int, float)
 T = TypeVar("T")
 SmtpSecurity = Literal["none", "starttls", "tls"]
+ArchiveMode = Literal["public", "unlisted", "off"]
+ARCHIVE_MODES: tuple[ArchiveMode, ...] = ("public", "unlisted", "off")
+#: Fields NEWSLETTER_SUBJECT may name.
+SUBJECT_FIELDS = ("headline", "title", "date", "count")
 DEFAULT_PORTS: dict[str, int] = {"none": 25, "starttls": 587, "tls": 465}
 
 #: Names the code reads that are not settings: private hooks of the test suite.
@@ -97,6 +101,40 @@ SETTINGS: tuple[SettingDoc, ...] = (
     ),
     SettingDoc("NEWSLETTER_TITLE", "La Lettre", "newsletter name shown in the email and pages"),
     SettingDoc("NEWSLETTER_LOCALE", "fr", "language of dates and fixed text (fr, en, ar ...)"),
+    SettingDoc(
+        "NEWSLETTER_SITE_URL",
+        "",
+        "the site's home page, linked from the masthead; empty = the first feed's <link>",
+    ),
+    SettingDoc(
+        "NEWSLETTER_LOGO_URL",
+        "",
+        "https URL of the masthead logo (about 400 x 80 px, dark on light); empty = the title as"
+        " text",
+    ),
+    SettingDoc(
+        "NEWSLETTER_PUBLISHER",
+        "",
+        "the publisher's name, shown in every email's footer (`check` warns when empty)",
+    ),
+    SettingDoc(
+        "NEWSLETTER_POSTAL_ADDRESS",
+        "",
+        "the publisher's postal address, one line, shown in every email's footer (`check` warns"
+        " when empty)",
+    ),
+    SettingDoc(
+        "NEWSLETTER_SUBJECT",
+        "",
+        "Subject pattern with {headline}, {title}, {date}, {count}; empty = the lead headline,"
+        " cut on a word within 80 characters",
+    ),
+    SettingDoc(
+        "NEWSLETTER_ARCHIVE",
+        "public",
+        "web versions and the /archive of sent editions: public, unlisted (not listed, noindex)"
+        " or off",
+    ),
     SettingDoc(
         "NEWSLETTER_SECTIONS",
         ",".join(DEFAULT_SECTION_ORDER),
@@ -239,6 +277,12 @@ class Settings:
     send_deadline_hours: float
     title: str
     locale: str
+    site_url: str
+    logo_url: str
+    publisher: str
+    postal_address: str
+    subject_pattern: str
+    archive: ArchiveMode
     section_order: tuple[str, ...]
     max_per_section: int
     excerpt_chars: int
@@ -568,6 +612,14 @@ def load_settings(
         send_deadline_hours=parse(lambda: number("NEWSLETTER_SEND_DEADLINE", float, 0), 0.0),
         title=get("NEWSLETTER_TITLE"),
         locale=parse(lambda: _locale(get("NEWSLETTER_LOCALE")), "en"),
+        site_url=parse(lambda: _site_url(get("NEWSLETTER_SITE_URL")), ""),
+        logo_url=parse(lambda: _logo_url(get("NEWSLETTER_LOGO_URL")), ""),
+        publisher=parse(lambda: _one_line("NEWSLETTER_PUBLISHER", get("NEWSLETTER_PUBLISHER")), ""),
+        postal_address=parse(
+            lambda: _one_line("NEWSLETTER_POSTAL_ADDRESS", get("NEWSLETTER_POSTAL_ADDRESS")), ""
+        ),
+        subject_pattern=parse(lambda: _subject_pattern(get("NEWSLETTER_SUBJECT")), ""),
+        archive=parse(lambda: _archive_mode(get("NEWSLETTER_ARCHIVE")), "public"),
         section_order=_split(get("NEWSLETTER_SECTIONS")),
         max_per_section=parse(lambda: number("NEWSLETTER_MAX_PER_SECTION", int, 1), 1),
         excerpt_chars=parse(lambda: number("NEWSLETTER_EXCERPT_CHARS", int, 40), 40),
@@ -731,6 +783,59 @@ def _base_url(url: str) -> str:
     raise ConfigError(
         f"NEWSLETTER_BASE_URL={url!r} is not an https URL",
         "one-click unsubscribe (RFC 8058) needs https; plain http is allowed only for localhost",
+    )
+
+
+def _site_url(url: str) -> str:
+    if url and not is_http_url(url):
+        raise ConfigError(
+            f"NEWSLETTER_SITE_URL={url!r} is not an http(s) URL",
+            "expected the site's home page, e.g. https://www.example.com/",
+        )
+    return url
+
+
+def _logo_url(url: str) -> str:
+    """An https URL: mail clients block or warn about plain-http images in a secure message."""
+    parts = http_url(url) if url else None
+    if url and (parts is None or parts.scheme.lower() != "https"):
+        raise ConfigError(
+            f"NEWSLETTER_LOGO_URL={url!r} is not an https URL",
+            "mail clients block plain-http images; give the logo's https address",
+        )
+    if any(ch in url for ch in "\"'<> \t\r\n"):
+        raise ConfigError(
+            "NEWSLETTER_LOGO_URL contains spaces, quotes or angle brackets",
+            "percent-encode them (%20, %22, %3C, %3E)",
+        )
+    return url
+
+
+def _subject_pattern(pattern: str) -> str:
+    """A pattern naming only known fields: a typo must not reach 40,000 inboxes as "{headlne}"."""
+    import string
+
+    pattern = _one_line("NEWSLETTER_SUBJECT", pattern)
+    hint = "fields: " + ", ".join("{" + name + "}" for name in SUBJECT_FIELDS) + "; write {{ for {"
+    try:
+        names = [field for _, field, _, _ in string.Formatter().parse(pattern) if field is not None]
+    except ValueError as err:
+        raise ConfigError(
+            f"NEWSLETTER_SUBJECT={pattern!r} is not a pattern ({err})", hint
+        ) from None
+    unknown = [name for name in names if name not in SUBJECT_FIELDS]
+    if unknown:
+        raise ConfigError(f"NEWSLETTER_SUBJECT names an unknown field {{{unknown[0]}}}", hint)
+    return pattern
+
+
+def _archive_mode(text: str) -> ArchiveMode:
+    mode = text.lower()
+    for known in ARCHIVE_MODES:
+        if mode == known:
+            return known
+    raise ConfigError(
+        f"NEWSLETTER_ARCHIVE={text!r} is not an archive mode", "expected public, unlisted or off"
     )
 
 

@@ -61,6 +61,26 @@ class RenderError(NewsletterError):
 
 
 @dataclass(frozen=True, slots=True)
+class Brand:
+    """What every edition says about who publishes it (``services.compose.brand_for`` builds it).
+
+    ``web_version_base`` is ``{NEWSLETTER_BASE_URL}/archive/`` (an edition's web version is that
+    plus its ISO date), or "" when the archive is off; ``signup_url`` is where a reader of a
+    forwarded copy or of the archive signs up.
+    """
+
+    logo_url: str = ""
+    publisher: str = ""
+    postal_address: str = ""
+    subject_pattern: str = ""
+    web_version_base: str = ""
+    signup_url: str = ""
+
+    def web_version_url(self, day: date) -> str:
+        return f"{self.web_version_base}{day.isoformat()}" if self.web_version_base else ""
+
+
+@dataclass(frozen=True, slots=True)
 class RenderedVariant:
     keys: frozenset[str]  # the section keys this variant holds
     subject: str  # one line
@@ -283,8 +303,10 @@ class Renderer:
         excerpt_chars: int = 400,
         templates: Path | None = None,
         slot_url_length: int = 160,
+        brand: Brand | None = None,
     ) -> None:
         self.title = one_line(title)
+        self.brand = brand or Brand()
         self.locale = locale
         self.excerpt_chars = excerpt_chars
         self.slot_url_length = slot_url_length
@@ -332,6 +354,12 @@ class Renderer:
             warnings=self._budget_warnings(edition, first_size, plan, size),
         )
 
+    def web_page(self, edition: Edition) -> str:
+        """The edition as a web page (the archive's web version): the email's HTML without any
+        personal link; its footer invites the reader to sign up instead."""
+        plan = _Plan(self.excerpt_chars, None)
+        return self._render_html(edition, plan, personal=False)
+
     def measure(self, html: str) -> int:
         """Bytes of ``html`` once delivery has put ``slot_url_length``-char URLs in the slots."""
         slots = html.count(UNSUBSCRIBE_SLOT) + html.count(PREFERENCES_SLOT)
@@ -364,13 +392,13 @@ class Renderer:
 
     # -- steps ----------------------------------------------------------------------------------
 
-    def _render_html(self, edition: Edition, plan: _Plan) -> str:
-        raw = self._html_template.render(self._context(edition, plan))
+    def _render_html(self, edition: Edition, plan: _Plan, *, personal: bool = True) -> str:
+        raw = self._html_template.render(self._context(edition, plan, personal=personal))
         # premailer only keeps the doctype when the source starts with lxml's spelling of it.
         inlined = Premailer(**self._premailer_options).transform(raw, pretty_print=False)
         return inlined if inlined.endswith("\n") else inlined + "\n"
 
-    def _context(self, edition: Edition, plan: _Plan) -> dict[str, Any]:
+    def _context(self, edition: Edition, plan: _Plan, *, personal: bool = True) -> dict[str, Any]:
         sections = tuple(
             SectionView(
                 key=section.key,
@@ -390,8 +418,13 @@ class Renderer:
             "preheader": self.preheader(edition),
             "preheader_filler": PREHEADER_FILLER,
             "sections": sections,
+            "personal": personal,  # False: the archive's page, with no subscriber's link
             "unsubscribe_url": UNSUBSCRIBE_SLOT,
             "preferences_url": PREFERENCES_SLOT,
+            "web_version_url": self.brand.web_version_url(edition.date),
+            "signup_url": self.brand.signup_url,
+            "site_url": safe_url(edition.site_url),
+            "brand": self.brand,
         }
 
     def _budget_warnings(

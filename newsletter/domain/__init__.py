@@ -86,6 +86,21 @@ class DeliveryStatus(enum.StrEnum):
 
 
 @dataclass(frozen=True, slots=True)
+class ArticleImage:
+    """An article's picture as its source names it: a link, never downloaded.
+
+    Sources keep only what an email may show: an https URL, no tracking pixel (2 px or smaller).
+    ``alt`` is the source's own text ("" when it has none: the renderer falls back to the
+    headline); ``width`` and ``height`` are the source's pixel size when it says.
+    """
+
+    url: str
+    alt: str = ""
+    width: int | None = None
+    height: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Article:
     """One article as read from a source. HTML fields are untrusted feed markup."""
 
@@ -99,6 +114,7 @@ class Article:
     content_html: str = ""
     source: str = ""
     updated: datetime | None = None
+    image: ArticleImage | None = None
 
     @property
     def primary_category(self) -> str | None:
@@ -173,6 +189,7 @@ class Edition:
     locale: str = "fr"
     warnings: tuple[str, ...] = field(default=())
     left_out: tuple[LeftOut, ...] = field(default=())
+    site_url: str = ""  # the site's home page: NEWSLETTER_SITE_URL, else the first feed's <link>
 
     @property
     def is_empty(self) -> bool:

@@ -37,6 +37,7 @@ from newsletter.domain import (
     Section,
     category_key,
 )
+from newsletter.domain.urls import http_url
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,6 +135,7 @@ def build_edition(
     warnings: Sequence[str] = (),
     duplicates: Sequence[tuple[Article, Article]] = (),
     failed_sources: Sequence[tuple[str, str]] = (),
+    site_url: str = "",
 ) -> Edition:
     """Edition ``day`` and what it left out.
 
@@ -187,7 +189,18 @@ def build_edition(
         locale=locale,
         warnings=tuple(warnings),
         left_out=tuple(left_out),
+        site_url=site_url or site_origin(chosen),
     )
+
+
+def site_origin(articles: Sequence[Article]) -> str:
+    """``scheme://host/`` of the first article's link: the site's home page when nothing names it
+    (a folder of JSON articles has no ``<link>``; an edition rebuilt from the ledger neither)."""
+    for article in articles:
+        parts = http_url(article.link)
+        if parts is not None:
+            return f"{parts.scheme.lower()}://{parts.netloc}/"
+    return ""
 
 
 def _newest_first(articles: list[Article]) -> list[Article]:

@@ -10,7 +10,7 @@ from collections.abc import Iterable
 from datetime import date
 from pathlib import Path
 
-from newsletter.adapters.render import RenderedVariant, Renderer
+from newsletter.adapters.render import Brand, RenderedVariant, Renderer
 from newsletter.adapters.sources import read_sources
 from newsletter.config import Settings
 from newsletter.domain import Edition
@@ -39,6 +39,30 @@ def compose_edition(
         warnings=report.warnings,
         duplicates=report.duplicates,
         failed_sources=report.failures,
+        site_url=settings.site_url or report.site_link,
+    )
+
+
+def brand_for(settings: Settings) -> Brand:
+    """The publisher's identity and links every edition carries, from the settings."""
+    base = settings.base_url.rstrip("/")
+    return Brand(
+        logo_url=settings.logo_url,
+        publisher=settings.publisher,
+        postal_address=settings.postal_address,
+        subject_pattern=settings.subject_pattern,
+        web_version_base=f"{base}/archive/" if base and settings.archive != "off" else "",
+        signup_url=f"{base}/subscribe" if base else "",
+    )
+
+
+def renderer_for(settings: Settings, locale: str = "") -> Renderer:
+    """A renderer of this newsletter's editions in ``locale`` (default: the site's)."""
+    return Renderer(
+        title=settings.title,
+        locale=locale or settings.locale,
+        excerpt_chars=settings.excerpt_chars,
+        brand=brand_for(settings),
     )
 
 
@@ -61,10 +85,7 @@ class VariantRenderer:
 
     def _renderer(self, locale: str) -> Renderer:
         if locale not in self._renderers:
-            s = self._settings
-            self._renderers[locale] = Renderer(
-                title=s.title, locale=locale, excerpt_chars=s.excerpt_chars
-            )
+            self._renderers[locale] = renderer_for(self._settings, locale)
         return self._renderers[locale]
 
     def variant(self, keys: frozenset[str], locale: str = "") -> RenderedVariant:

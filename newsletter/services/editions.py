@@ -48,6 +48,7 @@ def frozen_edition(store: Store, settings: Settings, day: date) -> Edition:
         max_per_section=max(settings.max_per_section, len(articles)),
         title=settings.title,
         locale=settings.locale,
+        site_url=settings.site_url,
     )
 
 

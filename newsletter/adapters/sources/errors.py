@@ -54,6 +54,7 @@ class SourceReport:
     failed: tuple[str, ...]  # the specs of the sources that could not be read
     failures: tuple[tuple[str, str], ...] = ()  # (name as shown, reason) of each failed source
     duplicates: tuple[tuple[Article, Article], ...] = ()  # (dropped, kept) versions of one article
+    site_link: str = ""  # the first readable feed's own <link> (its site's home page), if http(s)
 
 
 def _scheme(spec: str) -> str | None:
