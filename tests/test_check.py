@@ -62,6 +62,11 @@ def test_a_good_set_up_passes_and_nothing_is_sent_or_created(
         line.startswith("warning: DKIM: messages are not signed")
         for line in proc.stdout.splitlines()
     )
+    # No publisher or postal address: the footer lacks them, worth a warning.
+    assert (
+        "warning: publisher: NEWSLETTER_PUBLISHER and NEWSLETTER_POSTAL_ADDRESS not set"
+        in proc.stdout
+    )
     # Nothing listens on the base URL: worth a warning, not a failure.
     assert any(line.startswith("warning: base URL") for line in proc.stdout.splitlines())
     assert proc.stdout.rstrip().endswith("all good: the daily send has what it needs")
@@ -81,6 +86,8 @@ def test_every_problem_is_reported_in_one_run(tmp_path: Path) -> None:
         NEWSLETTER_SOURCES=f"{SAMPLE_FEED},{tmp_path / 'gone.xml'}",
         NEWSLETTER_EDITORS="redaction@exemple.ma,pas-une-adresse",
         NEWSLETTER_FROM="",
+        NEWSLETTER_PUBLISHER="Le Journal Africain SA",
+        NEWSLETTER_POSTAL_ADDRESS="12 avenue Hassan II, Rabat",
     )
     proc = invoke_cli("check", env=env, cwd=tmp_path)
     assert proc.returncode == 1, proc.stdout + proc.stderr
@@ -99,6 +106,7 @@ def test_every_problem_is_reported_in_one_run(tmp_path: Path) -> None:
     assert proc.stdout.rstrip().endswith(
         "6 problems found: the daily send would fail or go out wrong"
     )
+    assert "ok:      publisher: Le Journal Africain SA, 12 avenue Hassan II, Rabat" in proc.stdout
     # The good source is still counted.
     assert any(
         line.startswith("ok:") and f" source {SAMPLE_FEED}: 16 read" in line
@@ -114,6 +122,21 @@ def test_malformed_settings_are_all_listed_and_the_rest_waits_for_them(tmp_path:
     assert len(problems) == 2 and "NEWSLETTER_TIMEZONE" in problems[0]
     assert "NEWSLETTER_SMTP_RATE" in problems[1]
     assert "the other checks need valid settings" in proc.stdout
+
+
+@pytest.mark.parametrize("command", [("check",), ("send", "--dry-run")])
+def test_a_logo_that_is_not_https_is_refused_naming_the_setting(
+    tmp_path: Path, command: tuple[str, ...]
+) -> None:
+    env = send_env(tmp_path, 9, NEWSLETTER_LOGO_URL="http://exemple.ma/logo.png")
+    proc = invoke_cli(*command, env=env, cwd=tmp_path)
+    assert proc.returncode == (1 if command == ("check",) else 2)
+    lines = [line for line in (proc.stdout + proc.stderr).splitlines() if "LOGO" in line]
+    assert (
+        len(lines) == 1
+        and "NEWSLETTER_LOGO_URL='http://exemple.ma/logo.png' is not an https URL" in lines[0]
+    )
+    assert "Traceback" not in proc.stdout + proc.stderr
 
 
 def test_check_settings_shows_each_origin_and_masks_the_secrets(tmp_path: Path) -> None:

@@ -24,14 +24,17 @@ from newsletter.adapters.render import (
     BUDGET_BYTES,
     GMAIL_CLIP_BYTES,
     PREFERENCES_SLOT,
+    SUBJECT_MAX,
+    SUBJECT_TARGET,
     UNSUBSCRIBE_SLOT,
+    Brand,
     RenderedVariant,
     Renderer,
     make_environment,
     safe_url,
 )
 from newsletter.adapters.resources import templates_dir
-from newsletter.domain import GENERAL_SECTION_KEY, Article, Edition, Section, text
+from newsletter.domain import GENERAL_SECTION_KEY, Article, ArticleImage, Edition, Section, text
 
 GOLDEN = Path(__file__).resolve().parent / "golden"
 NOON = datetime(2026, 1, 26, 12, 0, tzinfo=UTC)
@@ -46,6 +49,17 @@ HOSTILE_CONTENT = (
     "<script>alert(1)</script><style>body{display:none}</style>"
     '<a href="javascript:alert(3)" onmouseover="x()">un lien</a>'
 )
+PHOTO = ArticleImage(
+    "https://exemple.africa/wp-content/uploads/2026/01/hemicycle.jpg", "L’hémicycle", 1200, 675
+)
+BRAND = Brand(
+    logo_url="https://exemple.africa/logo.png",
+    publisher="Le Journal Africain SA",
+    postal_address="12 avenue Hassan II, Rabat, Maroc",
+    web_version_base="https://lettre.exemple.africa/archive/",
+    signup_url="https://lettre.exemple.africa/subscribe",
+)
+WEB_VERSION = "https://lettre.exemple.africa/archive/2026-01-27"
 LONG_PARAGRAPH = (
     "<p>La zone franc traverse une période de réformes : la Banque centrale des États de "
     "l’Afrique de l’Ouest a confirmé l’agenda de transition, et les opérateurs économiques "
@@ -68,6 +82,7 @@ def golden_edition() -> Edition:
                 "https://exemple.africa/politique/premier-ministre",
                 categories=("Politique",),
                 author="Aïcha Benali",
+                image=PHOTO,
                 summary_html=(
                     "<p>Devant l’Assemblée, il a détaillé les priorités de l’année&nbsp;: "
                     "emploi, santé et éducation. [&#8230;]</p>"
@@ -78,7 +93,9 @@ def golden_edition() -> Edition:
                 ARABIC_TITLE,
                 "https://exemple.africa/ar/plan",
                 categories=("Politique",),
+                author="Aïcha Benali",
                 content_html=ARABIC_CONTENT,
+                image=ArticleImage("https://exemple.africa/ar/plan.jpg"),
             ),
         ),
     )
@@ -92,6 +109,10 @@ def golden_edition() -> Edition:
                 "https://exemple.africa/economie/franc-cfa",
                 categories=("Économie",),
                 content_html=LONG_PARAGRAPH * 4,
+                # what a hostile or sloppy feed could hand on: none of it may reach the page
+                image=ArticleImage(
+                    'https://exemple.africa/a.jpg" onerror="alert(1)', "x", 600, 400
+                ),
             ),
             article(
                 "4",
@@ -122,12 +143,13 @@ def golden_edition() -> Edition:
         sections=(politique, economie, general),
         title="La Lettre",
         locale="fr",
+        site_url="https://exemple.africa/",
     )
 
 
 @pytest.fixture(scope="module")
 def renderer() -> Renderer:
-    return Renderer(title="La Lettre", locale="fr")
+    return Renderer(title="La Lettre", locale="fr", brand=BRAND)
 
 
 @pytest.fixture(scope="module")
@@ -162,12 +184,11 @@ def test_text_matches_golden(variant: RenderedVariant) -> None:
 
 def test_variant_metadata(variant: RenderedVariant) -> None:
     assert variant.keys == frozenset({"politique", "economie", GENERAL_SECTION_KEY})
-    assert variant.subject == (
-        "La Lettre – mardi 27 janvier 2026\u00a0: "
-        "Le Premier ministre s’exprime sur « l’avenir » du pays"
-    )
-    assert variant.preheader.startswith("Le Premier ministre s’exprime")
-    assert ARABIC_TITLE in variant.preheader
+    # the lead headline leads; the brand is already in From
+    assert variant.subject == "Le Premier ministre s’exprime sur « l’avenir » du pays"
+    # the preheader previews the next headlines rather than repeating the Subject
+    assert variant.preheader.startswith(ARABIC_TITLE + " · Franc CFA")
+    assert "Le Premier ministre" not in variant.preheader
     assert variant.warnings == ()
 
 
@@ -211,9 +232,12 @@ def test_the_unsafe_link_gives_no_anchor(tree: lxml.html.HtmlElement) -> None:
     assert hostile.xpath(".//a") == []
 
 
-def test_no_external_assets(tree: lxml.html.HtmlElement, variant: RenderedVariant) -> None:
-    assert tree.xpath("//link | //img | //iframe | //object") == []
+def test_no_external_assets_but_https_pictures(
+    tree: lxml.html.HtmlElement, variant: RenderedVariant
+) -> None:
+    assert tree.xpath("//link | //iframe | //object | //embed") == []
     assert "@import" not in variant.html and "url(" not in variant.html
+    assert all(src.startswith("https://") for src in tree.xpath("//img/@src"))
 
 
 # -- HTML structure for email clients --------------------------------------------------------------
@@ -239,8 +263,8 @@ def test_css_is_inlined_on_styled_elements(tree: lxml.html.HtmlElement) -> None:
             assert element.get("style"), f".{name} on <{element.tag}> was not inlined"
             checked += 1
     assert checked > 10
-    masthead = tree.find_class("masthead")[0]
-    assert "font-size:28px" in masthead.get("style").replace(" ", "")
+    headline = tree.find_class("article-title")[1]
+    assert "font-size:20px" in headline.get("style").replace(" ", "")
 
 
 def test_media_rules_stay_in_a_style_block(tree: lxml.html.HtmlElement) -> None:
@@ -270,7 +294,7 @@ def test_preheader_is_hidden_and_first(
 
 
 def test_header_shows_title_and_long_date(tree: lxml.html.HtmlElement) -> None:
-    assert tree.find_class("masthead")[0].text_content() == "La Lettre"
+    assert tree.find_class("logo")[0].get("alt") == "La Lettre"
     assert tree.find_class("edition-date")[0].text_content() == "mardi 27 janvier 2026"
 
 
@@ -281,8 +305,8 @@ def test_sections_in_order_with_localised_general_label(tree: lxml.html.HtmlElem
 
 def test_arabic_item_is_right_to_left(tree: lxml.html.HtmlElement) -> None:
     link = next(a for a in tree.xpath("//a") if a.text_content() == ARABIC_TITLE)
-    holder = link.xpath("ancestor::*[@dir][1]")[0]
-    assert holder.get("dir") == "rtl"
+    assert link.xpath("ancestor::*[@dir][1]")[0].get("dir") == "rtl"
+    holder = link.xpath("ancestor::*[@lang][1]")[0]
     assert holder.get("lang") == "ar"
     assert "text-align:right" in holder.get("style").replace(" ", "")
     french = next(a for a in tree.xpath("//a") if a.text_content().startswith("Le Premier"))
@@ -303,6 +327,9 @@ def test_visible_unsubscribe_and_preferences_links(tree: lxml.html.HtmlElement) 
     preferences = tree.xpath(f"//a[@href='{PREFERENCES_SLOT}']")
     assert [a.text_content() for a in unsubscribe] == ["Se désabonner"]
     assert [a.text_content() for a in preferences] == ["Choisir mes rubriques"]
+    assert [a.text_content() for a in tree.xpath(f"//a[@href='{BRAND.signup_url}']")] == [
+        "S’abonner"
+    ]
     style = unsubscribe[0].get("style") or ""
     assert "display:none" not in style.replace(" ", "")
     assert (
@@ -485,10 +512,10 @@ def test_arabic_locale_makes_the_page_rtl() -> None:
     assert french.xpath("ancestor::*[@dir][1]")[0].get("dir") == "ltr"
 
 
-def test_long_subject_is_cut_to_one_short_line(renderer: Renderer) -> None:
+def test_long_subject_is_cut_on_a_word_to_one_short_line(renderer: Renderer) -> None:
     edition = one_section(article("x", "Un titre " * 40 + "\r\nfin", "https://exemple.africa/x"))
     subject = renderer.subject(edition)
-    assert len(subject) <= 120 and subject.endswith("…")
+    assert len(subject) <= SUBJECT_TARGET and re.search(r" (Un|titre)…$", subject)
     assert "\n" not in subject
 
 
@@ -557,3 +584,188 @@ def test_premailer_never_loads_external_css(tmp_path: Path) -> None:
     (tmp_path / "digest.html").write_text(page.replace("</head>", f"{link}\n</head>"))
     variant = Renderer(title="La Lettre", locale="fr", templates=tmp_path).render(golden_edition())
     assert "remote.css" in variant.html
+
+
+# -- issue 13: pictures, brand, footer, web version, layout -------------------------------------
+
+
+def test_lead_story_gets_a_column_wide_picture_scaled_from_the_feeds_size(
+    tree: lxml.html.HtmlElement,
+) -> None:
+    lead = tree.find_class("lead-image")
+    assert len(lead) == 1
+    img = lead[0]
+    assert img.get("src") == PHOTO.url
+    assert (img.get("width"), img.get("height")) == ("552", "310")  # 1200 x 675 in 552 px
+    assert img.get("alt") == "L’hémicycle"
+    style = img.get("style").replace(" ", "")
+    assert "width:100%" in style and "max-width:552px" in style and "height:auto" in style
+    assert img.getparent().get("href") == "https://exemple.africa/politique/premier-ministre"
+    assert "lead-title" in tree.find_class("article-title")[0].get("class")
+
+
+def test_other_stories_get_a_thumbnail_and_an_unknown_size_gets_no_height(
+    tree: lxml.html.HtmlElement,
+) -> None:
+    thumbs = tree.find_class("thumb")
+    assert len(thumbs) == 1  # the Arabic item's; Franc CFA's URL was unsafe, the others have none
+    thumb = thumbs[0]
+    assert thumb.get("src") == "https://exemple.africa/ar/plan.jpg"
+    assert thumb.get("width") == "112" and thumb.get("height") is None
+    assert "height:auto" in thumb.get("style").replace(" ", "")
+    assert thumb.get("alt") == ARABIC_TITLE  # no alt in the feed: the headline
+    # mirrored: in the right-to-left item the picture sits on the left, the gap on its right
+    cell = thumb.xpath("ancestor::td[1]")[0]
+    assert "thumb-cell-rtl" in cell.get("class")
+    assert "padding:14px14px00" in cell.get("style").replace(" ", "")
+
+
+def test_unsafe_pictures_never_reach_the_page() -> None:
+    hostile = [
+        ArticleImage("javascript:alert(1)"),
+        ArticleImage("data:image/png;base64,AAAA"),
+        ArticleImage("http://exemple.africa/plain-http.jpg", "", 600, 400),
+        ArticleImage("https://exemple.africa/pixel.gif", "", 1, 1),
+        ArticleImage("https://exemple.africa/a b.jpg"),
+        ArticleImage("https://exemple.africa/ok.jpg", '"><script>alert(1)</script>\r\nX', 9, 9),
+    ]
+    edition = one_section(
+        *(
+            article(str(n), f"Titre {n}", f"https://exemple.africa/{n}", image=image)
+            for n, image in enumerate(hostile)
+        )
+    )
+    variant = Renderer(title="La Lettre", locale="fr").render(edition)
+    tree = lxml.html.document_fromstring(variant.html)
+    assert tree.xpath("//img/@src") == ["https://exemple.africa/ok.jpg"]
+    assert tree.xpath("//img/@alt") == ['"> X']  # reduced to text: the markup is dropped
+    assert tree.xpath("//script") == []
+    assert "<script>" not in variant.html
+
+
+def test_logo_links_to_the_site_with_the_title_as_alt(tree: lxml.html.HtmlElement) -> None:
+    logo = tree.find_class("logo")[0]
+    assert logo.get("src") == BRAND.logo_url and logo.get("alt") == "La Lettre"
+    assert logo.get("width") == "200"
+    assert logo.getparent().get("href") == "https://exemple.africa/"
+    # the white chip keeps a dark-on-light logo legible on a dark background
+    assert "background-color:#fff" in logo.xpath("ancestor::div[1]")[0].get("style").replace(
+        " ", ""
+    )
+    assert tree.find_class("masthead") == []
+
+
+def test_without_a_logo_the_title_links_to_the_site() -> None:
+    variant = Renderer(title="La Lettre", locale="fr").render(golden_edition())
+    tree = lxml.html.document_fromstring(variant.html)
+    masthead = tree.find_class("masthead")[0]
+    assert masthead.text_content() == "La Lettre"
+    assert masthead.xpath(".//a/@href") == ["https://exemple.africa/"]
+    assert tree.find_class("logo") == []
+    assert tree.xpath("//img[contains(@src, 'logo')]") == []
+
+
+def test_footer_names_the_publisher_the_reason_and_the_links_in_both_parts(
+    renderer: Renderer,
+) -> None:
+    variant = renderer.render(golden_edition(), chosen=True)
+    tree = lxml.html.document_fromstring(variant.html)
+    footer = tree.find_class("footer")[0].text_content()
+    publisher = "Le Journal Africain SA · 12 avenue Hassan II, Rabat, Maroc"
+    assert publisher in footer and publisher in variant.text
+    chosen = "Vos rubriques\u00a0: Politique, Économie, Autres actualités."
+    assert chosen in footer and chosen in variant.text
+    hrefs = tree.xpath("//a/@href")
+    assert hrefs.count(WEB_VERSION) == 2  # the top bar and the footer
+    assert BRAND.signup_url in hrefs
+    lines = variant.text.split("\n")
+    assert WEB_VERSION in lines and BRAND.signup_url in lines
+    # a reader who did not choose sections is not told about a choice
+    assert "Vos rubriques" not in renderer.render(golden_edition()).text
+
+
+def test_no_web_version_link_when_the_archive_is_off() -> None:
+    variant = Renderer(title="La Lettre", locale="fr", brand=Brand()).render(golden_edition())
+    assert "/archive/" not in variant.html and "/archive/" not in variant.text
+    assert "navigateur" not in variant.html
+
+
+def test_the_web_page_carries_no_personal_link(renderer: Renderer) -> None:
+    page = renderer.web_page(golden_edition())
+    for slot in SLOTS:
+        assert slot not in page
+    tree = lxml.html.document_fromstring(page)
+    assert tree.xpath("//a/@href").count(WEB_VERSION) == 0
+    assert BRAND.signup_url in tree.xpath("//a/@href")
+    assert "Version web de « La Lettre » du mardi 27 janvier 2026." in tree.text_content()
+    assert len(tree.find_class("article-title")) == 5  # every section
+    assert tree.xpath("//meta[@name='robots']") == []
+    noindex = lxml.html.document_fromstring(renderer.web_page(golden_edition(), noindex=True))
+    assert noindex.xpath("//meta[@name='robots']/@content") == ["noindex"]
+
+
+def test_layout_is_fluid_with_outlook_ghost_tables_and_dark_mode(
+    tree: lxml.html.HtmlElement, variant: RenderedVariant
+) -> None:
+    container = tree.find_class("container")[0]
+    assert container.get("width") == "100%"
+    assert "max-width:600px" in container.get("style").replace(" ", "")
+    # no inline width wider than a 320 px phone's column, whatever the client strips
+    for element in tree.iter():
+        style = (element.get("style") or "").replace(" ", "")
+        for match in re.finditer(r"(?<![-a-z])width:(\d+)px", style):
+            assert int(match.group(1)) <= 200, (element.tag, style)
+    assert '<!--[if mso]><table role="presentation" width="600"' in variant.html
+    assert tree.xpath("//meta[@name='color-scheme']/@content") == ["light dark"]
+    styles = "".join(s.text or "" for s in tree.xpath("//style"))
+    assert "@media (prefers-color-scheme: dark)" in styles
+    for heading in tree.find_class("article-title") + tree.find_class("section-label"):
+        assert "font-family:" in heading.get("style")
+
+
+def test_bylines_isolate_the_name_and_keep_the_page_direction(
+    tree: lxml.html.HtmlElement,
+) -> None:
+    bylines = tree.find_class("byline")
+    arabic = next(b for b in bylines if b.xpath("ancestor::*[@lang='ar']"))
+    [phrase] = arabic.xpath("span")  # "Par" in the page's language and direction
+    assert (phrase.get("dir"), phrase.get("lang")) == ("ltr", "fr")
+    assert [b.text for b in phrase.xpath("bdi")] == ["Aïcha Benali"]
+    assert arabic.text_content() == "Par Aïcha Benali"
+    french = next(b for b in bylines if not b.xpath("ancestor::*[@lang='ar']"))
+    assert french.xpath("span") == [] and french.xpath("bdi/text()") == ["Aïcha Benali"]
+
+
+def test_subject_pattern_fills_its_fields_and_cuts_the_headline() -> None:
+    brand = Brand(subject_pattern="{title} · {headline} (+{count})")
+    renderer = Renderer(title="La Lettre", locale="fr", brand=brand)
+    assert renderer.subject(golden_edition()) == (
+        "La Lettre · Le Premier ministre s’exprime sur « l’avenir » du pays (+5)"
+    )
+    long = one_section(article("x", "Mot " * 60, "https://exemple.africa/x"))
+    subject = renderer.subject(long)
+    assert len(subject) <= SUBJECT_TARGET and subject.endswith("Mot… (+1)")
+    wordy = Renderer(title="T" * 90, locale="fr", brand=Brand(subject_pattern="{title} {date}"))
+    assert len(wordy.subject(long)) <= SUBJECT_MAX
+
+
+def test_sixty_articles_with_pictures_stay_under_gmails_clip(renderer: Renderer) -> None:
+    sections = tuple(
+        Section(
+            f"rubrique {s}",
+            f"Rubrique {s}",
+            tuple(
+                replace(big_article(f"{s}-{i}", f"rubrique {s}", 800), image=PHOTO)
+                for i in range(10)
+            ),
+        )
+        for s in range(6)
+    )
+    variant = renderer.render(Edition(DAY, NOON, NOON, sections))
+    # 60 excerpts of 400 characters are 27 KB of text alone: the budget may shorten them, but
+    # every article keeps its headline and its picture (a link, a few hundred bytes)
+    assert all("excerpts shortened" in warning for warning in variant.warnings)
+    tree = lxml.html.document_fromstring(variant.html)
+    assert len(tree.find_class("article-title")) == 60
+    assert len(tree.xpath("//img[@class='thumb' or @class='lead-image']")) == 60
+    assert renderer.measure(variant.html) <= BUDGET_BYTES < GMAIL_CLIP_BYTES

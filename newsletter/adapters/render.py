@@ -27,11 +27,12 @@ from pathlib import Path
 from typing import Any
 
 import jinja2
+from markupsafe import Markup
 from premailer import Premailer
 
 from newsletter.adapters.i18n import format_long_date, is_rtl_locale, language_tag, translations
 from newsletter.adapters.resources import templates_dir
-from newsletter.domain import GENERAL_SECTION_KEY, Article, Edition, Section
+from newsletter.domain import GENERAL_SECTION_KEY, Article, ArticleImage, Edition, Section
 from newsletter.domain.errors import NewsletterError
 from newsletter.domain.text import excerpt, html_to_text, one_line
 from newsletter.domain.urls import is_http_url
@@ -42,7 +43,8 @@ PREFERENCES_SLOT = "__NL_PREFERENCES_URL__"
 GMAIL_CLIP_BYTES = 102_400
 BUDGET_BYTES = 92_160  # 90 KB: room left for what delivery adds and for our own estimate's error
 EXCERPT_FLOOR = 100  # shorter excerpts say nothing; below this they are dropped instead
-SUBJECT_MAX = 120
+SUBJECT_TARGET = 80  # phones show about 40 characters, desktop inboxes about 80
+SUBJECT_MAX = 100  # a NEWSLETTER_SUBJECT pattern may add to the headline, never past this
 PREHEADER_HEADLINES = 3
 PREHEADER_MAX = 150
 TITLE_MAX = 300  # a feed can send a 60 KB "title"; nobody reads past this
@@ -50,6 +52,9 @@ AUTHOR_MAX = 120
 LABEL_MAX = 120
 URL_MAX = 2_048  # longer links are not real article links and would blow the size budget
 TEXT_WIDTH = 72
+COLUMN_PX = 552  # the content column: 600 px less the 24 px padding on each side
+THUMB_PX = 112  # the thumbnail beside the other articles
+ALT_MAX = 300
 _C0_AND_SPACE = "".join(chr(i) for i in range(0x21))  # what URL parsers trim from both ends
 # Invisible characters after the preheader stop clients from pulling body text into the preview.
 PREHEADER_FILLER = "\u034f\u00a0" * 40
@@ -91,6 +96,18 @@ class RenderedVariant:
 
 
 @dataclass(frozen=True, slots=True)
+class ImageView:
+    """An article's image as the templates show it: its width and height as attributes, scaled
+    to the space it fills (Outlook reads only the attributes); ``height`` is None when the source
+    did not give the size, and the inline ``height:auto`` keeps the picture's own proportions."""
+
+    url: str
+    alt: str
+    width: int
+    height: int | None
+
+
+@dataclass(frozen=True, slots=True)
 class ArticleView:
     """What the templates show of one article: plain text only, a link only if http(s)."""
 
@@ -100,6 +117,8 @@ class ArticleView:
     excerpt: str
     dir: str  # "rtl", "ltr" or "" (inherit the document's direction)
     lang: str  # BCP 47 tag when the item's script says more than the document's lang, else ""
+    image: ImageView | None = None
+    lead: bool = False  # the edition's first story: a large picture and a larger headline
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,7 +169,14 @@ def make_environment(templates: Path | None = None) -> jinja2.Environment:
     env.filters["long_date"] = _long_date
     env.filters["wrap"] = wrap_text
     env.filters["underline"] = underline
+    env.filters["bdi"] = isolate
     return env
+
+
+def isolate(text: str) -> Markup:
+    """``text`` escaped inside ``<bdi>``: a name in another script keeps its own direction, and
+    the words around it ("Par", "By") stay where the page's direction puts them."""
+    return Markup("<bdi>{}</bdi>").format(text)
 
 
 @jinja2.pass_context
@@ -236,7 +262,30 @@ def plain_line(text: str, limit: int) -> str:
     return excerpt(one_line(html_to_text(text)), limit)
 
 
-def _article_view(article: Article, excerpt_chars: int, document_rtl: bool) -> ArticleView:
+def image_view(image: ArticleImage | None, headline: str, column: int) -> ImageView | None:
+    """``image`` fitted to a column ``column`` px wide, or None when it is not fit to show.
+
+    The sources already keep only https pictures larger than a tracking pixel; this checks again,
+    since frozen editions and JSON folders come from outside too. Nothing is downloaded.
+    """
+    if image is None:
+        return None
+    url = safe_url(image.url)
+    if not url.lower().startswith("https://"):
+        return None
+    width, height = image.width, image.height
+    if (width is not None and width <= 2) or (height is not None and height <= 2):
+        return None  # a tracking pixel
+    shown_height = None
+    if width and height:
+        shown_height = max(round(column * height / width), 1)
+    alt = plain_line(image.alt, ALT_MAX) or headline
+    return ImageView(url=url, alt=alt, width=column, height=shown_height)
+
+
+def _article_view(
+    article: Article, excerpt_chars: int, document_rtl: bool, *, lead: bool = False
+) -> ArticleView:
     title = plain_line(article.title, TITLE_MAX)
     if article.rtl:
         direction, lang = "rtl", _script_lang(title)
@@ -249,6 +298,8 @@ def _article_view(article: Article, excerpt_chars: int, document_rtl: bool) -> A
         excerpt=excerpt(_article_text(article), excerpt_chars) if excerpt_chars > 0 else "",
         dir=direction,
         lang=lang,
+        image=image_view(article.image, title, COLUMN_PX if lead else THUMB_PX),
+        lead=lead,
     )
 
 
@@ -325,14 +376,20 @@ class Renderer:
             "allow_loading_external_files": False,  # nor read local files named by the HTML
             "cssutils_logging_level": logging.CRITICAL,  # cssutils warns on every unknown property
             "cache_css_parsing": True,
+            # Width and height attributes are the template's own (images scaled to their column,
+            # Outlook reads nothing else); premailer would copy "width:100%" over them.
+            "disable_basic_attributes": ["width", "height"],
         }
 
     # -- public ---------------------------------------------------------------------------------
 
-    def render(self, edition: Edition) -> RenderedVariant:
-        """Render one content variant; called once per variant, never per subscriber."""
+    def render(self, edition: Edition, *, chosen: bool = False) -> RenderedVariant:
+        """Render one content variant; called once per variant, never per subscriber.
+
+        ``chosen``: the variant's readers picked their sections, and the footer names them.
+        """
         plan = _Plan(self.excerpt_chars, None)
-        html = self._render_html(edition, plan)
+        html = self._render_html(edition, plan, chosen=chosen)
         first_size = size = self.measure(html)
         while size > BUDGET_BYTES:
             smaller = _smaller_plan(plan, size, len(edition.articles))
@@ -342,9 +399,9 @@ class Renderer:
                     "shorten NEWSLETTER_TITLE or the templates",
                 )
             plan = smaller
-            html = self._render_html(edition, plan)
+            html = self._render_html(edition, plan, chosen=chosen)
             size = self.measure(html)
-        context = self._context(edition, plan)
+        context = self._context(edition, plan, chosen=chosen)
         return RenderedVariant(
             keys=edition.section_keys,
             subject=self.subject(edition),
@@ -354,11 +411,12 @@ class Renderer:
             warnings=self._budget_warnings(edition, first_size, plan, size),
         )
 
-    def web_page(self, edition: Edition) -> str:
+    def web_page(self, edition: Edition, *, noindex: bool = False) -> str:
         """The edition as a web page (the archive's web version): the email's HTML without any
-        personal link; its footer invites the reader to sign up instead."""
+        personal link; its footer invites the reader to sign up instead. ``noindex`` adds the
+        robots meta of an unlisted archive."""
         plan = _Plan(self.excerpt_chars, None)
-        return self._render_html(edition, plan, personal=False)
+        return self._render_html(edition, plan, personal=False, noindex=noindex)
 
     def measure(self, html: str) -> int:
         """Bytes of ``html`` once delivery has put ``slot_url_length``-char URLs in the slots."""
@@ -367,48 +425,71 @@ class Renderer:
         return len(html.encode("utf-8")) + growth
 
     def subject(self, edition: Edition) -> str:
-        """The Subject: "{title} – {date} : {first headline}", one line, <= SUBJECT_MAX chars."""
+        """The Subject: the lead story's headline, cut on a word within SUBJECT_TARGET characters.
+
+        The brand is already in From, and a phone shows about 40 characters: the headline leads.
+        NEWSLETTER_SUBJECT may set a pattern of {headline}, {title}, {date} and {count} (the
+        settings checked its fields); the headline is then cut to what the pattern leaves, and
+        the whole never passes SUBJECT_MAX. An empty edition says "{title} – {date}".
+        """
         when = format_long_date(edition.date, self.locale)
         _ = translations(self.locale).gettext
-        bare = _("%(title)s – %(date)s") % {"title": self.title, "date": when}
         headlines = list(_headlines(edition))
         if not headlines:
-            return one_line(bare)[:SUBJECT_MAX]
-        template = _("%(title)s – %(date)s: %(headline)s")
-        room = SUBJECT_MAX - len(template % {"title": self.title, "date": when, "headline": ""})
-        if room < 20:  # a very long title leaves no useful room: date only
+            bare = _("%(title)s – %(date)s") % {"title": self.title, "date": when}
             return excerpt(one_line(bare), SUBJECT_MAX)
-        headline = excerpt(headlines[0], room)
-        return one_line(template % {"title": self.title, "date": when, "headline": headline})
+        pattern = self.brand.subject_pattern or "{headline}"
+        fields = {"title": self.title, "date": when, "count": str(len(headlines))}
+        room = SUBJECT_TARGET - len(pattern.format(headline="", **fields))
+        headline = excerpt(headlines[0], max(room, SUBJECT_TARGET // 2))
+        return excerpt(one_line(pattern.format(headline=headline, **fields)), SUBJECT_MAX)
 
     def preheader(self, edition: Edition) -> str:
-        """The first few headlines, or a generic line when there are none."""
-        headlines = list(_headlines(edition))[:PREHEADER_HEADLINES]
-        if not headlines:
-            return translations(self.locale).gettext("Today’s top stories")
-        # TRANSLATORS: between the headlines of the preheader (the inbox's preview line)
-        joined = translations(self.locale).gettext(" · ").join(headlines)
-        return excerpt(joined, PREHEADER_MAX)
+        """The inbox's preview line: the headlines after the lead (the Subject already shows it);
+        for a one-story edition, that story's excerpt; with none, a generic line."""
+        articles = edition.articles
+        headlines = [plain_line(a.title, TITLE_MAX) for a in articles[1 : 1 + PREHEADER_HEADLINES]]
+        if headlines:
+            # TRANSLATORS: between the headlines of the preheader (the inbox's preview line)
+            joined = translations(self.locale).gettext(" · ").join(headlines)
+            return excerpt(joined, PREHEADER_MAX)
+        if articles and (text := _article_text(articles[0])):
+            return excerpt(text, PREHEADER_MAX)
+        return translations(self.locale).gettext("Today’s top stories")
 
     # -- steps ----------------------------------------------------------------------------------
 
-    def _render_html(self, edition: Edition, plan: _Plan, *, personal: bool = True) -> str:
-        raw = self._html_template.render(self._context(edition, plan, personal=personal))
+    def _render_html(self, edition: Edition, plan: _Plan, **options: bool) -> str:
+        raw = self._html_template.render(self._context(edition, plan, **options))
         # premailer only keeps the doctype when the source starts with lxml's spelling of it.
         inlined = Premailer(**self._premailer_options).transform(raw, pretty_print=False)
         return inlined if inlined.endswith("\n") else inlined + "\n"
 
-    def _context(self, edition: Edition, plan: _Plan, *, personal: bool = True) -> dict[str, Any]:
+    def _context(
+        self,
+        edition: Edition,
+        plan: _Plan,
+        *,
+        personal: bool = True,
+        chosen: bool = False,
+        noindex: bool = False,
+    ) -> dict[str, Any]:
+        kept = _kept_articles(edition, plan.max_articles)
+        lead = kept[0][1][0] if kept else None
         sections = tuple(
             SectionView(
                 key=section.key,
                 label=section_label(section, self.locale),
                 articles=tuple(
-                    _article_view(a, plan.excerpt_chars, self._document_rtl) for a in articles
+                    _article_view(a, plan.excerpt_chars, self._document_rtl, lead=a is lead)
+                    for a in articles
                 ),
             )
-            for section, articles in _kept_articles(edition, plan.max_articles)
+            for section, articles in kept
         )
+        _ = translations(self.locale).gettext
+        labels = [s.label for s in sections]
+        publisher = [one_line(p) for p in (self.brand.publisher, self.brand.postal_address) if p]
         return {
             "locale": self.locale,
             "lang": language_tag(self.locale),
@@ -419,6 +500,10 @@ class Renderer:
             "preheader_filler": PREHEADER_FILLER,
             "sections": sections,
             "personal": personal,  # False: the archive's page, with no subscriber's link
+            "noindex": noindex,
+            # TRANSLATORS: between the sections the reader chose, in the footer
+            "chosen_sections": _(", ").join(labels) if chosen and labels else "",
+            "publisher_line": " · ".join(publisher),
             "unsubscribe_url": UNSUBSCRIBE_SLOT,
             "preferences_url": PREFERENCES_SLOT,
             "web_version_url": self.brand.web_version_url(edition.date),

@@ -52,6 +52,7 @@ def check_everything(settings: Settings, now: datetime | None = None) -> Iterato
     yield from check_relay(settings)
     yield from check_sources(settings, now or datetime.now(UTC))
     yield from check_editors(settings)
+    yield from check_identity(settings)
     yield check_base_url(settings)
     yield from check_dns(settings)
 
@@ -128,6 +129,40 @@ def check_editors(settings: Settings) -> Iterator[Finding]:
             "editors",
             f"{count} address{'es' if count != 1 else ''}, each gets the edition "
             f"{settings.preview_lead_minutes} minutes before the send",
+        )
+
+
+def check_identity(settings: Settings) -> Iterator[Finding]:
+    """Who publishes the letter: Gmail and Yahoo's sender rules, and French and Moroccan rules on
+    commercial email, expect the sender identified in every message. A warning: the mail still
+    goes out, but the footer lacks what readers and the law look for."""
+    missing = [
+        name
+        for name, value in (
+            ("NEWSLETTER_PUBLISHER", settings.publisher),
+            ("NEWSLETTER_POSTAL_ADDRESS", settings.postal_address),
+        )
+        if not value
+    ]
+    if missing:
+        yield Finding(
+            Level.WARNING,
+            "publisher",
+            f"{' and '.join(missing)} not set: every mail's footer should name its publisher "
+            "and a postal address (Gmail and Yahoo sender rules, consumer law)",
+        )
+    else:
+        yield Finding(
+            Level.OK, "publisher", f"{settings.publisher}, {settings.postal_address} (in each mail)"
+        )
+    if settings.archive == "off":
+        yield Finding(Level.OK, "archive", "off: no web version link in the mails")
+    else:
+        yield Finding(
+            Level.OK,
+            "archive",
+            f"{settings.archive}: each mail links to its web version under {settings.base_url}"
+            "/archive/",
         )
 
 

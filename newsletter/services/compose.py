@@ -13,7 +13,7 @@ from pathlib import Path
 from newsletter.adapters.render import Brand, RenderedVariant, Renderer
 from newsletter.adapters.sources import read_sources
 from newsletter.config import Settings
-from newsletter.domain import Edition
+from newsletter.domain import Edition, wanted_keys
 from newsletter.domain.edition import build_edition
 
 
@@ -77,7 +77,7 @@ class VariantRenderer:
         self.edition = edition
         self._settings = settings
         self._renderers: dict[str, Renderer] = {}
-        self._cache: dict[tuple[frozenset[str], str], RenderedVariant] = {}
+        self._cache: dict[tuple[frozenset[str], str, bool], RenderedVariant] = {}
 
     @classmethod
     def for_settings(cls, edition: Edition, settings: Settings) -> VariantRenderer:
@@ -88,14 +88,21 @@ class VariantRenderer:
             self._renderers[locale] = renderer_for(self._settings, locale)
         return self._renderers[locale]
 
-    def variant(self, keys: frozenset[str], locale: str = "") -> RenderedVariant:
+    def variant(
+        self, keys: frozenset[str], locale: str = "", *, chosen: bool = False
+    ) -> RenderedVariant:
+        """The variant of sections ``keys`` in ``locale``; ``chosen`` when its readers picked
+        their sections (the footer then names them)."""
         locale = locale or self._settings.locale
-        if (keys, locale) not in self._cache:
+        if (keys, locale, chosen) not in self._cache:
             restricted = self.edition.restricted_to(keys)
-            self._cache[keys, locale] = self._renderer(locale).render(restricted)
-        return self._cache[keys, locale]
+            rendered = self._renderer(locale).render(restricted, chosen=chosen)
+            self._cache[keys, locale, chosen] = rendered
+        return self._cache[keys, locale, chosen]
 
     def variant_for(self, preferences: Iterable[str], locale: str = "") -> RenderedVariant | None:
         """The variant for a subscriber's preferences; None when it would be empty."""
+        preferences = tuple(preferences)
         keys = self.edition.variant_keys(preferences)
-        return self.variant(keys, locale) if keys else None
+        chosen = bool(wanted_keys(preferences))
+        return self.variant(keys, locale, chosen=chosen) if keys else None

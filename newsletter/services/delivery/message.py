@@ -38,15 +38,15 @@ class MessageBuilder:
         self.bounces = BounceMailbox.from_settings(settings, self.identity.sender)
         self.verp = VerpSigner(settings.secret_key)
         self._day_text = f"{edition.date:%Y%m%d}"
-        self._templates: dict[tuple[frozenset[str], str], MessageTemplate] = {}
+        self._templates: dict[tuple[frozenset[str], str, bool], MessageTemplate] = {}
 
-    def template(self, keys: frozenset[str], locale: str) -> MessageTemplate:
-        if (keys, locale) not in self._templates:
-            variant = self.variants.variant(keys, locale)
-            self._templates[keys, locale] = MessageTemplate(
+    def template(self, keys: frozenset[str], locale: str, chosen: bool = False) -> MessageTemplate:
+        if (keys, locale, chosen) not in self._templates:
+            variant = self.variants.variant(keys, locale, chosen=chosen)
+            self._templates[keys, locale, chosen] = MessageTemplate(
                 variant, self.identity, self.edition.date, signer=self.signer
             )
-        return self._templates[keys, locale]
+        return self._templates[keys, locale, chosen]
 
     def envelope_sender(self, reader: Reader) -> str:
         """MAIL FROM of one message: ``bounces+TOKEN@DOMAIN``, the token naming this delivery
@@ -63,4 +63,5 @@ class MessageBuilder:
             return None
         links = self.links.for_subscriber(reader.subscriber_id, reader.email_key)
         recipient = Recipient.with_links(reader, links)
-        return self.template(keys, reader.locale).personalise(recipient)
+        chosen = any(name.strip() for name in reader.categories)  # as domain.wanted_keys reads it
+        return self.template(keys, reader.locale, chosen).personalise(recipient)
