@@ -81,6 +81,9 @@ def demo_settings(settings: Settings, out: Path, smtp_port: int) -> Settings:
         smtp_username="",
         smtp_password="",
         from_address=settings.from_address or "L’Observateur africain <lettre@example.com>",
+        # The footer as a real site's would be: the publisher and its address (fictional).
+        publisher=settings.publisher or "L’Observateur africain SA",
+        postal_address=settings.postal_address or "12 avenue Hassan II, 10000 Rabat, Maroc",
         base_url="http://localhost:8000",
         secret_key=DEMO_SECRET,
     )
