@@ -47,7 +47,7 @@ from newsletter.adapters.sources.errors import (
     _SourceFailure,
     display_name,
 )
-from newsletter.adapters.sources.feed import parse_feed
+from newsletter.adapters.sources.feed import FeedRead, parse_feed, read_feed
 from newsletter.adapters.sources.fetch import MAX_REDIRECTS, _Fetcher
 from newsletter.adapters.sources.jsonfolder import json_article, read_json_folder
 from newsletter.domain import Article
@@ -56,6 +56,7 @@ __all__ = [
     "DEFAULT_USER_AGENT",
     "MAX_REDIRECTS",
     "MAX_SOURCE_BYTES",
+    "FeedRead",
     "SourceError",
     "SourceReport",
     "_BadItem",
@@ -67,6 +68,7 @@ __all__ = [
     "merge_articles",
     "merge_noting_duplicates",
     "parse_feed",
+    "read_feed",
     "read_json_folder",
     "read_sources",
 ]
@@ -82,7 +84,9 @@ def read_sources(
 ) -> SourceReport:
     """Read every source, merge and de-duplicate their articles, newest first.
 
-    Raises ``SourceError`` when not one source could be read.
+    ``site_link`` is the channel ``<link>`` of the first feed read (in ``specs`` order) that has
+    an http(s) one; folders of JSON articles have none. Raises ``SourceError`` when not one
+    source could be read.
     """
     wanted = tuple(dict.fromkeys(s.strip() for s in specs if s.strip()))
     if not wanted:
@@ -90,16 +94,18 @@ def read_sources(
     articles: list[Article] = []
     warnings: list[str] = []
     failures: list[tuple[str, str]] = []
+    site_link = ""
     with _Fetcher(timeout, user_agent, cache_dir, max_bytes) as fetcher:
         for spec in wanted:
             try:
-                found, notes = _read_one(spec, fetcher)
+                read = _read_one(spec, fetcher)
             except _SourceFailure as failure:
                 failures.append((spec, failure.reason))
                 warnings.append(f"source {display_name(spec)} skipped: {failure.reason}")
                 continue
-            articles.extend(found)
-            warnings.extend(notes)
+            articles.extend(read.articles)
+            warnings.extend(read.warnings)
+            site_link = site_link or read.site_link
     if len(failures) == len(wanted):
         raise SourceError([(display_name(spec), reason) for spec, reason in failures])
     merged, duplicates = merge_noting_duplicates(articles)
@@ -109,14 +115,15 @@ def read_sources(
         failed=tuple(spec for spec, _ in failures),
         failures=tuple((display_name(spec), reason) for spec, reason in failures),
         duplicates=tuple(duplicates),
+        site_link=site_link,
     )
 
 
-def _read_one(spec: str, fetcher: _Fetcher) -> tuple[list[Article], list[str]]:
+def _read_one(spec: str, fetcher: _Fetcher) -> FeedRead:
     scheme = _scheme(spec)
     if scheme in ("http", "https"):
         data, final_url, content_type = fetcher.fetch(spec)
-        return parse_feed(data, spec, base_url=final_url, content_type=content_type)
+        return read_feed(data, spec, base_url=final_url, content_type=content_type)
     if scheme is not None:
         raise _SourceFailure(
             f"unsupported scheme {scheme}: (use an http(s) URL, a feed file or a folder of JSON "
@@ -124,7 +131,7 @@ def _read_one(spec: str, fetcher: _Fetcher) -> tuple[list[Article], list[str]]:
         )
     path = Path(spec).expanduser()
     if path.is_dir():
-        return read_json_folder(path, spec, max_bytes=fetcher.max_bytes)
+        return FeedRead(*read_json_folder(path, spec, max_bytes=fetcher.max_bytes))
     if path.is_file():
-        return parse_feed(_read_file(path, fetcher.max_bytes), spec)
+        return read_feed(_read_file(path, fetcher.max_bytes), spec)
     raise _SourceFailure("file not found")

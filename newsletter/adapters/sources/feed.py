@@ -10,6 +10,7 @@ import time
 import xml.sax
 from collections import Counter
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -18,16 +19,36 @@ import feedparser
 from newsletter.adapters.i18n import english_ngettext
 from newsletter.adapters.sources.articles import clean_categories, clean_line
 from newsletter.adapters.sources.errors import _BadItem, _SourceFailure, display_name
+from newsletter.adapters.sources.images import entry_image, install_media_text_handlers
 from newsletter.domain import Article
 from newsletter.domain.urls import is_http_url
 
 _TAG = re.compile(r"<[^>]*>")
+
+install_media_text_handlers()
+
+
+@dataclass(frozen=True, slots=True)
+class FeedRead:
+    """What one source gave: its articles, warnings, and (a feed's) its site's home page."""
+
+    articles: list[Article]
+    warnings: list[str]
+    site_link: str = ""  # the channel's <link> (Atom: the feed's alternate link), if http(s)
 
 
 def parse_feed(
     data: bytes, source: str, *, base_url: str | None = None, content_type: str = ""
 ) -> tuple[list[Article], list[str]]:
     """The articles of one RSS/Atom document and the warnings about items it had to drop."""
+    read = read_feed(data, source, base_url=base_url, content_type=content_type)
+    return read.articles, read.warnings
+
+
+def read_feed(
+    data: bytes, source: str, *, base_url: str | None = None, content_type: str = ""
+) -> FeedRead:
+    """``parse_feed``, and the feed's own link to its site."""
     if _declares_entities(data):
         raise _SourceFailure(
             "the feed declares XML entities (refused: they can expand without bound or read files)"
@@ -66,7 +87,12 @@ def parse_feed(
     ]
     if broken:
         warnings.append(f"source {name}: not well-formed XML ({broken}); read what was recoverable")
-    return articles, warnings
+    return FeedRead(articles, warnings, _site_link(parsed))
+
+
+def _site_link(parsed: Mapping[str, Any]) -> str:
+    link = str((parsed.get("feed") or {}).get("link") or "").strip()
+    return link if is_http_url(link) else ""
 
 
 def _declares_entities(data: bytes) -> bool:
@@ -119,10 +145,11 @@ def _entry_article(entry: Mapping[str, Any], source: str) -> Article:
             tag.get("label") or tag.get("term") or "" for tag in entry.get("tags") or ()
         ),
         author=_entry_author(entry),
-        summary_html=_as_html(entry.get("summary_detail"), entry.get("summary")),
+        summary_html=_entry_summary(entry),
         content_html=_entry_content(entry),
         source=source,
         updated=updated,
+        image=entry_image(entry),
     )
 
 
@@ -151,6 +178,12 @@ def _entry_author(entry: Mapping[str, Any]) -> str:
     # author_detail.name drops the e-mail address RSS <author> often carries.
     detail = entry.get("author_detail") or {}
     return clean_line(str(detail.get("name") or entry.get("author") or ""))
+
+
+def _entry_summary(entry: Mapping[str, Any]) -> str:
+    summary = _as_html(entry.get("summary_detail"), entry.get("summary"))
+    # Video and podcast feeds (YouTube's among them) describe an item in its media:group only.
+    return summary or html.escape(str(entry.get("media_description") or ""))
 
 
 def _entry_content(entry: Mapping[str, Any]) -> str:

@@ -18,10 +18,20 @@ field           required  meaning
 ``author``      no        author's name, plain text
 ``summary``     no        short excerpt, HTML or plain text
 ``content``     no        full article body, HTML
+``image``       no        the article's picture, shown as a link (never downloaded): an object
+                          ``{"url": ..., "alt": ..., "width": ..., "height": ...}`` where only
+                          ``url`` is required, or just the URL as a string. ``url`` must be
+                          ``https://``; ``alt`` is plain text describing the picture (default: the
+                          headline); ``width`` and ``height`` are its size in pixels (``600`` or
+                          ``"600"``). An image of 2 px or less is a tracking pixel, never shown.
 ==============  ========  =========================================================================
 
 Other fields are ignored. A file that is not valid JSON, or an article with a missing or malformed
 field, is skipped with a warning naming the file and the field; the other files still count.
+The image is the exception: a malformed or unsafe ``image`` (not https, quotes or spaces in the
+URL, a tracking pixel...) is left out with a warning naming the file and the field, and the
+article is kept without it; an unreadable ``width`` or ``height`` is read as unknown, with a
+warning.
 
 Example ``2026-01-26-budget.json``::
 
@@ -32,7 +42,13 @@ Example ``2026-01-26-budget.json``::
       "published": "2026-01-26T18:30:00+01:00",
       "categories": ["Politique", "Économie"],
       "author": "Awa Diallo",
-      "summary": "<p>Les députés ont voté le texte après trois jours de débats.</p>"
+      "summary": "<p>Les députés ont voté le texte après trois jours de débats.</p>",
+      "image": {
+        "url": "https://www.example.com/wp-content/uploads/2026/01/hemicycle.jpg",
+        "alt": "L’hémicycle pendant le vote",
+        "width": 1200,
+        "height": 675
+      }
     }
 """
 
@@ -54,8 +70,12 @@ from newsletter.adapters.sources.errors import (
     _SourceFailure,
     display_name,
 )
-from newsletter.domain import Article
+from newsletter.domain import Article, ArticleImage
+from newsletter.domain.images import image_dimension, is_pixel, safe_image, safe_image_url
 from newsletter.domain.urls import is_http_url
+
+# How an image warning ends: unlike a bad field elsewhere, a bad image does not cost the article.
+_KEPT = "; the article is kept without an image"
 
 
 def read_json_folder(
@@ -88,11 +108,14 @@ def _read_json_file(file: Path, source: str, max_bytes: int) -> tuple[list[Artic
     articles: list[Article] = []
     problems: list[str] = []
     for number, item in enumerate(items, start=1):
+        where = file.name if len(items) == 1 else f"{file.name} item {number}"
         try:
-            articles.append(json_article(item, source))
+            article, notes = _json_article(item, source)
         except _BadItem as bad:
-            where = file.name if len(items) == 1 else f"{file.name} item {number}"
             problems.append(f"{where} skipped: {bad.reason}")
+            continue
+        articles.append(article)
+        problems.extend(f"{where}: {note}" for note in notes)
     return articles, problems
 
 
@@ -118,6 +141,11 @@ def _load_json(file: Path, max_bytes: int) -> list[Any]:
 
 def json_article(item: Any, source: str) -> Article:
     """One JSON article object (schema in the module docstring) -> Article, or ``_BadItem``."""
+    return _json_article(item, source)[0]
+
+
+def _json_article(item: Any, source: str) -> tuple[Article, list[str]]:
+    """``json_article``, and the notes about an image left out or read in part."""
     if not isinstance(item, dict):
         raise _BadItem("expected an article object")
     url = _required_text(item, "url")
@@ -129,7 +157,8 @@ def json_article(item: Any, source: str) -> Article:
     published = _json_date(item, "published")
     if published is None:
         raise _BadItem("field 'published' is missing")
-    return Article(
+    image, notes = _json_image(item.get("image"))
+    article = Article(
         uid=_optional_text(item, "id") or url,
         title=title,
         link=url,
@@ -140,7 +169,9 @@ def json_article(item: Any, source: str) -> Article:
         content_html=_optional_text(item, "content"),
         source=source,
         updated=_json_date(item, "updated"),
+        image=image,
     )
+    return article, notes
 
 
 def _required_text(item: Mapping[str, Any], field: str) -> str:
@@ -184,3 +215,31 @@ def _json_categories(value: Any) -> tuple[str, ...]:
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
         raise _BadItem("field 'categories' must be a list of strings or one string")
     return clean_categories(value)
+
+
+def _json_image(value: Any) -> tuple[ArticleImage | None, list[str]]:
+    """The ``image`` field -> (the image or None, notes for the warnings); never ``_BadItem``."""
+    if value is None:
+        return None, []
+    if isinstance(value, str):
+        value = {"url": value}
+    if not isinstance(value, dict):
+        return None, [f"field 'image' must be an object with a 'url', or a URL string{_KEPT}"]
+    url, alt = value.get("url"), value.get("alt")
+    if not isinstance(url, str):
+        return None, [f"field 'image.url' is missing or not a string{_KEPT}"]
+    if alt is not None and not isinstance(alt, str):
+        return None, [f"field 'image.alt' must be a string{_KEPT}"]
+    width, height = value.get("width"), value.get("height")
+    if safe_image_url(url) is None:
+        return None, [
+            f"field 'image.url' is not an https URL fit for an image: {url[:80]!r}{_KEPT}"
+        ]
+    if is_pixel(width) or is_pixel(height):
+        return None, [f"field 'image' is a tracking pixel (2 px or smaller){_KEPT}"]
+    notes = [
+        f"field 'image.{side}' is not a size in pixels: {str(size)[:20]!r} (read as unknown)"
+        for side, size in (("width", width), ("height", height))
+        if size is not None and image_dimension(size) is None
+    ]
+    return safe_image(url, alt or "", width, height), notes

@@ -29,13 +29,16 @@ from newsletter.adapters.store.schema import (
 from newsletter.adapters.store.subscribers import move_where, split_categories
 from newsletter.domain import (
     Article,
+    ArticleImage,
     DeliveryStatus,
     EditionRecord,
     EditionStatus,
     Reader,
     SubscriberStatus,
 )
+from newsletter.domain.images import MAX_ALT_CHARS, image_dimension, safe_image_url
 from newsletter.domain.returned import ReturnedKind
+from newsletter.domain.text import excerpt, one_line
 
 # Recording "sent" is conditional on the lease: a sender that lost a row to another sender (it was
 # paused past its lease) must not overwrite what the other one recorded. RETURNING tells which ids
@@ -571,7 +574,35 @@ def _article_to_json(article: Article) -> dict[str, Any]:
         "content_html": article.content_html,
         "source": article.source,
         "updated": article.updated.isoformat() if article.updated else None,
+        "image": _image_to_json(article.image),
     }
+
+
+def _image_to_json(image: ArticleImage | None) -> dict[str, Any] | None:
+    if image is None:
+        return None
+    return {"url": image.url, "alt": image.alt, "width": image.width, "height": image.height}
+
+
+def _image_from_json(stored: Any) -> ArticleImage | None:
+    """A frozen image as it was kept; editions frozen before images existed have none.
+
+    The URL and sizes are checked again (cheap) so that an edited row cannot make the renderer
+    show an unsafe link; the alt, clean when frozen, is only held to one line: cleaning it again
+    would decode its entities a second time.
+    """
+    if not isinstance(stored, dict):
+        return None
+    url = safe_image_url(stored.get("url"))
+    if url is None:
+        return None
+    alt = stored.get("alt")
+    return ArticleImage(
+        url=url,
+        alt=excerpt(one_line(alt), MAX_ALT_CHARS) if isinstance(alt, str) else "",
+        width=image_dimension(stored.get("width")),
+        height=image_dimension(stored.get("height")),
+    )
 
 
 def _article_from_json(item: dict[str, Any]) -> Article:
@@ -586,4 +617,5 @@ def _article_from_json(item: dict[str, Any]) -> Article:
         content_html=item["content_html"],
         source=item["source"],
         updated=datetime.fromisoformat(item["updated"]) if item["updated"] else None,
+        image=_image_from_json(item.get("image")),
     )
