@@ -34,6 +34,7 @@ from newsletter.adapters.i18n import format_long_date, is_rtl_locale, language_t
 from newsletter.adapters.resources import templates_dir
 from newsletter.domain import GENERAL_SECTION_KEY, Article, ArticleImage, Edition, Section
 from newsletter.domain.errors import NewsletterError
+from newsletter.domain.images import safe_image
 from newsletter.domain.text import excerpt, html_to_text, one_line
 from newsletter.domain.urls import is_http_url
 
@@ -265,22 +266,17 @@ def plain_line(text: str, limit: int) -> str:
 def image_view(image: ArticleImage | None, headline: str, column: int) -> ImageView | None:
     """``image`` fitted to a column ``column`` px wide, or None when it is not fit to show.
 
-    The sources already keep only https pictures larger than a tracking pixel; this checks again,
-    since frozen editions and JSON folders come from outside too. Nothing is downloaded.
+    The sources already keep only safe pictures (``domain.images.safe_image``); the same rule runs
+    again here, since an Edition can be built by any caller. Nothing is downloaded.
     """
-    if image is None:
+    checked = None if image is None else safe_image(image.url, image.alt, image.width, image.height)
+    if checked is None:
         return None
-    url = safe_url(image.url)
-    if not url.lower().startswith("https://"):
-        return None
-    width, height = image.width, image.height
-    if (width is not None and width <= 2) or (height is not None and height <= 2):
-        return None  # a tracking pixel
     shown_height = None
-    if width and height:
-        shown_height = max(round(column * height / width), 1)
-    alt = plain_line(image.alt, ALT_MAX) or headline
-    return ImageView(url=url, alt=alt, width=column, height=shown_height)
+    if checked.width and checked.height:
+        shown_height = max(round(column * checked.height / checked.width), 1)
+    alt = plain_line(checked.alt, ALT_MAX) or headline
+    return ImageView(url=checked.url, alt=alt, width=column, height=shown_height)
 
 
 def _article_view(
