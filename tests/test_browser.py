@@ -142,3 +142,54 @@ def test_editors_preview_screenshot(live: LiveApp, browser: object, tmp_path: Pa
     assert widths[0] <= 375 and widths[1] <= widths[2], widths
     screenshot(page, tmp_path / "editor-375.png")
     context.close()
+
+
+def test_archive_to_web_version_in_the_browser(
+    live: LiveApp, browser: object, tmp_path: Path
+) -> None:
+    from datetime import UTC, date, datetime
+
+    from newsletter.domain import Article
+
+    day = date.fromisoformat(SAMPLE_DATE)
+    sections = ("Politique", "Économie", "Sport")
+    articles = [
+        Article(
+            uid=f"https://journal.example/{n}",
+            title=f"Titre de l’article {n} : {section}",
+            link=f"https://journal.example/{n}",
+            published=datetime(2026, 1, 27, 5, n, tzinfo=UTC),
+            categories=(section,),
+            summary_html="<p>Un résumé de quelques mots, assez long pour passer à la ligne.</p>",
+        )
+        for n, section in enumerate(sections)
+    ]
+    live.store.freeze_edition(day, articles)
+    live.store.mark_edition_sent(day)
+    context = browser.new_context(viewport=PHONE, locale="fr-FR")  # type: ignore[attr-defined]
+    page = context.new_page()
+    blocked: list[str] = []  # what the Content-Security-Policy refused, as chromium reports it
+    page.on(
+        "console",
+        lambda message: (
+            blocked.append(message.text) if "Content Security Policy" in message.text else None
+        ),
+    )
+    page.goto(f"{live.url}/archive")
+    assert "mardi 27 janvier 2026" in page.inner_text("main")
+    assert page.evaluate("document.documentElement.scrollWidth") <= 375
+    screenshot(page, tmp_path / "archive.png")
+    page.click("a.edition-date")
+    page.wait_for_url(f"{live.url}/archive/{SAMPLE_DATE}")
+    text = page.inner_text("body")
+    for article in articles:
+        assert article.title in text
+    for section in sections:
+        assert section in text
+    assert not blocked, blocked  # the inline styles apply: the page's CSP allows them
+    assert page.evaluate("document.documentElement.scrollWidth") <= 375  # nothing sideways
+    screenshot(page, tmp_path / "web-version-375.png")
+    page.set_viewport_size({"width": 640, "height": 900})
+    assert page.evaluate("document.documentElement.scrollWidth") <= 640
+    screenshot(page, tmp_path / "web-version-640.png")
+    context.close()

@@ -241,3 +241,37 @@ def test_bounces_and_complaints_on_postgres(tmp_path, database, smtp_server):
     assert (
         "returned: 1 hard bounced (33.33%), 1 soft bounced (33.33%), 1 complained" in status.stdout
     )
+
+
+def test_the_archive_queries_on_postgres(database):
+    """Which editions the public archive holds, and their frozen articles, on PostgreSQL."""
+    from datetime import UTC
+
+    from newsletter.domain import Article
+    from tests.factories import new_subscriber
+
+    def article(day: date) -> Article:
+        return Article(
+            uid=f"u-{day}",
+            title=f"Titre {day}",
+            link=f"https://example.com/{day}",
+            published=datetime(day.year, day.month, day.day, 5, tzinfo=UTC),
+        )
+
+    sent, partly, held = DAY, DAY + timedelta(days=1), DAY + timedelta(days=2)
+    with open_store(database) as store:
+        store.add_many([new_subscriber("a@exemple.ma"), new_subscriber("b@exemple.ma")])
+        for day in (sent, partly, held):
+            store.freeze_edition(day, [article(day)])
+        store.mark_edition_sent(sent)
+        [first, *_] = store.claim_deliveries(partly, "owner", 1, 30)
+        store.mark_sent([first.delivery_id], "owner")
+        store.set_held(held, True)
+        assert [e.edition_date for e in store.archived_editions(10)] == [partly, sent]
+        assert [e.edition_date for e in store.archived_editions(10, before=partly)] == [sent]
+        assert store.archived_edition(held) is None and store.archived_edition(sent) is not None
+        found = store.frozen_articles_of([sent, held, DAY - timedelta(days=9)])
+        assert {d: [a.title for a in found[d]] for d in found} == {
+            sent: [f"Titre {sent}"],
+            held: [f"Titre {held}"],
+        }

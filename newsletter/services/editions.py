@@ -6,14 +6,21 @@ The CLI, the web console and the daemon all go through here, so each says the sa
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from datetime import UTC, date, datetime
 
 from newsletter.adapters.i18n import english_ngettext
 from newsletter.adapters.render import section_label
 from newsletter.adapters.store import Store
 from newsletter.config import Settings
-from newsletter.domain import DeliveryStatus, Edition, EditionRecord, EditionStatus, SendReport
+from newsletter.domain import (
+    Article,
+    DeliveryStatus,
+    Edition,
+    EditionRecord,
+    EditionStatus,
+    SendReport,
+)
 from newsletter.domain.edition import build_edition
 from newsletter.domain.errors import NewsletterError
 from newsletter.domain.returned import (
@@ -39,6 +46,14 @@ def frozen_edition(store: Store, settings: Settings, day: date) -> Edition:
     articles = store.frozen_articles(day)
     if articles is None:
         return compose_edition(settings, day, exclude_uids=store.sent_article_uids(before=day))
+    return rebuild_edition(settings, day, articles)
+
+
+def rebuild_edition(settings: Settings, day: date, articles: Sequence[Article]) -> Edition:
+    """Edition ``day`` from the articles it was frozen with: every one of them, in sections.
+
+    Never reads a source: the archive rebuilds sent editions with it, on a public route.
+    """
     return build_edition(
         articles,
         day=day,

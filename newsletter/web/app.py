@@ -15,6 +15,9 @@ Routes (under NEWSLETTER_BASE_URL; the name each is built from in url() / url_pa
   POST /editor/{day}/release editor_release    editors
   POST /editor/{day}/test    editor_test       editors: a test send of the edition
   GET  /preview/{day}        preview           editors: the edition as subscribers see it
+  GET  /archive              archive           the sent editions, newest first (NEWSLETTER_ARCHIVE=public)
+  GET  /archive.atom         archive_feed      their Atom feed (public)
+  GET  /archive/{day}        archive_edition   an edition's web version, as sent (public, unlisted)
   GET  /healthz              healthz           "ok" when the database answers
   POST /hooks/ses            ses_hook          Amazon SES bounces and complaints through SNS
                                                (only with NEWSLETTER_SNS_TOPIC_ARNS)
@@ -39,6 +42,7 @@ from newsletter.adapters.smtp import SmtpConfig
 from newsletter.adapters.store import DatabaseError, Store, open_store
 from newsletter.config import Settings
 from newsletter.domain.errors import NewsletterError
+from newsletter.web.archive import ArchivePages, archive_routes
 from newsletter.web.editors import EditorConsole, Endpoint
 from newsletter.web.errors import ErrorPages
 from newsletter.web.hooks import hook_routes
@@ -124,6 +128,7 @@ def create_app(
     app = Starlette(
         routes=[
             *subscriber_routes(SubscriberPages(site, smtp), health_check(store)),
+            *archive_routes(ArchivePages(site)),
             *editor_routes(EditorConsole(site)),
             *hook_routes(site),
         ],

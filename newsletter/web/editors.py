@@ -179,7 +179,11 @@ class EditorLogin:
 
 def edition_day(request: Request) -> date:
     """The {day} of the path as a date; 404 for anything but a plausible YYYY-MM-DD."""
-    text = request.path_params["day"]
+    return day_or_404(request.path_params["day"])
+
+
+def day_or_404(text: str) -> date:
+    """``text`` as a date; HTTPException(404) for anything but a plausible YYYY-MM-DD."""
     if not _ISO_DAY.fullmatch(text):
         raise HTTPException(404)
     try:

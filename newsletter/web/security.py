@@ -100,6 +100,21 @@ def security_headers(settings: Settings) -> dict[str, str]:
     return headers
 
 
+# An edition's web version is the email's HTML: inline styles, and images from the https hosts of
+# the feeds (the renderer shows https images only). No script, no form, no frame of it anywhere.
+WEB_VERSION_CSP = "; ".join(
+    (
+        "default-src 'none'",
+        "script-src 'none'",
+        "style-src 'unsafe-inline'",
+        "img-src https:",
+        "form-action 'none'",
+        "frame-ancestors 'none'",
+        "base-uri 'none'",
+    )
+)
+
+
 class FormTokens:
     """Signed, short-lived tokens in our own forms: a cross-site page cannot forge one."""
 

@@ -8,7 +8,7 @@ connection set-up in ``engine._configure_sqlite``, the migration lock and ``Stor
 Modules, by kind of data: ``schema`` (the tables), ``migrations``, ``engine`` (engine, transactions,
 busy retries, errors), ``subscribers`` (subscribers and suppressions), ``ledger`` (editions and
 deliveries), ``returned`` (bounces and complaints on the ledger), ``locks`` (named leases and the editors'
-previews). This module is the facade:
+previews), ``archive`` (the sent editions the public archive shows). This module is the facade:
 ``Store`` puts the query mixins together, ``open_store`` builds it, and every name the rest of the
 project imports from ``newsletter.adapters.store`` is re-exported here.
 """
@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from sqlalchemy.exc import DatabaseError as SqlDatabaseError
 
+from newsletter.adapters.store.archive import ArchivedEdition, ArchiveQueries
 from newsletter.adapters.store.engine import (
     BUSY_ATTEMPTS,
     SQLITE_BUSY_TIMEOUT_MS,
@@ -64,6 +65,7 @@ __all__ = [
     "SQLITE_BUSY_TIMEOUT_MS",
     "WEB_BUSY_ATTEMPTS",
     "WEB_BUSY_TIMEOUT_MS",
+    "ArchivedEdition",
     "ClaimedDelivery",
     "Clock",
     "DatabaseBusy",
@@ -92,7 +94,13 @@ __all__ = [
 
 
 class Store(
-    SubscriberQueries, LedgerQueries, ReturnedQueries, SummaryQueries, LockQueries, StoreBase
+    SubscriberQueries,
+    LedgerQueries,
+    ReturnedQueries,
+    SummaryQueries,
+    ArchiveQueries,
+    LockQueries,
+    StoreBase,
 ):
     """Every query of the project, as named methods. Build it with ``open_store(url)``."""
 
