@@ -329,3 +329,42 @@ def test_a_non_ascii_local_part_goes_out_with_smtputf8_when_the_relay_offers_it(
         assert plain.isascii()
     finally:
         server.stop()
+
+
+def test_a_wordpress_feed_with_media_goes_out_as_the_sites_own_product(tmp_path, smtp_server):
+    """Issue 13's "done when", through the real CLI and SMTP: pictures, logo, footer, web version."""
+    env = send_env(
+        tmp_path,
+        smtp_server.port,
+        NEWSLETTER_LOGO_URL="https://www.example.com/wp-content/uploads/logo.png",
+        NEWSLETTER_PUBLISHER="L’Observateur africain SA",
+        NEWSLETTER_POSTAL_ADDRESS="12 avenue Hassan II, 10000 Rabat, Maroc",
+    )
+    import_subscribers(tmp_path, env, ["aicha@exemple.ma;Aïcha;"])
+    proc = invoke_cli("send", "--date", SAMPLE_DATE, env=env, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    [message] = smtp_server.messages()
+    html = message.get_body(preferencelist=("html",)).get_content()
+    text = message.get_body(preferencelist=("plain",)).get_content().replace("\r\n", "\n")
+    import lxml.html
+
+    tree = lxml.html.document_fromstring(html)
+    pictures = tree.xpath("//img[@class='thumb' or @class='lead-image']")
+    assert len(pictures) >= 8  # every sample article with a picture (all but the editors' note)
+    for img in pictures:
+        assert img.get("src").startswith("https://picsum.photos/seed/"), img.get("src")
+        assert img.get("alt") and img.get("width") in ("552", "112")
+    srcs = tree.xpath("//img/@src")
+    assert not any("pixel" in src or not src.startswith("https://") for src in srcs)
+    # the logo, linked to the site: the feed's own <link>
+    [logo] = tree.find_class("logo")
+    assert logo.getparent().get("href") == "https://www.example.com"
+    # the publisher and the web version, in both parts
+    publisher = "L’Observateur africain SA · 12 avenue Hassan II, 10000 Rabat, Maroc"
+    assert publisher in tree.find_class("footer")[0].text_content() and publisher in text
+    web_version = f"http://localhost:8000/archive/{SAMPLE_DATE}"
+    assert web_version in tree.xpath("//a/@href") and web_version in text.split("\n")
+    # the Subject is the lead headline, short; the HTML is far from Gmail's clip
+    subject = str(message["Subject"])
+    assert len(subject) <= 100 and subject == tree.find_class("article-title")[0].text_content()
+    assert len(html.encode("utf-8")) < 102_400

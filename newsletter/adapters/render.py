@@ -46,6 +46,9 @@ BUDGET_BYTES = 92_160  # 90 KB: room left for what delivery adds and for our own
 EXCERPT_FLOOR = 100  # shorter excerpts say nothing; below this they are dropped instead
 SUBJECT_TARGET = 80  # phones show about 40 characters, desktop inboxes about 80
 SUBJECT_MAX = 100  # a NEWSLETTER_SUBJECT pattern may add to the headline, never past this
+SUBJECT_SLACK = (
+    10  # a headline this little over the target is kept whole: "deux jours de…" is worse
+)
 PREHEADER_HEADLINES = 3
 PREHEADER_MAX = 150
 TITLE_MAX = 300  # a feed can send a 60 KB "title"; nobody reads past this
@@ -421,7 +424,8 @@ class Renderer:
         return len(html.encode("utf-8")) + growth
 
     def subject(self, edition: Edition) -> str:
-        """The Subject: the lead story's headline, cut on a word within SUBJECT_TARGET characters.
+        """The Subject: the lead story's headline, cut on a word within SUBJECT_TARGET characters
+        when it passes them by more than SUBJECT_SLACK.
 
         The brand is already in From, and a phone shows about 40 characters: the headline leads.
         NEWSLETTER_SUBJECT may set a pattern of {headline}, {title}, {date} and {count} (the
@@ -437,7 +441,9 @@ class Renderer:
         pattern = self.brand.subject_pattern or "{headline}"
         fields = {"title": self.title, "date": when, "count": str(len(headlines))}
         room = SUBJECT_TARGET - len(pattern.format(headline="", **fields))
-        headline = excerpt(headlines[0], max(room, SUBJECT_TARGET // 2))
+        headline = headlines[0]
+        if len(headline) > room + SUBJECT_SLACK:
+            headline = excerpt(headline, max(room, SUBJECT_TARGET // 2))
         return excerpt(one_line(pattern.format(headline=headline, **fields)), SUBJECT_MAX)
 
     def preheader(self, edition: Edition) -> str:
