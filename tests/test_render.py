@@ -58,6 +58,7 @@ BRAND = Brand(
     postal_address="12 avenue Hassan II, Rabat, Maroc",
     web_version_base="https://lettre.exemple.africa/archive/",
     signup_url="https://lettre.exemple.africa/subscribe",
+    archive_url="https://lettre.exemple.africa/archive",
 )
 WEB_VERSION = "https://lettre.exemple.africa/archive/2026-01-27"
 LONG_PARAGRAPH = (
@@ -697,6 +698,7 @@ def test_the_web_page_carries_no_personal_link(renderer: Renderer) -> None:
     tree = lxml.html.document_fromstring(page)
     assert tree.xpath("//a/@href").count(WEB_VERSION) == 0
     assert BRAND.signup_url in tree.xpath("//a/@href")
+    assert tree.xpath(f"//a[@href='{BRAND.archive_url}']/text()") == ["Toutes les éditions"]
     assert "Version web de « La Lettre » du mardi 27 janvier 2026." in tree.text_content()
     assert len(tree.find_class("article-title")) == 5  # every section
     assert tree.xpath("//meta[@name='robots']") == []

@@ -84,6 +84,7 @@ class Brand:
     subject_pattern: str = ""
     web_version_base: str = ""
     signup_url: str = ""
+    archive_url: str = ""  # the public list of editions; "" when the archive is unlisted or off
 
     def web_version_url(self, day: date) -> str:
         return f"{self.web_version_base}{day.isoformat()}" if self.web_version_base else ""
@@ -510,6 +511,7 @@ class Renderer:
             "preferences_url": PREFERENCES_SLOT,
             "web_version_url": self.brand.web_version_url(edition.date),
             "signup_url": self.brand.signup_url,
+            "archive_url": self.brand.archive_url,
             "site_url": safe_url(edition.site_url),
             "brand": self.brand,
         }

@@ -53,6 +53,7 @@ def brand_for(settings: Settings) -> Brand:
         subject_pattern=settings.subject_pattern,
         web_version_base=f"{base}/archive/" if base and settings.archive != "off" else "",
         signup_url=f"{base}/subscribe" if base else "",
+        archive_url=f"{base}/archive" if base and settings.archive == "public" else "",
     )
 
 
