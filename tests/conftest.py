@@ -1,4 +1,5 @@
-"""Shared fixtures only: a real SMTP server in its own process (helpers: tests/support.py)."""
+"""Shared fixtures only: a real SMTP server in its own process, and a real chromium (helpers:
+tests/support.py)."""
 
 from __future__ import annotations
 
@@ -23,6 +24,21 @@ def smtp_factory(tmp_path: Path) -> Iterator[Callable[..., SmtpServer]]:
     yield start
     for server in started:
         server.stop()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[object]:
+    """Debian's chromium driven by Playwright, one per test module (never `playwright install`);
+    each test opens its own context. The browser tests skip when chromium is missing."""
+    from tests.support import CHROMIUM, CHROMIUM_ARGS
+
+    playwright_api = pytest.importorskip("playwright.sync_api")
+    with playwright_api.sync_playwright() as p:
+        launched = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            yield launched
+        finally:
+            launched.close()
 
 
 @pytest.fixture

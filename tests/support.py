@@ -186,3 +186,15 @@ def _invoke(
     if result.exception is not None and not isinstance(result.exception, SystemExit):
         trace = "".join(traceback.format_exception(*result.exc_info))  # type: ignore[misc]
     return result, trace
+
+
+#: Debian's chromium, driven by Playwright in the browser tests (conftest.py's ``browser``).
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]

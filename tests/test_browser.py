@@ -14,19 +14,10 @@ import pytest
 
 from newsletter.adapters.tokens import Purpose
 from newsletter.domain import SubscriberStatus
-from tests.support import SAMPLE_DATE, SmtpServer
+from tests.support import CHROMIUM, SAMPLE_DATE, SmtpServer
 from tests.web_support import ADMIN_PASSWORD, LiveApp, confirmation_link, running_app, wait_mails
 
 playwright_api = pytest.importorskip("playwright.sync_api")
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 PHONE = {"width": 375, "height": 812}
 
 pytestmark = [
@@ -39,16 +30,6 @@ pytestmark = [
 def live(tmp_path: Path, smtp_factory: Callable[..., SmtpServer]) -> Iterator[LiveApp]:
     with running_app(tmp_path, smtp_factory(), NEWSLETTER_ADMIN_PASSWORD=ADMIN_PASSWORD) as app:
         yield app
-
-
-@pytest.fixture
-def browser() -> Iterator[object]:
-    with playwright_api.sync_playwright() as p:
-        launched = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            yield launched
-        finally:
-            launched.close()
 
 
 def screenshot(page: object, path: Path, *, full_page: bool = True) -> Path:

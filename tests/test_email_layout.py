@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -19,7 +18,8 @@ import pytest
 
 from newsletter.adapters.render import Renderer
 from newsletter.domain import Edition
-from tests.test_browser import CHROMIUM, CHROMIUM_ARGS, screenshot
+from tests.support import CHROMIUM
+from tests.test_browser import screenshot
 from tests.test_render import BRAND, PHOTO, golden_edition
 
 playwright_api = pytest.importorskip("playwright.sync_api")
@@ -64,16 +64,6 @@ def pages() -> dict[str, str]:
         .html
         for locale in ("fr", "ar")
     }
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[object]:
-    with playwright_api.sync_playwright() as p:
-        launched = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            yield launched
-        finally:
-            launched.close()
 
 
 def serve_pictures(route: object) -> None:
