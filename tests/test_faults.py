@@ -107,8 +107,10 @@ def test_slow_relay_with_eight_connections_runs_them_in_parallel(tmp_path, smtp_
     print(f"\nslow relay: {count} messages, {took:.1f}s (serial {serial:.0f}s, ideal {ideal:.0f}s)")
     assert proc.returncode == 0, proc.stderr
     assert Counter(server.recipients()) == Counter(readers(count))
-    # Start-up (render, freeze) takes a second or two; serial sending would take 24 s.
-    assert took < serial / 3
+    # Start-up (render, freeze) takes a second or two and parallel sending 3 s; serial sending
+    # would take 24 s. Half of that still proves the connections overlap, with room for a
+    # loaded CI machine (10.5 s measured with four other jobs on 2 cores).
+    assert took < serial / 2
 
 
 def test_smtp_rate_caps_the_whole_send(tmp_path, smtp_factory):
