@@ -257,6 +257,8 @@ def _left_out_text(item: LeftOut, zone: ZoneInfo, locale: str, sections: dict[st
             )
         case LeftOutReason.ALREADY_SENT:
             return f"{what} — already sent in an earlier edition"
+        case LeftOutReason.EXCLUDED:
+            return f"{what} — excluded by an editor (`newsletter edition include` brings it back)"
         case LeftOutReason.OVER_CAP:
             cap = len(section.articles)
             newest = english_ngettext("its newest article", "its %(num)d newest articles", cap)
