@@ -166,7 +166,9 @@ def intro(ctx: click.Context, text: str | None, path: Path | None, day: date | N
     from newsletter.services.curation import set_intro
 
     if (text is None) == (path is None):
-        raise UsageError("give the intro as TEXT or with --file F (one of them)", "TEXT \"\" clears it")
+        raise UsageError(
+            "give the intro as TEXT or with --file F (one of them)", 'TEXT "" clears it'
+        )
     if path is not None:
         try:
             text = path.read_text(encoding="utf-8")
