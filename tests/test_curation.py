@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import email
 import email.policy
+import itertools
 import sqlite3
 import threading
 from datetime import date
@@ -71,7 +72,7 @@ def listed(shown: str) -> dict[str, tuple[str, str]]:
     """`edition show`'s articles: URL -> (reference, state)."""
     lines = shown.splitlines()
     found = {}
-    for line, following in zip(lines, lines[1:], strict=False):
+    for line, following in itertools.pairwise(lines):
         if line.startswith("  ") and following.startswith("          http"):
             ref, state = line.split()[:2]
             found[following.strip()] = (ref, state)
