@@ -20,6 +20,7 @@ from newsletter.adapters.store import CurationChanged, open_store
 from newsletter.config import load_settings
 from newsletter.domain.curation import article_ref
 from newsletter.services import curation
+from newsletter.services.archive import Archive
 from newsletter.services.delivery import send_edition
 from newsletter.services.editions import frozen_edition
 from tests.support import SAMPLE_DATE, base_env, invoke_cli, run_cli, send_env
@@ -171,6 +172,16 @@ def test_curating_through_the_cli_shows_in_preview_and_in_the_sent_message(tmp_p
         rebuilt = frozen_edition(store, settings, DAY)
     assert rebuilt.lead_uid and rebuilt.subject == SUBJECT and rebuilt.intro == INTRO
     assert EXCLUDED not in {a.link for a in rebuilt.articles}
+    # ... and the archive's web version and listing show it as sent
+    with open_store(env["NEWSLETTER_DATABASE_URL"]) as store:
+        archive = Archive(store, settings)
+        page = archive.web_version(DAY)
+        (entry,) = archive.listing().entries
+    assert page is not None
+    web = page.body.decode()
+    assert EXCLUDED not in web and article_urls(web)[0] == LEAD
+    assert "&lt;b&gt;notre&lt;/b&gt;" in web
+    assert entry.headline == next(a.title for a in rebuilt.articles if a.link == LEAD)
 
     # Frozen: every change is refused, with one line, and nothing is written.
     before = state_of(env)
