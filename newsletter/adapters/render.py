@@ -27,12 +27,13 @@ from pathlib import Path
 from typing import Any
 
 import jinja2
-from markupsafe import Markup
+from markupsafe import Markup, escape
 from premailer import Premailer
 
 from newsletter.adapters.i18n import format_long_date, is_rtl_locale, language_tag, translations
 from newsletter.adapters.resources import templates_dir
 from newsletter.domain import GENERAL_SECTION_KEY, Article, ArticleImage, Edition, Section
+from newsletter.domain.curation import lead_first
 from newsletter.domain.errors import NewsletterError
 from newsletter.domain.images import safe_image
 from newsletter.domain.text import excerpt, html_to_text, one_line
@@ -175,7 +176,40 @@ def make_environment(templates: Path | None = None) -> jinja2.Environment:
     env.filters["wrap"] = wrap_text
     env.filters["underline"] = underline
     env.filters["bdi"] = isolate
+    env.filters["paragraphs"] = text_paragraphs
     return env
+
+
+_URL_IN_TEXT = re.compile(r"https?://[^\s<>\"']+", re.IGNORECASE)
+_URL_TAIL = ".,;:!?)]»’”"  # punctuation that ends a sentence, not the URL before it
+
+
+def text_paragraphs(text: str) -> list[Markup]:
+    """Plain text as HTML paragraphs: blank lines part them, a line break stays one, and every
+    http(s) URL becomes a link. Everything else is escaped: an intro with ``<b>`` shows ``<b>``."""
+    paragraphs = (p.strip("\n") for p in re.split(r"\n[ \t]*\n", text))
+    return [
+        Markup("<br>").join(_linked_line(line) for line in paragraph.split("\n"))
+        for paragraph in paragraphs
+        if paragraph.strip()
+    ]
+
+
+def _linked_line(line: str) -> Markup:
+    pieces: list[Markup] = []
+    position = 0
+    for match in _URL_IN_TEXT.finditer(line):
+        url = match.group(0).rstrip(_URL_TAIL)
+        end = match.start() + len(url)
+        pieces.append(escape(line[position : match.start()]))
+        link = safe_url(url)
+        if link:
+            pieces.append(Markup('<a class="intro-link" href="{}">{}</a>').format(link, url))
+        else:
+            pieces.append(escape(url))
+        position = end
+    pieces.append(escape(line[position:]))
+    return Markup("").join(pieces)
 
 
 def isolate(text: str) -> Markup:
@@ -388,6 +422,7 @@ class Renderer:
 
         ``chosen``: the variant's readers picked their sections, and the footer names them.
         """
+        edition = lead_first(edition)
         plan = _Plan(self.excerpt_chars, None)
         html = self._render_html(edition, plan, chosen=chosen)
         first_size = size = self.measure(html)
@@ -415,6 +450,7 @@ class Renderer:
         """The edition as a web page (the archive's web version): the email's HTML without any
         personal link; its footer invites the reader to sign up instead. ``noindex`` adds the
         robots meta of an unlisted archive."""
+        edition = lead_first(edition)
         plan = _Plan(self.excerpt_chars, None)
         return self._render_html(edition, plan, personal=False, noindex=noindex)
 
@@ -433,9 +469,11 @@ class Renderer:
         settings checked its fields); the headline is then cut to what the pattern leaves, and
         the whole never passes SUBJECT_MAX. An empty edition says "{title} – {date}".
         """
+        if edition.subject:  # the editors' own, exactly as written (one line)
+            return one_line(edition.subject)
         when = format_long_date(edition.date, self.locale)
         _ = translations(self.locale).gettext
-        headlines = list(_headlines(edition))
+        headlines = list(_headlines(lead_first(edition)))
         if not headlines:
             bare = _("%(title)s – %(date)s") % {"title": self.title, "date": when}
             return excerpt(one_line(bare), SUBJECT_MAX)
@@ -449,8 +487,11 @@ class Renderer:
 
     def preheader(self, edition: Edition) -> str:
         """The inbox's preview line: the headlines after the lead (the Subject already shows it);
-        for a one-story edition, that story's excerpt; with none, a generic line."""
-        articles = edition.articles
+        for a one-story edition, that story's excerpt; with none, a generic line. The editors'
+        intro, when there is one, comes first: it is what they want read before the list."""
+        if edition.intro:
+            return excerpt(edition.intro, PREHEADER_MAX)
+        articles = lead_first(edition).articles
         headlines = [plain_line(a.title, TITLE_MAX) for a in articles[1 : 1 + PREHEADER_HEADLINES]]
         if headlines:
             # TRANSLATORS: between the headlines of the preheader (the inbox's preview line)
@@ -500,6 +541,7 @@ class Renderer:
             "title": self.title,
             "edition_date": edition.date,
             "preheader": self.preheader(edition),
+            "intro": edition.intro,
             "preheader_filler": PREHEADER_FILLER,
             "sections": sections,
             "personal": personal,  # False: the archive's page, with no subscriber's link

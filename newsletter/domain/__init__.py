@@ -151,6 +151,7 @@ class LeftOutReason(enum.StrEnum):
     OVER_CAP = "over-cap"  # its section already had NEWSLETTER_MAX_PER_SECTION newer articles
     AFTER_CUTOFF = "after-cutoff"  # published after the cut-off: the next edition's
     BEFORE_WINDOW = "before-window"  # published before the window: the previous edition's
+    EXCLUDED = "excluded"  # an editor excluded it from this edition
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,6 +191,11 @@ class Edition:
     warnings: tuple[str, ...] = field(default=())
     left_out: tuple[LeftOut, ...] = field(default=())
     site_url: str = ""  # the site's home page: NEWSLETTER_SITE_URL, else the first feed's <link>
+    # The editors' choices (domain.curation): the lead's uid ("" = the first article), the intro
+    # under the masthead, the Subject as written ("" = the renderer's).
+    lead_uid: str = ""
+    intro: str = ""
+    subject: str = ""
 
     @property
     def is_empty(self) -> bool:

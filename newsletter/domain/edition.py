@@ -12,6 +12,7 @@ can answer "where is my article?" without previewing other dates:
   version falls in this edition's window;
 - an article in the window that an earlier edition already carried (the ledger's frozen articles:
   an Atom entry dated by its ``<updated>`` moves to a later window when it is edited);
+- an article an editor excluded (domain.curation);
 - an article past NEWSLETTER_MAX_PER_SECTION in its section;
 - an article outside the window but in the previous or the next edition's window, with the edition
   it belongs to; in the previous window, only one no edition carried (yesterday's edition, once
@@ -37,6 +38,7 @@ from newsletter.domain import (
     Section,
     category_key,
 )
+from newsletter.domain.curation import Curation
 from newsletter.domain.urls import http_url
 
 
@@ -136,13 +138,22 @@ def build_edition(
     duplicates: Sequence[tuple[Article, Article]] = (),
     failed_sources: Sequence[tuple[str, str]] = (),
     site_url: str = "",
+    curation: Curation | None = None,
 ) -> Edition:
     """Edition ``day`` and what it left out.
 
     ``duplicates`` are the (dropped, kept) pairs the sources' merge made; ``failed_sources`` the
-    (name, reason) of each source that could not be read.
+    (name, reason) of each source that could not be read. ``curation`` applies the editors'
+    decisions: excluded articles are left out (and said so), added items join their section
+    dated at the window's end (unless already among ``articles``, as in a frozen edition), and
+    the lead, intro and Subject ride on the edition for the renderer.
     """
+    curation = curation or Curation()
     window = edition_window(day, send_time, zone)
+    articles = list(articles)
+    present = {a.uid for a in articles}
+    articles += [item.article(window.end) for item in curation.added if item.uid not in present]
+    excluded: list[Article] = []
     before = edition_window(day - timedelta(days=1), send_time, zone)
     after = edition_window(day + timedelta(days=1), send_time, zone)
     chosen: list[Article] = []
@@ -150,7 +161,10 @@ def build_edition(
     late: list[Article] = []
     early: list[Article] = []
     for article in articles:
-        if article.published in window:
+        if article.uid in curation.excluded:
+            if article.published in window:
+                excluded.append(article)
+        elif article.published in window:
             (already_sent if article.uid in exclude_uids else chosen).append(article)
         elif article.published in after:
             late.append(article)
@@ -169,6 +183,7 @@ def build_edition(
             for dropped, kept in duplicates
             if dropped.published in window or kept.published in window
         ),
+        *(LeftOut(LeftOutReason.EXCLUDED, a) for a in _newest_first(excluded)),
         *(LeftOut(LeftOutReason.ALREADY_SENT, a) for a in _newest_first(already_sent)),
         *(LeftOut(LeftOutReason.OVER_CAP, a) for a in over_cap),
         *(
@@ -190,6 +205,9 @@ def build_edition(
         warnings=tuple(warnings),
         left_out=tuple(left_out),
         site_url=site_url or site_origin(chosen),
+        lead_uid=curation.lead,
+        intro=curation.intro,
+        subject=curation.subject,
     )
 
 
