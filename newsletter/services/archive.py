@@ -26,6 +26,7 @@ from newsletter.adapters.i18n import format_long_date
 from newsletter.adapters.render import TITLE_MAX, plain_line
 from newsletter.adapters.store import ArchivedEdition, Store
 from newsletter.config import Settings
+from newsletter.domain.curation import lead_first
 from newsletter.services.compose import brand_for, renderer_for
 from newsletter.services.editions import rebuild_edition
 
@@ -162,10 +163,14 @@ class Archive:
             else:
                 known[edition.edition_date] = cached
         if missing:  # one statement for every edition not seen yet
-            articles = self.store.frozen_articles_of([e.edition_date for e in missing])
+            days = [e.edition_date for e in missing]
+            articles = self.store.frozen_articles_of(days)
+            curations = self.store.curations_of(days)
             for edition in missing:
                 day = edition.edition_date
-                rebuilt = rebuild_edition(self.settings, day, articles.get(day, []))
+                rebuilt = lead_first(
+                    rebuild_edition(self.settings, day, articles.get(day, []), curations.get(day))
+                )
                 lead = rebuilt.articles[0].title if rebuilt.articles else ""
                 summary = _Summary(plain_line(lead, TITLE_MAX), len(rebuilt.articles))
                 self._summaries.put((day, edition.frozen_at), summary)
@@ -211,7 +216,9 @@ class Archive:
         if archived is None:
             return None
         articles = self.store.frozen_articles(day) or []
-        edition = rebuild_edition(self.settings, day, articles)
+        edition = rebuild_edition(
+            self.settings, day, articles, self.store.edition_curation(day).curation
+        )
         html = self._renderer.web_page(edition, noindex=self.noindex)
         body = html.encode("utf-8")
         etag = '"' + hashlib.sha256(body).hexdigest()[:32] + '"'

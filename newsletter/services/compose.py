@@ -14,6 +14,7 @@ from newsletter.adapters.render import Brand, RenderedVariant, Renderer
 from newsletter.adapters.sources import read_sources
 from newsletter.config import Settings
 from newsletter.domain import Edition, wanted_keys
+from newsletter.domain.curation import Curation
 from newsletter.domain.edition import build_edition
 
 
@@ -23,8 +24,11 @@ def compose_edition(
     *,
     exclude_uids: frozenset[str] = frozenset(),
     cache_dir: Path | None = None,
+    curation: Curation | None = None,
 ) -> Edition:
-    """Read every source and build edition ``day``; SourceError when every source failed."""
+    """Read every source and build edition ``day``; SourceError when every source failed.
+
+    ``curation``: the editors' decisions (services.editions reads them from the store)."""
     report = read_sources(settings.sources, timeout=settings.feed_timeout, cache_dir=cache_dir)
     return build_edition(
         report.articles,
@@ -40,6 +44,7 @@ def compose_edition(
         duplicates=report.duplicates,
         failed_sources=report.failures,
         site_url=settings.site_url or report.site_link,
+        curation=curation,
     )
 
 

@@ -21,6 +21,7 @@ from newsletter.domain import (
     EditionStatus,
     SendReport,
 )
+from newsletter.domain.curation import Curation
 from newsletter.domain.edition import build_edition
 from newsletter.domain.errors import NewsletterError
 from newsletter.domain.returned import (
@@ -42,15 +43,36 @@ STATUS_ORDER = (
 
 
 def frozen_edition(store: Store, settings: Settings, day: date) -> Edition:
-    """Edition ``day`` as frozen at its first send, else composed now from the sources."""
+    """Edition ``day`` as frozen at its first send, else composed now from the sources; either
+    way as the editors curated it."""
+    return curated_edition(store, settings, day)[0]
+
+
+def curated_edition(store: Store, settings: Settings, day: date) -> tuple[Edition, int]:
+    """``frozen_edition`` and the revision of the editors' curation it was built with: the send
+    freezes it only if no editor changed the edition since (ledger.freeze_edition)."""
+    stored = store.edition_curation(day)
     articles = store.frozen_articles(day)
     if articles is None:
-        return compose_edition(settings, day, exclude_uids=store.sent_article_uids(before=day))
-    return rebuild_edition(settings, day, articles)
+        edition = compose_edition(
+            settings,
+            day,
+            exclude_uids=store.sent_article_uids(before=day),
+            curation=stored.curation,
+        )
+        return edition, stored.revision
+    return rebuild_edition(settings, day, articles, stored.curation), stored.revision
 
 
-def rebuild_edition(settings: Settings, day: date, articles: Sequence[Article]) -> Edition:
-    """Edition ``day`` from the articles it was frozen with: every one of them, in sections.
+def rebuild_edition(
+    settings: Settings,
+    day: date,
+    articles: Sequence[Article],
+    curation: Curation | None = None,
+) -> Edition:
+    """Edition ``day`` from the articles it was frozen with: every one of them, in sections,
+    with the editors' lead, intro and Subject (``curation``; its excluded and added articles
+    are already out of and in the frozen ones).
 
     Never reads a source: the archive rebuilds sent editions with it, on a public route.
     """
@@ -64,6 +86,7 @@ def rebuild_edition(settings: Settings, day: date, articles: Sequence[Article]) 
         title=settings.title,
         locale=settings.locale,
         site_url=settings.site_url,
+        curation=curation.without_articles() if curation else None,
     )
 
 

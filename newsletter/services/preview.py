@@ -158,7 +158,8 @@ def write_preview(
 
 def preview_edition(settings: Settings, day: date) -> Edition:
     """Edition ``day`` composed now, as a send would compose it: from the sources, without what
-    earlier editions carried (the ledger's frozen articles), and with what it left out.
+    earlier editions carried (the ledger's frozen articles), as the editors curated it, and with
+    what it left out.
 
     A database that cannot be opened is a warning here, not an error: a preview checks content.
     A SQLite file that does not exist yet holds no earlier edition, and is not created.
@@ -168,6 +169,7 @@ def preview_edition(settings: Settings, day: date) -> Edition:
     try:
         with open_store(settings.database_url) as store:
             sent = store.sent_article_uids(before=day)
+            curation = store.edition_curation(day).curation
     except NewsletterError as err:
         edition = compose_edition(settings, day)
         note = (
@@ -175,7 +177,7 @@ def preview_edition(settings: Settings, day: date) -> Edition:
             f"this preview: {err}"
         )
         return replace(edition, warnings=(*edition.warnings, note))
-    return compose_edition(settings, day, exclude_uids=sent)
+    return compose_edition(settings, day, exclude_uids=sent, curation=curation)
 
 
 def sample_note(settings: Settings) -> str | None:

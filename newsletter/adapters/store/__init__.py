@@ -8,7 +8,8 @@ connection set-up in ``engine._configure_sqlite``, the migration lock and ``Stor
 Modules, by kind of data: ``schema`` (the tables), ``migrations``, ``engine`` (engine, transactions,
 busy retries, errors), ``subscribers`` (subscribers and suppressions), ``ledger`` (editions and
 deliveries), ``returned`` (bounces and complaints on the ledger), ``locks`` (named leases and the editors'
-previews), ``archive`` (the sent editions the public archive shows). This module is the facade:
+previews), ``archive`` (the sent editions the public archive shows), ``curation`` (the editors'
+decisions about an edition and their log). This module is the facade:
 ``Store`` puts the query mixins together, ``open_store`` builds it, and every name the rest of the
 project imports from ``newsletter.adapters.store`` is re-exported here.
 """
@@ -18,6 +19,13 @@ from __future__ import annotations
 from sqlalchemy.exc import DatabaseError as SqlDatabaseError
 
 from newsletter.adapters.store.archive import ArchivedEdition, ArchiveQueries
+from newsletter.adapters.store.curation import (
+    ChangeRow,
+    CurationChanged,
+    CurationQueries,
+    ExcludedArticle,
+    StoredCuration,
+)
 from newsletter.adapters.store.engine import (
     BUSY_ATTEMPTS,
     SQLITE_BUSY_TIMEOUT_MS,
@@ -66,18 +74,22 @@ __all__ = [
     "WEB_BUSY_ATTEMPTS",
     "WEB_BUSY_TIMEOUT_MS",
     "ArchivedEdition",
+    "ChangeRow",
     "ClaimedDelivery",
     "Clock",
+    "CurationChanged",
     "DatabaseBusy",
     "DatabaseError",
     "DatabaseFailure",
     "DatabaseHealth",
     "EditionRecord",
     "EditionSummary",
+    "ExcludedArticle",
     "NewSubscriber",
     "ReturnedTarget",
     "Store",
     "StoreError",
+    "StoredCuration",
     "UTCDateTime",
     "create_store_engine",
     "database_exists",
@@ -100,6 +112,7 @@ class Store(
     SummaryQueries,
     ArchiveQueries,
     LockQueries,
+    CurationQueries,
     StoreBase,
 ):
     """Every query of the project, as named methods. Build it with ``open_store(url)``."""

@@ -17,6 +17,7 @@ from typing import Any
 from sqlalchemy import Connection, Date, and_, bindparam, func, literal, or_, select, update
 from sqlalchemy.engine import Row
 
+from newsletter.adapters.store.curation import check_revision
 from newsletter.adapters.store.engine import StoreBase
 from newsletter.adapters.store.returned import DIAGNOSTIC_CHARS
 from newsletter.adapters.store.schema import (
@@ -130,10 +131,17 @@ class LedgerQueries(StoreBase):
             query = select(edition_articles.c.uid).where(edition_articles.c.edition_date < before)
             return frozenset(c.execute(query).scalars())
 
-    def freeze_edition(self, day: date, articles: Sequence[Article]) -> int:
+    def freeze_edition(
+        self, day: date, articles: Sequence[Article], *, curation_revision: int | None = None
+    ) -> int:
         """At the first send of `day`: fix its articles and its recipients (every active
         subscriber now, one pending delivery each); later calls change nothing. Returns the
         number of recipients.
+
+        ``curation_revision``: the revision of the editors' curation the articles were composed
+        with; CurationChanged, and nothing frozen, when an editor changed it since (the send
+        composes again). The check holds the curation's lock until the freeze commits, so a
+        change racing it either is in these articles or sees the edition frozen.
         """
         with self.write() as c:
             # Lock the edition's row (FOR UPDATE; SQLite's BEGIN IMMEDIATE already serialises):
@@ -145,6 +153,8 @@ class LedgerQueries(StoreBase):
             if row is not None and row.frozen_at is not None:
                 return row.recipients
             now = self.now()
+            if curation_revision is not None:
+                check_revision(c, day, curation_revision, now)
             self._upsert_edition(
                 c,
                 day,

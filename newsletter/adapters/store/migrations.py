@@ -175,6 +175,35 @@ def _migration_5(conn: Connection) -> None:
     )
 
 
+def _migration_6(conn: Connection) -> None:
+    """The editors' curation of each edition and the log of their changes (issue 14)."""
+    md = MetaData()
+    Table(
+        "edition_curations",
+        md,
+        Column("edition_date", Date, primary_key=True),
+        Column("excluded", Text, nullable=False),
+        Column("lead_uid", String(2048), nullable=False),
+        Column("intro", Text, nullable=False),
+        Column("subject", String(256), nullable=False),
+        Column("added", Text, nullable=False),
+        Column("revision", Integer, nullable=False),
+        Column("updated_at", UTCDateTime, nullable=False),
+    )
+    Table(
+        "edition_changes",
+        md,
+        Column("id", Integer, primary_key=True),
+        Column("edition_date", Date, nullable=False),
+        Column("at", UTCDateTime, nullable=False),
+        Column("who", String(256), nullable=False),
+        Column("action", String(32), nullable=False),
+        Column("detail", Text, nullable=False),
+        Index("ix_edition_changes_edition_id", "edition_date", "id"),
+    )
+    md.create_all(conn)
+
+
 #: migration N is MIGRATIONS[N - 1]; append, never edit or reorder.
 MIGRATIONS: tuple[Callable[[Connection], None], ...] = (
     _migration_1,
@@ -182,6 +211,7 @@ MIGRATIONS: tuple[Callable[[Connection], None], ...] = (
     _migration_3,
     _migration_4,
     _migration_5,
+    _migration_6,
 )
 LATEST_VERSION = len(MIGRATIONS)
 

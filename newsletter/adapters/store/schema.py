@@ -191,3 +191,36 @@ edition_previews = Table(
     Column("sent_at", UTCDateTime, nullable=False),
     Column("recipients", Integer, nullable=False),
 )
+
+# What the editors decided about one edition (domain.curation), and their log. No foreign key to
+# ``editions``: an edition is curated before the scheduler records anything about it. Once the
+# edition is frozen (editions.frozen_at) the service refuses every change, so this row is then the
+# frozen edition's lead, intro and Subject (its articles are in editions.articles).
+edition_curations = Table(
+    "edition_curations",
+    METADATA,
+    Column("edition_date", Date, primary_key=True),
+    # JSON: [{"uid", "title", "url", "section"}]: the title and URL say what was excluded even
+    # once the feed has forgotten the article (`edition show` of a sent edition).
+    Column("excluded", Text, nullable=False, default="[]"),
+    Column("lead_uid", String(2048), nullable=False, default=""),
+    Column("intro", Text, nullable=False, default=""),
+    Column("subject", String(256), nullable=False, default=""),
+    # JSON: [{"url", "title", "section", "summary", "image_url"}]
+    Column("added", Text, nullable=False, default="[]"),
+    # Bumped by every change: the send freezes only the curation it composed (ledger.freeze_edition).
+    Column("revision", Integer, nullable=False, default=0),
+    Column("updated_at", UTCDateTime, nullable=False),
+)
+
+edition_changes = Table(
+    "edition_changes",
+    METADATA,
+    Column("id", Integer, primary_key=True),
+    Column("edition_date", Date, nullable=False),
+    Column("at", UTCDateTime, nullable=False),
+    Column("who", String(256), nullable=False),  # "cli:<os user>" or "web:<login>"
+    Column("action", String(32), nullable=False),
+    Column("detail", Text, nullable=False, default=""),
+    Index("ix_edition_changes_edition_id", "edition_date", "id"),
+)

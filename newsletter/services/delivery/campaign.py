@@ -27,7 +27,7 @@ from newsletter.adapters.smtp import (
     SmtpConfig,
     SmtpConnection,
 )
-from newsletter.adapters.store import Store
+from newsletter.adapters.store import CurationChanged, Store
 from newsletter.adapters.tokens import VerpSigner
 from newsletter.config import Settings
 from newsletter.domain import DeliveryStatus, EditionStatus, Reader, SendReport
@@ -35,7 +35,10 @@ from newsletter.domain.addresses import normalise_address
 from newsletter.domain.errors import NewsletterError
 from newsletter.services.compose import VariantRenderer
 from newsletter.services.delivery.sender import EditionSender
-from newsletter.services.editions import frozen_edition
+from newsletter.services.editions import curated_edition, frozen_edition
+
+# Editors changing the edition at the very moment its send starts: compose again, a few times.
+FREEZE_ATTEMPTS = 3
 
 
 class NothingToSend(NewsletterError):
@@ -64,18 +67,27 @@ def send_edition(
     """Deliver edition ``day`` to every frozen recipient; re-running continues where it stopped."""
     settings.require_sending()
     BounceMailbox.from_settings(settings, Sender.parse(settings.from_address))
-    edition = frozen_edition(store, settings, day)
-    if edition.is_empty:
-        store.record_edition_status(day, EditionStatus.EMPTY, "no article in its window")
-        raise NothingToSend(
-            f"edition {day.isoformat()} has no article in its window: nothing to send"
-        )
-    if store.frozen_articles(day) is None and not store.has_active_subscriber():
-        raise NoActiveSubscriber(
-            f"edition {day.isoformat()}: no active subscriber, nothing sent and nothing recorded "
-            "(import the list with `newsletter subscribers import FILE`, then send again)"
-        )
-    store.freeze_edition(day, edition.articles)
+    for attempt in range(1, FREEZE_ATTEMPTS + 1):
+        edition, revision = curated_edition(store, settings, day)
+        if edition.is_empty:
+            store.record_edition_status(day, EditionStatus.EMPTY, "no article in its window")
+            raise NothingToSend(
+                f"edition {day.isoformat()} has no article in its window: nothing to send"
+            )
+        if store.frozen_articles(day) is None and not store.has_active_subscriber():
+            raise NoActiveSubscriber(
+                f"edition {day.isoformat()}: no active subscriber, nothing sent and nothing "
+                "recorded (import the list with `newsletter subscribers import FILE`, then send "
+                "again)"
+            )
+        try:
+            # Frozen as composed, editors' curation included, unless an editor changed it
+            # meanwhile: then compose again with the change.
+            store.freeze_edition(day, edition.articles, curation_revision=revision)
+            break
+        except CurationChanged:
+            if attempt == FREEZE_ATTEMPTS:
+                raise
     store.clear_backoff(day)  # rows deferred by an earlier run are retried now
     if on_frozen:
         # Every row still to send: pending ones, and those a killed sender left claimed.
