@@ -45,7 +45,7 @@ class PostedCuration:
     """What the form posted, each field as the editor left it."""
 
     excluded: frozenset[str]  # refs ticked "excluded"
-    lead: str  # the ref chosen as lead; "" = none chosen
+    lead: str | None  # the ref chosen as lead; "" = the first article leads; None = not posted
     intro: str
     subject: str
     add_url: str
@@ -60,7 +60,7 @@ class PostedCuration:
         section = text_field(form, "add_section_new").strip() or text_field(form, "add_section")
         return cls(
             excluded=frozenset(text_fields(form, "excluded")),
-            lead=text_field(form, "lead"),
+            lead=text_field(form, "lead") if "lead" in form else None,
             intro=text_field(form, "intro"),
             subject=text_field(form, "subject"),
             add_url=text_field(form, "add_url").strip(),
@@ -81,8 +81,10 @@ def planned_changes(
     """The service calls that bring the edition from ``draft`` to ``posted``, in a safe order.
 
     CurationRefused when the post asks for something the service would refuse; nothing is
-    called then. Re-inclusions go first (a re-included article may become the lead), then the
-    lead (an article that stops leading may then be excluded), then the exclusions.
+    called then. The added link goes first (the service alone knows whether its URL is already
+    in the edition: refused there, nothing else is done), then the re-inclusions (a re-included
+    article may become the lead), the lead (an article that stops leading may then be
+    excluded), the exclusions, the intro and the Subject.
     """
     day = draft.day
     articles = {a.ref: a for _, section in draft.sections for a in section}
@@ -113,19 +115,6 @@ def planned_changes(
     def call(function: Callable[..., str], *args: Any, **kwargs: Any) -> None:
         changes.append(lambda: function(store, settings, day, *args, who=who, **kwargs))
 
-    for ref, article in articles.items():
-        if article.excluded and ref not in posted.excluded:
-            call(curation.include, ref)
-    current_lead = next((ref for ref, a in articles.items() if a.lead), "")
-    if posted.lead and posted.lead != current_lead:
-        call(curation.choose_lead, posted.lead)
-    for ref, article in articles.items():
-        if ref in posted.excluded and not article.excluded:
-            call(curation.exclude, ref)
-    if intro != draft.intro:
-        call(curation.set_intro, intro)
-    if subject != draft.subject:
-        call(curation.set_subject, subject)
     if posted.adds_item:
         call(
             curation.add_item,
@@ -135,6 +124,19 @@ def planned_changes(
             summary=posted.add_summary,
             image_url=posted.add_image_url,
         )
+    for ref, article in articles.items():
+        if article.excluded and ref not in posted.excluded:
+            call(curation.include, ref)
+    current_lead = next((ref for ref, a in articles.items() if a.lead), "")
+    if posted.lead is not None and posted.lead != current_lead:
+        call(curation.choose_lead, posted.lead)
+    for ref, article in articles.items():
+        if ref in posted.excluded and not article.excluded:
+            call(curation.exclude, ref)
+    if intro != draft.intro:
+        call(curation.set_intro, intro)
+    if subject != draft.subject:
+        call(curation.set_subject, subject)
     return changes
 
 
@@ -143,6 +145,7 @@ def draft_context(settings: Settings, draft: EditionDraft) -> dict[str, Any]:
     general = translations(settings.locale).gettext(GENERAL_SECTION)
     return {
         "draft": draft,
+        "chosen_lead": any(a.lead for _, section in draft.sections for a in section),
         # The sections an added link may join: the edition's own ("" = the general one).
         "section_choices": [label for label, _ in draft.sections if label != general],
         "general_section": general,
