@@ -180,6 +180,11 @@ def test_saving_the_form_changes_the_preview_and_logs_the_changes(live: LiveApp)
     log = after.doc.xpath("//table[contains(@class, 'changes')]/tbody/tr")
     assert len(log) == 4
     assert all("web:editor" in row.text_content() for row in log)
+    # The latest first, each action named in the page's language, with what it was about.
+    assert "Objet" in log[0].text_content() and "Notre sélection du soir" in log[0].text_content()
+    [exclusion] = [row for row in log if "Article exclu" in row.text_content()]
+    assert "Cacao" in exclusion.text_content() and excluded.ref in exclusion.text_content()
+    assert "Article à la une choisi" in log[-1].text_content()
 
     # Saving the page again as it is changes nothing and logs nothing.
     with live.client(auth=AUTH) as http:
@@ -339,3 +344,20 @@ def test_once_the_send_started_the_form_is_disabled_and_a_post_gets_409(live: Li
         # Even a post that would change nothing is told the edition is frozen.
         assert save(http, live, frozen.token, intro="Avant l’envoi").status_code == 409
     assert state(live) == before
+
+
+def test_the_form_in_arabic_reads_right_to_left(
+    tmp_path: Path, smtp_factory: Callable[..., SmtpServer]
+) -> None:
+    with running_app(
+        tmp_path,
+        smtp_factory(),
+        NEWSLETTER_ADMIN_PASSWORD=ADMIN_PASSWORD,
+        NEWSLETTER_LOCALE="ar",
+    ) as live:
+        with live.client(auth=AUTH) as http:
+            page = desk(http)
+    assert page.doc.get("dir") == "rtl"
+    for text in ("إعداد العدد", "مُستبعَد", "الخبر الرئيسي", "إضافة رابط", "حفظ العدد"):
+        assert text in page.html, text
+    assert len(page.rows) == 15

@@ -19,7 +19,7 @@ from typing import Any
 
 from starlette.datastructures import FormData
 
-from newsletter.adapters.i18n import format_moment, translations
+from newsletter.adapters.i18n import N_, format_moment, translations
 from newsletter.adapters.store import Store
 from newsletter.config import Settings
 from newsletter.domain.curation import (
@@ -35,6 +35,17 @@ from newsletter.web.pages import text_field, text_fields
 # The general section's label (render.section_label names it so in the edition's language); an
 # item added to it has no section name of its own.
 GENERAL_SECTION = "Other news"
+
+# Each action of the change log as the page names it (the log stores the service's English word;
+# the CLI prints that word).
+ACTIONS = {
+    "exclude": N_("Article excluded"),
+    "include": N_("Article included again"),
+    "lead": N_("Lead chosen"),
+    "intro": N_("Intro"),
+    "subject": N_("Subject"),
+    "add": N_("Link added"),
+}
 
 # One change: a service call that returns the line saying what it did.
 Change = Callable[[], str]
@@ -142,7 +153,8 @@ def planned_changes(
 
 def draft_context(settings: Settings, draft: EditionDraft) -> dict[str, Any]:
     """What preview.html needs to show the form: sections, choices, the change log."""
-    general = translations(settings.locale).gettext(GENERAL_SECTION)
+    found = translations(settings.locale)
+    general = found.gettext(GENERAL_SECTION)
     return {
         "draft": draft,
         "chosen_lead": any(a.lead for _, section in draft.sections for a in section),
@@ -154,7 +166,9 @@ def draft_context(settings: Settings, draft: EditionDraft) -> dict[str, Any]:
                 "at": format_moment(change.at, settings.timezone, settings.locale),
                 "at_iso": change.at.isoformat(),
                 "who": change.who,
-                "action": change.action,
+                "action": found.gettext(ACTIONS[change.action])
+                if change.action in ACTIONS
+                else change.action,
                 "detail": change.detail,
             }
             for change in reversed(draft.changes)  # the latest first
