@@ -18,12 +18,20 @@ from pathlib import Path
 
 import pytest
 
-from newsletter.adapters.store import open_store, utc_now
+from newsletter.adapters.store import CurationChanged, open_store, utc_now
 from newsletter.config import load_settings
 from newsletter.domain import DeliveryStatus, SubscriberStatus
 from newsletter.services.delivery import send_edition
+from newsletter.services.editions import frozen_edition
 from testkit.processes import spawn_cli
-from tests.support import SAMPLE_DATE, free_port, invoke_cli, send_env, wait_for_port
+from tests.support import (
+    SAMPLE_DATE,
+    base_env,
+    free_port,
+    invoke_cli,
+    send_env,
+    wait_for_port,
+)
 
 DAY = date.fromisoformat(SAMPLE_DATE)
 # Under `make test` (pytest-xdist, --dist loadgroup) the whole module runs on one worker, so its
@@ -275,3 +283,28 @@ def test_the_archive_queries_on_postgres(database):
             sent: [f"Titre {sent}"],
             held: [f"Titre {held}"],
         }
+
+
+def test_curation_and_its_freeze_on_postgres(tmp_path, database):
+    """The editors' changes on PostgreSQL: stored, logged, and refused once the send started."""
+    from newsletter.services import curation
+    from tests.factories import new_subscriber
+
+    env = base_env(tmp_path, NEWSLETTER_DATABASE_URL=database)
+    settings = load_settings(env_file=tmp_path / "absent.env", environ=env)
+    with open_store(database) as store:
+        store.add_many([new_subscriber("a@exemple.ma")])
+        url = "https://www.example.com/2026/01/26/cacao-cooperatives-transformation-locale/"
+        assert "excluded" in curation.exclude(store, settings, DAY, url, "cli:pg")
+        assert "intro set" in curation.set_intro(store, settings, DAY, "Bonjour", "web:ed")
+        with pytest.raises(curation.CurationRefused):
+            curation.choose_lead(store, settings, DAY, url, "cli:pg")
+        stale = store.edition_curation(DAY).revision - 1
+        with pytest.raises(CurationChanged):
+            store.freeze_edition(DAY, [], curation_revision=stale)
+        edition = frozen_edition(store, settings, DAY)
+        assert url not in {a.link for a in edition.articles} and edition.intro == "Bonjour"
+        store.freeze_edition(DAY, edition.articles, curation_revision=stale + 1)
+        with pytest.raises(curation.EditionFrozen):
+            curation.include(store, settings, DAY, url, "cli:pg")
+        assert [c.who for c in curation.editorial_changes(store, DAY)] == ["cli:pg", "web:ed"]

@@ -339,3 +339,56 @@ def test_the_insert_switch_speaks_postgresql() -> None:
     assert "ON CONFLICT (email_key) DO NOTHING" in str(
         statement.compile(dialect=postgresql.dialect())
     )
+
+
+def test_an_editions_curation_round_trips_and_logs_its_changes(store: Store) -> None:
+    from datetime import date
+
+    from newsletter.adapters.store import CurationChanged, ExcludedArticle, StoredCuration
+    from newsletter.domain.curation import AddedItem, Curation
+
+    day, other = date(2026, 1, 27), date(2026, 1, 28)
+    assert store.edition_curation(day) == StoredCuration()  # never curated: the empty one
+    added = AddedItem("https://exemple.ma/a", "Un lien ajouté", "Culture", "Résumé", "")
+    with store.write():
+        current = store.lock_curation(day)
+        assert current.revision == 0
+        store.save_curation(
+            day,
+            StoredCuration(
+                excluded=(ExcludedArticle("guid-1", "Titre « un »", "https://x.ma/1", "Sport"),),
+                lead="guid-2",
+                intro="Bonjour\n\n<b>gras</b>",
+                subject="Sujet choisi",
+                added=(added,),
+                revision=1,
+            ),
+        )
+        store.record_change(day, "cli:aicha", "exclude", "abc123 « un »")
+    stored = store.edition_curation(day)
+    assert stored.revision == 1 and stored.updated_at is not None
+    assert stored.curation == Curation(
+        excluded=frozenset({"guid-1"}),
+        lead="guid-2",
+        intro="Bonjour\n\n<b>gras</b>",
+        subject="Sujet choisi",
+        added=(added,),
+    )
+    assert stored.excluded[0].title == "Titre « un »"
+    assert store.curations_of([day, other]) == {day: stored.curation}
+    [change] = store.curation_changes(day)
+    assert (change.who, change.action, change.detail) == ("cli:aicha", "exclude", "abc123 « un »")
+    assert change.at.tzinfo is not None and store.curation_changes(other) == []
+
+    # A transaction that fails writes nothing, the lock's empty row included.
+    with pytest.raises(RuntimeError), store.write():
+        store.lock_curation(other)
+        raise RuntimeError("refused")
+    assert store.curations_of([other]) == {}
+
+    # The freeze compares the revision the send composed with, and freezes nothing when stale.
+    with pytest.raises(CurationChanged):
+        store.freeze_edition(day, [], curation_revision=0)
+    assert store.frozen_articles(day) is None
+    store.freeze_edition(day, [], curation_revision=1)
+    assert store.frozen_articles(day) == []

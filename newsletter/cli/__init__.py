@@ -17,6 +17,7 @@ import click
 from newsletter.cli.bounces import bounce_mail, bounces
 from newsletter.cli.check import check
 from newsletter.cli.common import ISO_DATE, NewsletterGroup, settings_from
+from newsletter.cli.edition import edition
 from newsletter.cli.subscribers import subscribers
 from newsletter.config import Purpose
 from newsletter.domain.errors import NewsletterError
@@ -202,18 +203,21 @@ STATUS_DEFAULT = "the latest edition recorded, else the next one"
 @click.option("--date", "day", type=ISO_DATE, help=f"Edition date (default: {STATUS_DEFAULT}).")
 @click.pass_context
 def status(ctx: click.Context, day: date | None) -> None:
-    """How edition D went: sent, failed, pending and skipped counts, failures listed."""
+    """How edition D went: sent, failed, pending and skipped counts, failures listed; the
+    editors' changes to it (who, when, what)."""
     from newsletter.adapters.store import open_store
+    from newsletter.services.curation import change_lines
     from newsletter.services.editions import status_lines
 
     settings = settings_from(ctx)
     with open_store(settings.database_url) as store:
         day = day or store.latest_edition_date() or settings.next_edition_date()
-        for line in status_lines(store, day):
+        for line in (*status_lines(store, day), *change_lines(store, settings, day)):
             click.echo(line)
 
 
 cli.add_command(subscribers)
+cli.add_command(edition)
 cli.add_command(check)
 cli.add_command(bounce_mail)
 cli.add_command(bounces)

@@ -145,16 +145,16 @@ def editorial_changes(store: Store, day: date) -> tuple[EditorialChange, ...]:
     )
 
 
-def change_lines(store: Store, settings: Settings, day: date, indent: str = "  ") -> list[str]:
-    """The change log as `status` and `edition show` print it: when (the site's time), who, what."""
+def change_lines(store: Store, settings: Settings, day: date) -> list[str]:
+    """The change log as `status` prints it, under the edition: when (the site's time), who,
+    what; nothing when the editors changed nothing."""
     changes = editorial_changes(store, day)
     if not changes:
         return []
-    lines = [f"{indent[:-2] if len(indent) >= 2 else ''}editorial changes: {len(changes)}"]
+    lines = [f"  editorial changes: {len(changes)}"]
     for change in changes:
         at = change.at.astimezone(settings.timezone).strftime("%Y-%m-%d %H:%M")
-        what = f"{change.action} {change.detail}".rstrip()
-        lines.append(f"{indent}{at}  {change.who}  {what}")
+        lines.append(f"    {at}  {change.who}  {change.action} {change.detail}".rstrip())
     return lines
 
 
@@ -173,7 +173,7 @@ def exclude(store: Store, settings: Settings, day: date, ref: str, who: str) -> 
         if current.lead == article.uid:
             raise CurationRefused(
                 f"{name} is the lead of edition {day}: it cannot be excluded",
-                "choose another lead first (`newsletter edition lead REF`)",
+                "choose another lead first with `newsletter edition lead REF`",
             )
         entry = ExcludedArticle(article.uid, article.title, article.link, section)
         return (
@@ -227,7 +227,7 @@ def choose_lead(store: Store, settings: Settings, day: date, ref: str, who: str)
         if article.uid in current.curation.excluded:
             raise CurationRefused(
                 f"{name} is excluded from edition {day}: it cannot lead",
-                "include it first (`newsletter edition include REF`)",
+                "include it first with `newsletter edition include REF`",
             )
         if current.lead == article.uid:
             raise _Unchanged(f"edition {day}: {name} is already the lead; nothing changed")
