@@ -219,7 +219,9 @@ def test_editors_shape_the_edition_in_the_browser(
     # The checkbox and the radio are found by their labels, as a screen reader names them.
     page.get_by_label(f"Exclu: {excluded_title}").check()
     page.get_by_label(f"À la une: {lead_title}").check()
-    page.get_by_label("Introduction").fill("Ce soir, <b>trois</b> dossiers à lire.")
+    page.get_by_label("Introduction").fill(
+        "Ce soir, <b>trois</b> dossiers à lire.\n\nBonne lecture."
+    )
     page.get_by_label("Objet", exact=True).fill("Notre sélection du soir")
     screenshot(page, tmp_path / "curation-form-1200.png")
     page.get_by_role("button", name="Enregistrer l’édition").click()
@@ -235,6 +237,10 @@ def test_editors_shape_the_edition_in_the_browser(
     assert page.get_by_label(f"À la une: {lead_title}").is_checked()
     assert not blocked, blocked
     screenshot(page, tmp_path / "curation-saved-1200.png")
+    # Saving the page again as it now is changes nothing (its hidden state is the edition's).
+    page.get_by_role("button", name="Enregistrer l’édition").click()
+    page.wait_for_url(f"{live.url}/preview/{SAMPLE_DATE}?saved=0")
+    assert "0 modification enregistrée." in page.inner_text("main")
     page.set_viewport_size(PHONE)
     assert page.evaluate("document.documentElement.scrollWidth") <= 375  # nothing sideways
     screenshot(page, tmp_path / "curation-375.png")

@@ -16,6 +16,7 @@ import httpx
 import lxml.html
 import pytest
 
+from newsletter.services import curation
 from newsletter.services.curation import editorial_changes
 from newsletter.services.delivery import send_edition
 from tests.support import SAMPLE_DATE, SmtpServer
@@ -101,6 +102,21 @@ def desk(http: httpx.Client) -> Desk:
 def save(http: httpx.Client, live: LiveApp, token: str, **fields: object) -> httpx.Response:
     """Post the curation form as a browser on our own page does."""
     return http.post(ACTION, data={"form_token": token, **fields}, headers={"Origin": live.url})
+
+
+def form_as_shown(page: Desk, live: LiveApp) -> dict[str, list[str]]:
+    """The curation form's fields as the page holds them (hidden state included), as a browser
+    would post them if the editor pressed Save at once."""
+    [form] = page.doc.xpath(f"//form[@action='{live.url}{ACTION}']")
+    fields: dict[str, list[str]] = {}
+    for name, value in form.form_values():
+        fields.setdefault(name, []).append(value)
+    # lxml posts "on" for a checked radio whose value is "" (a browser posts ""): the checked
+    # "lead" radio's own value, as a browser sends it.
+    fields["lead"] = [
+        radio.get("value") for radio in form.xpath(".//input[@name='lead'][@checked]")
+    ]
+    return fields
 
 
 def state(live: LiveApp) -> tuple[object, ...]:
@@ -206,6 +222,44 @@ def test_saving_the_form_changes_the_preview_and_logs_the_changes(live: LiveApp)
     assert excluded.title in restored.email
     assert "Notre sélection du soir" not in restored.subject_line
     assert restored.email.index(lead.title) < restored.email.index(first.title)
+
+
+def test_a_stale_page_does_not_undo_what_another_editor_changed(live: LiveApp) -> None:
+    with live.client(auth=AUTH) as http:
+        page = desk(http)
+        fields = form_as_shown(page, live)
+        assert fields["shown"] == ["1"] and "excluded" not in fields
+        # Pressing Save on the page as it is changes nothing.
+        unchanged = http.post(ACTION, data=fields, headers={"Origin": live.url})
+        assert unchanged.status_code == 303, unchanged.text[-900:]
+        assert unchanged.headers["location"].endswith("?saved=0")
+        # Meanwhile another editor, at the command line, excludes an article and sets a Subject.
+        other = page.rows[5]
+        curation.exclude(live.store, live.settings, SAMPLE_DAY, other.ref, "cli:amina")
+        curation.set_subject(live.store, live.settings, SAMPLE_DAY, "Le choix d’Amina", "cli:amina")
+        # This editor, on the page loaded before, writes an intro and picks a lead.
+        lead = page.rows[7]
+        fields.update(intro=["Deux lignes.\r\nSur deux lignes."], lead=[lead.ref])
+        answer = http.post(ACTION, data=fields, headers={"Origin": live.url})
+        assert answer.status_code == 303 and answer.headers["location"].endswith("?saved=2")
+        after = desk(http)
+    assert after.row(other.title).excluded  # not brought back by the stale page
+    assert "Le choix d’Amina" in after.subject_line  # not reset by the stale page
+    assert after.row(lead.title).lead
+    stored = live.store.edition_curation(SAMPLE_DAY)
+    assert stored.intro == "Deux lignes.\nSur deux lignes."
+    whos = [(c.who, c.action) for c in editorial_changes(live.store, SAMPLE_DAY)]
+    assert whos == [
+        ("cli:amina", "exclude"),
+        ("cli:amina", "subject"),
+        ("web:editor", "lead"),
+        ("web:editor", "intro"),
+    ]
+    # Saving that page again (its hidden state is now the edition's) changes nothing.
+    with live.client(auth=AUTH) as http:
+        again = http.post(ACTION, data=form_as_shown(after, live), headers={"Origin": live.url})
+        assert again.headers["location"].endswith("?saved=0")
+    assert len(editorial_changes(live.store, SAMPLE_DAY)) == 4
 
 
 def test_adding_a_link_and_going_back_to_the_first_article_as_lead(live: LiveApp) -> None:
@@ -349,14 +403,16 @@ def test_once_the_send_started_the_form_is_disabled_and_a_post_gets_409(live: Li
 def test_the_form_in_arabic_reads_right_to_left(
     tmp_path: Path, smtp_factory: Callable[..., SmtpServer]
 ) -> None:
-    with running_app(
-        tmp_path,
-        smtp_factory(),
-        NEWSLETTER_ADMIN_PASSWORD=ADMIN_PASSWORD,
-        NEWSLETTER_LOCALE="ar",
-    ) as live:
-        with live.client(auth=AUTH) as http:
-            page = desk(http)
+    with (
+        running_app(
+            tmp_path,
+            smtp_factory(),
+            NEWSLETTER_ADMIN_PASSWORD=ADMIN_PASSWORD,
+            NEWSLETTER_LOCALE="ar",
+        ) as live,
+        live.client(auth=AUTH) as http,
+    ):
+        page = desk(http)
     assert page.doc.get("dir") == "rtl"
     for text in ("إعداد العدد", "مُستبعَد", "الخبر الرئيسي", "إضافة رابط", "حفظ العدد"):
         assert text in page.html, text

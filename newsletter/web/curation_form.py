@@ -2,9 +2,10 @@
 
 The page (templates/pages/preview.html) shows ``services.curation.edition_draft`` as one form:
 per article a checkbox "excluded" and a radio "lead", the intro, the Subject and a fieldset to
-add a link. The form posts the whole state; ``planned_changes`` compares it with the draft and
-returns only the service calls for what differs, so a post that changes nothing records nothing
-and two editors saving different fields do not undo each other's work.
+add a link. The form posts the whole state, and in hidden fields the state the page showed;
+``planned_changes`` compares the two and returns only the service calls for what the editor
+changed, so a post that changes nothing records nothing and an editor saving a stale page does
+not undo what another editor (or the CLI) changed meanwhile.
 
 Every check the service would make is made here first, with the domain's own rules, before
 any call: a post refused half-way would otherwise leave half its changes recorded.
@@ -28,6 +29,7 @@ from newsletter.domain.curation import (
     clean_intro,
     clean_subject,
 )
+from newsletter.domain.text import one_line
 from newsletter.services import curation
 from newsletter.services.curation import EditionDraft
 from newsletter.web.pages import text_field, text_fields
@@ -52,6 +54,28 @@ Change = Callable[[], str]
 
 
 @dataclass(frozen=True, slots=True)
+class Shown:
+    """The edition's state as the page showed it (hidden fields of the form): a post changes
+    only what the editor changed on the page, so a change made meanwhile by another editor (or
+    the CLI) to another article or field is kept, not undone by a stale page."""
+
+    excluded: frozenset[str]
+    lead: str
+    intro: str
+    subject: str
+
+    @classmethod
+    def of(cls, draft: EditionDraft) -> Shown:
+        articles = [a for _, section in draft.sections for a in section]
+        return cls(
+            excluded=frozenset(a.ref for a in articles if a.excluded),
+            lead=next((a.ref for a in articles if a.lead), ""),
+            intro=draft.intro,
+            subject=draft.subject,
+        )
+
+
+@dataclass(frozen=True, slots=True)
 class PostedCuration:
     """What the form posted, each field as the editor left it."""
 
@@ -64,11 +88,22 @@ class PostedCuration:
     add_section: str
     add_summary: str
     add_image_url: str
+    shown: Shown | None  # None: posted without the page's state (then: the edition as it is)
 
     @classmethod
     def of(cls, form: FormData) -> PostedCuration:
         # A section typed in the free-text field wins over the one picked in the list.
         section = text_field(form, "add_section_new").strip() or text_field(form, "add_section")
+        shown = (
+            Shown(
+                excluded=frozenset(text_fields(form, "shown_excluded")),
+                lead=text_field(form, "shown_lead"),
+                intro=text_field(form, "shown_intro"),
+                subject=text_field(form, "shown_subject"),
+            )
+            if text_field(form, "shown") == "1"
+            else None
+        )
         return cls(
             excluded=frozenset(text_fields(form, "excluded")),
             lead=text_field(form, "lead") if "lead" in form else None,
@@ -79,6 +114,7 @@ class PostedCuration:
             add_section=section,
             add_summary=text_field(form, "add_summary"),
             add_image_url=text_field(form, "add_image_url").strip(),
+            shown=shown,
         )
 
     @property
@@ -86,28 +122,44 @@ class PostedCuration:
         return bool(self.add_url or self.add_title.strip())
 
 
+def _as_stored(intro: str) -> str:
+    """An intro normalised as clean_intro stores it, without its length check (to compare)."""
+    lines = intro.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+    return "\n".join(line.rstrip() for line in lines).strip("\n")
+
+
 def planned_changes(
     store: Store, settings: Settings, draft: EditionDraft, posted: PostedCuration, who: str
 ) -> list[Change]:
-    """The service calls that bring the edition from ``draft`` to ``posted``, in a safe order.
+    """The service calls for what the editor changed on the page, in a safe order.
 
-    CurationRefused when the post asks for something the service would refuse; nothing is
-    called then. The added link goes first (the service alone knows whether its URL is already
-    in the edition: refused there, nothing else is done), then the re-inclusions (a re-included
-    article may become the lead), the lead (an article that stops leading may then be
-    excluded), the exclusions, the intro and the Subject.
+    What changed is the difference between the form as posted and the state the page showed
+    (``posted.shown``); each such change is made unless the edition already has it. Every check
+    runs first: CurationRefused when the post asks for something the service would refuse, and
+    nothing is called then. The added link goes first (the service alone knows whether its URL
+    is already in the edition: refused there, nothing else is done), then the re-inclusions (a
+    re-included article may become the lead), the lead (an article that stops leading may then
+    be excluded), the exclusions, the intro and the Subject.
     """
     day = draft.day
     articles = {a.ref: a for _, section in draft.sections for a in section}
-    unknown = sorted((posted.excluded | ({posted.lead} if posted.lead else set())) - set(articles))
-    if unknown:
+    current = Shown.of(draft)
+    was = posted.shown or current
+    ticked = posted.excluded - was.excluded
+    unticked = was.excluded - posted.excluded
+    lead_changed = posted.lead is not None and posted.lead != was.lead
+    asked = ticked | ({posted.lead} if lead_changed and posted.lead else set())
+    if unknown := sorted(asked - set(articles)):
         raise CurationRefused(
             f"no article {unknown[0]} in the edition of {day.isoformat()}",
             "reload the page: the edition may have changed",
         )
-    if posted.lead and posted.lead in posted.excluded:
+    to_include = [ref for ref in articles if ref in unticked and ref in current.excluded]
+    to_exclude = [ref for ref in articles if ref in ticked and ref not in current.excluded]
+    lead = posted.lead if lead_changed and posted.lead is not None else current.lead
+    if lead and lead in (current.excluded - set(to_include)) | set(to_exclude):
         raise CurationRefused(
-            f"article {posted.lead} cannot be both the lead and excluded",
+            f"article {lead} cannot be both the lead and excluded",
             "choose another lead, or keep this article",
         )
     intro = clean_intro(posted.intro)
@@ -135,18 +187,15 @@ def planned_changes(
             summary=posted.add_summary,
             image_url=posted.add_image_url,
         )
-    for ref, article in articles.items():
-        if article.excluded and ref not in posted.excluded:
-            call(curation.include, ref)
-    current_lead = next((ref for ref, a in articles.items() if a.lead), "")
-    if posted.lead is not None and posted.lead != current_lead:
-        call(curation.choose_lead, posted.lead)
-    for ref, article in articles.items():
-        if ref in posted.excluded and not article.excluded:
-            call(curation.exclude, ref)
-    if intro != draft.intro:
+    for ref in to_include:
+        call(curation.include, ref)
+    if lead != current.lead:
+        call(curation.choose_lead, lead)
+    for ref in to_exclude:
+        call(curation.exclude, ref)
+    if intro != _as_stored(was.intro) and intro != draft.intro:
         call(curation.set_intro, intro)
-    if subject != draft.subject:
+    if subject != one_line(was.subject) and subject != draft.subject:
         call(curation.set_subject, subject)
     return changes
 
@@ -158,6 +207,7 @@ def draft_context(settings: Settings, draft: EditionDraft) -> dict[str, Any]:
     return {
         "draft": draft,
         "chosen_lead": any(a.lead for _, section in draft.sections for a in section),
+        "shown": Shown.of(draft),
         # The sections an added link may join: the edition's own ("" = the general one).
         "section_choices": [label for label, _ in draft.sections if label != general],
         "general_section": general,
