@@ -341,6 +341,32 @@ def test_editors_get_the_preview_once_before_the_send_time(
     assert_clean(*daemons)
 
 
+def test_the_editors_preview_and_the_scheduled_send_carry_the_curated_edition(
+    tmp_path: Path, smtp_server: SmtpServer, daemons: list[Daemon]
+) -> None:
+    """What the editors decided (issue 14) is what the preview mail and the send carry."""
+    env = daemon_env(tmp_path, smtp_server.port, NEWSLETTER_EDITORS="redaction@exemple.ma")
+    add_subscribers(tmp_path, env, 1)
+    excluded = (
+        "https://www.example.com/2026/01/26/decentralisation-projet-de-loi-adopte-en-commission/"
+    )
+    for args in (("exclude", excluded), ("subject", "Le choix de la rédaction")):
+        proc = run_cli("edition", *args, "--date", SAMPLE_DATE, env=env, cwd=tmp_path)
+        assert proc.returncode == 0, proc.stderr
+    # five seconds before the send time: the preview first, then the send
+    daemon = start(daemons, tmp_path, env, now="2026-01-27T06:59:55+01:00")
+    daemon.wait_for("editors' preview sent to 1 address;")
+    daemon.wait_for("(complete)", timeout=60)
+    daemon.stop()
+    messages = {str(m["To"].addresses[0].addr_spec): m for m in smtp_server.messages()}
+    assert sorted(messages) == ["lecteur0@exemple.ma", "redaction@exemple.ma"]
+    assert str(messages["lecteur0@exemple.ma"]["Subject"]) == "Le choix de la rédaction"
+    assert str(messages["redaction@exemple.ma"]["Subject"]).endswith("Le choix de la rédaction")
+    for message in messages.values():
+        assert excluded not in message.as_string()
+    assert_clean(*daemons)
+
+
 def test_sigint_stops_a_standby_cleanly_too(
     tmp_path: Path, smtp_server: SmtpServer, daemons: list[Daemon]
 ) -> None:
