@@ -174,3 +174,55 @@ def test_archive_to_web_version_in_the_browser(
     assert page.evaluate("document.documentElement.scrollWidth") <= 640
     screenshot(page, tmp_path / "web-version-640.png")
     context.close()
+
+
+def test_editors_shape_the_edition_in_the_browser(
+    live: LiveApp, browser: object, tmp_path: Path
+) -> None:
+    """The curation form driven as an editor does: exclude, lead, intro, Subject, save."""
+    context = browser.new_context(  # type: ignore[attr-defined]
+        viewport={"width": 1200, "height": 900},
+        http_credentials={"username": "editor", "password": ADMIN_PASSWORD},
+    )
+    page = context.new_page()
+    blocked: list[str] = []  # what the Content-Security-Policy refused, as chromium reports it
+    page.on(
+        "console",
+        lambda message: (
+            blocked.append(message.text) if "Content Security Policy" in message.text else None
+        ),
+    )
+    page.goto(f"{live.url}/preview/{SAMPLE_DATE}")
+    excluded_title = "Cacao : les coopératives misent sur la transformation locale"
+    lead_title = "Athlétisme : Mariam Touré, 19 ans, bat le record national du 800 mètres"
+    phone = page.frame_locator("iframe.phone")
+    assert excluded_title in phone.locator("body").inner_text()
+    # The checkbox and the radio are found by their labels, as a screen reader names them.
+    page.get_by_label(f"Exclu: {excluded_title}").check()
+    page.get_by_label(f"À la une: {lead_title}").check()
+    page.get_by_label("Introduction").fill(
+        "Ce soir, <b>trois</b> dossiers à lire.\n\nBonne lecture."
+    )
+    page.get_by_label("Objet", exact=True).fill("Notre sélection du soir")
+    screenshot(page, tmp_path / "curation-form-1200.png")
+    page.get_by_role("button", name="Enregistrer l’édition").click()
+    page.wait_for_url(f"{live.url}/preview/{SAMPLE_DATE}?saved=4")
+    assert "4 modifications enregistrées." in page.inner_text("main")
+    email = phone.locator("body").inner_text()
+    assert excluded_title not in email
+    assert "Ce soir, <b>trois</b> dossiers à lire." in email  # shown as text, not as markup
+    # The lead comes first, before the article that led the edition as the feeds made it.
+    assert email.index(lead_title) < email.index("Décentralisation")
+    assert "Notre sélection du soir" in page.inner_text(".card")
+    assert page.get_by_label(f"Exclu: {excluded_title}").is_checked()
+    assert page.get_by_label(f"À la une: {lead_title}").is_checked()
+    assert not blocked, blocked
+    screenshot(page, tmp_path / "curation-saved-1200.png")
+    # Saving the page again as it now is changes nothing (its hidden state is the edition's).
+    page.get_by_role("button", name="Enregistrer l’édition").click()
+    page.wait_for_url(f"{live.url}/preview/{SAMPLE_DATE}?saved=0")
+    assert "0 modification enregistrée." in page.inner_text("main")
+    page.set_viewport_size(PHONE)
+    assert page.evaluate("document.documentElement.scrollWidth") <= 375  # nothing sideways
+    screenshot(page, tmp_path / "curation-375.png")
+    context.close()

@@ -17,12 +17,12 @@ The lines written for the operator (the command line, the logs) are English by d
 from __future__ import annotations
 
 import functools
-from datetime import date
+from datetime import date, datetime, tzinfo
 from gettext import NullTranslations
 from pathlib import Path
 
 from babel import Locale, UnknownLocaleError
-from babel.dates import format_date
+from babel.dates import format_date, format_datetime
 from babel.numbers import format_percent as babel_format_percent
 from babel.numbers import parse_pattern
 from babel.support import Translations
@@ -112,6 +112,11 @@ def format_long_date(d: date, locale: str) -> str:
 def format_medium_date(d: date, locale: str) -> str:
     """The date in short words, for a table: "27 janv. 2026" in fr."""
     return format_date(d, format="medium", locale=babel_locale(locale))
+
+
+def format_moment(moment: datetime, zone: tzinfo, locale: str) -> str:
+    """A moment in ``zone`` (the site's), as ``locale`` writes it: "27 janv. 2026, 06:42"."""
+    return format_datetime(moment, format="medium", tzinfo=zone, locale=babel_locale(locale))
 
 
 def format_percent(rate: float, locale: str) -> str:

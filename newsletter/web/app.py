@@ -14,7 +14,9 @@ Routes (under NEWSLETTER_BASE_URL; the name each is built from in url() / url_pa
   POST /editor/{day}/hold    editor_hold       editors
   POST /editor/{day}/release editor_release    editors
   POST /editor/{day}/test    editor_test       editors: a test send of the edition
-  GET  /preview/{day}        preview           editors: the edition as subscribers see it
+  POST /editor/{day}/edition editor_curate     editors: the curation form (exclude, lead, intro...)
+  GET  /preview/{day}        preview           editors: the edition as subscribers see it, and
+                                               beside it the form that shapes it
   GET  /archive              archive           the sent editions, newest first (NEWSLETTER_ARCHIVE=public)
   GET  /archive.atom         archive_feed      their Atom feed (public)
   GET  /archive/{day}        archive_edition   an edition's web version, as sent (public, unlisted)
@@ -98,6 +100,7 @@ def editor_routes(console: EditorConsole) -> list[BaseRoute]:
         editors_only("/editor/{day}/hold", console.hold, "POST", "editor_hold"),
         editors_only("/editor/{day}/release", console.release, "POST", "editor_release"),
         editors_only("/editor/{day}/test", console.test_send, "POST", "editor_test"),
+        editors_only("/editor/{day}/edition", console.curate, "POST", "editor_curate"),
         editors_only("/preview/{day}", console.preview, "GET", "preview"),
     ]
 

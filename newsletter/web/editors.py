@@ -33,6 +33,7 @@ from newsletter.adapters.i18n import (
 )
 from newsletter.domain import DeliveryStatus, EditionRecord, EditionStatus
 from newsletter.domain.addresses import InvalidAddress, normalise_address
+from newsletter.domain.curation import CurationRefused
 from newsletter.domain.errors import NewsletterError
 from newsletter.domain.ratelimit import SlidingWindowLimiter
 from newsletter.domain.returned import (
@@ -40,6 +41,7 @@ from newsletter.domain.returned import (
     COMPLAINT_RATE_WARNING,
     ReturnedCounts,
 )
+from newsletter.services.curation import EditionFrozen
 from newsletter.services.delivery import NothingToSend, send_test
 from newsletter.services.editions import (
     EditionFinished,
@@ -48,6 +50,12 @@ from newsletter.services.editions import (
     returned_counts,
 )
 from newsletter.services.preview import render_preview
+from newsletter.web.curation_form import (
+    PostedCuration,
+    draft_context,
+    load_draft,
+    planned_changes,
+)
 from newsletter.web.pages import Site, client_of, text_field
 
 Endpoint = Callable[[Request], Awaitable[Response]]
@@ -332,10 +340,15 @@ class EditorConsole:
         )
         return context
 
+    def desk_context(self, day: date) -> dict[str, Any]:
+        """The preview of ``day`` and, beside it, its curation form (the same edition twice)."""
+        draft = load_draft(self.store, self.settings, day)
+        return {**self.preview_context(day), **draft_context(self.settings, draft)}
+
     async def preview(self, request: Request) -> Response:
         day = edition_day(request)
         try:
-            context = await run_in_threadpool(self.preview_context, day)
+            context = await run_in_threadpool(self.desk_context, day)
         except NewsletterError as err:  # every source failed, say: the editors need the reason
             return self.site.message(
                 503,
@@ -351,8 +364,70 @@ class EditorConsole:
             state=self.state_name(record),
             editor_url=self.site.url("editor"),
             test_url=self.site.url("editor_test", day=day.isoformat()),
+            curate_url=self.site.url("editor_curate", day=day.isoformat()),
             form_token=self.form_token(),
+            saved=self.saved_notice(request.query_params.get("saved", "")),
             **context,
+        )
+
+    def saved_notice(self, saved: str) -> str:
+        """After a save (?saved=N): how many changes it made; "" on any other visit."""
+        if not (saved.isdigit() and len(saved) < 4):
+            return ""
+        count = int(saved)
+        return self.site.t(None, nN_("%(num)d change saved.", "%(num)d changes saved.", count))
+
+    # -- curation: what the editors change in the edition ----------------------------------------
+
+    async def curate(self, request: Request) -> Response:
+        """The curation form posted: the service calls for what changed, then back to the page."""
+        day = edition_day(request)
+        form = await self.site.read_form(request)
+        if not self.form_ok(request, form):
+            return self.site.form_expired()
+        who = "web:" + self.settings.admin_user
+        to_preview = (self.site.url("preview", day=day.isoformat()), N_("Back to the preview"))
+        try:
+            done = await run_in_threadpool(self.apply_curation, day, PostedCuration.of(form), who)
+        except EditionFrozen as err:
+            return self.frozen_page(day, str(err))
+        except CurationRefused as err:
+            return self.site.message(
+                400,
+                N_("This change was refused"),
+                N_("Nothing was changed. Correct the form and save again."),
+                detail=str(err),
+                link=to_preview,
+            )
+        except NewsletterError as err:  # every source failed: the edition cannot be built
+            return self.site.message(
+                503, N_("This edition cannot be prepared"), detail=str(err), link=to_preview
+            )
+        if done is None:
+            return self.frozen_page(day, "")
+        preview = self.site.url("preview", day=day.isoformat())
+        return RedirectResponse(f"{preview}?saved={len(done)}", status_code=303)
+
+    def apply_curation(self, day: date, posted: PostedCuration, who: str) -> list[str] | None:
+        """The changes made, each as the service's line; None when the edition is frozen.
+
+        Every check runs before the first change (planned_changes), so a refused post changes
+        nothing; the service refuses on its own a change that arrives once the send started.
+        """
+        draft = load_draft(self.store, self.settings, day)
+        if draft.frozen:
+            return None
+        changes = planned_changes(self.store, self.settings, draft, posted, who)
+        return [change() for change in changes]
+
+    def frozen_page(self, day: date, detail: str) -> Response:
+        return self.site.message(
+            409,
+            N_("This edition is already going out"),
+            N_("The send of the edition of %(date)s has started: nothing was changed."),
+            detail=detail,
+            link=(self.site.url("preview", day=day.isoformat()), N_("Back to the preview")),
+            date=format_long_date(day, self.settings.locale),
         )
 
     async def test_send(self, request: Request) -> Response:
