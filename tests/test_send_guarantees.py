@@ -52,6 +52,16 @@ def misbehaving(tmp_path: Path) -> Iterator[list[MisbehavingRelay]]:
         relay.stop()
 
 
+def wait_until_stopped(pid: int) -> None:
+    """Until the kernel reports ``pid`` stopped (state T in /proc/PID/stat)."""
+    stat = Path(f"/proc/{pid}/stat")
+    deadline = time.monotonic() + 10
+    while stat.read_text().rsplit(")", 1)[1].split()[0] not in ("T", "t"):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"process {pid} did not stop")
+        time.sleep(0.002)
+
+
 def pause_outside_a_write(process: subprocess.Popen[str], database: Path) -> None:
     """SIGSTOP ``process`` at a moment it holds no SQLite write transaction.
 
@@ -61,6 +71,9 @@ def pause_outside_a_write(process: subprocess.Popen[str], database: Path) -> Non
     """
     for _ in range(100):
         os.kill(process.pid, signal.SIGSTOP)
+        # kill() returns before a busy machine has stopped it: probing before it is stopped
+        # would let it take the write lock just after the probe let go (seen under load).
+        wait_until_stopped(process.pid)
         probe = sqlite3.connect(database, timeout=0.2, isolation_level=None)
         try:
             probe.execute("BEGIN IMMEDIATE")
