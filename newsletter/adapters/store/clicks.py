@@ -78,7 +78,11 @@ class ClickQueries(StoreBase):
                     index_elements=["edition_date", "subscriber_id"]
                 )
                 values = {"edition_date": day, "subscriber_id": subscriber_id, "opened_at": at}
-                stored += c.execute(statement.values(values)).rowcount
+                # RETURNING rather than rowcount: psycopg's rowcount of ON CONFLICT DO NOTHING
+                # was not reliable here (-1).
+                stored += len(
+                    c.execute(statement.values(values).returning(opens.c.opened_at)).all()
+                )
         return stored
 
     def _countable(self, c: Connection, ids: set[int]) -> set[int]:
