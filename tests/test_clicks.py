@@ -456,3 +456,30 @@ def test_a_flood_of_clicks_counts_right_and_unsubscribes_still_answer(live: Live
     assert live.store.article_tallies([DAY]) == {
         (DAY, ref(DAY, 2)): Tally(clicks=len(paths), unique_clicks=len(readers))
     }
+
+
+def test_the_editors_figures_top_articles_and_section_trend(live: LiveApp) -> None:
+    from newsletter.services.stats import section_trend, top_articles
+
+    first, second, _third = live.ids  # type: ignore[attr-defined]
+    now = datetime.now(UTC)
+    live.store.record_clicks(
+        [
+            Click(DAY, ref(DAY, 3), first, now),
+            Click(DAY, ref(DAY, 3), second, now + timedelta(minutes=1)),
+            Click(DAY, ref(DAY, 0), first, now + timedelta(minutes=2)),
+            Click(DAY, ref(DAY, 1), second, now + timedelta(minutes=3)),
+            Click(OTHER_DAY, ref(OTHER_DAY, 2), first, now),
+        ]
+    )
+    top = top_articles(live.store, live.settings, DAY, limit=2)
+    assert [(a.title, a.clicks, a.unique_clicks) for a in top] == [
+        ("Le Raja s’impose au derby", 2, 2),
+        ("Réforme des régions adoptée", 1, 1),
+    ]
+    trend = section_trend(live.store, live.settings)
+    assert [(t.day, t.sent) for t in trend] == [(OTHER_DAY, 3), (DAY, 3)]
+    assert dict(trend[1].rates) == pytest.approx(
+        {"Politique": 2 / 3, "Économie": 0, "Sport": 2 / 3}
+    )
+    assert dict(trend[0].rates) == pytest.approx({"Politique": 0, "Économie": 1 / 3, "Sport": 0})
