@@ -205,12 +205,17 @@ def test_log_timestamps_are_in_the_site_zone_whatever_the_server_zone() -> None:
 
 
 def test_the_daemon_folds_old_clicks_on_taking_the_lease_then_daily(
-    tmp_path: Path, stopped_daemons: list[Daemon], caplog: pytest.LogCaptureFixture
+    tmp_path: Path,
+    stopped_daemons: list[Daemon],
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     from newsletter.domain.clicks import Click, Tally
     from tests.factories import new_subscriber
 
     caplog.set_level(logging.INFO, "newsletter")
+    # 30 s after taking the lease in production; at once here
+    monkeypatch.setattr("newsletter.daemon.runner.FIRST_FOLD_AFTER", timedelta(0))
     settings = settings_for(tmp_path, NEWSLETTER_CLICK_RETENTION_DAYS="30")
     with open_store(settings.database_url) as store:
         store.add_many([new_subscriber("lectrice@exemple.ma")])

@@ -12,8 +12,8 @@ next (None: not until this process holds the lease again). The runner schedules 
 - the bounce job, when NEWSLETTER_BOUNCE_IMAP_URL is set, polls that mailbox every
   NEWSLETTER_BOUNCE_POLL_MINUTES (``services/mailbox.py``); a failed poll is one warning line;
 - the click retention job folds the per-reader click rows older than
-  NEWSLETTER_CLICK_RETENTION_DAYS into per-article totals (``services/clicks.py``) on taking the
-  lease and then once a day.
+  NEWSLETTER_CLICK_RETENTION_DAYS into per-article totals (``services/clicks.py``) 30 s after
+  taking the lease and then once a day.
 Only the holder of the lease acts. Whatever happens, a job returns: an error is one log line and
 the job runs again a minute later.
 """
@@ -54,6 +54,7 @@ RETRY_AFTER = timedelta(minutes=5)  # after a failed or unfinished send or previ
 LOOK_AGAIN = timedelta(minutes=1)  # while the due edition is held, and after an unexpected error
 SEND, PREVIEW, BOUNCES, CLICKS = "send", "preview", "bounces", "clicks"  # the jobs' ids
 FOLD_EVERY = timedelta(days=1)  # the click retention fold
+FIRST_FOLD_AFTER = timedelta(seconds=30)  # after taking the lease
 
 
 def _until(now: datetime, moment: datetime) -> str:
