@@ -21,6 +21,7 @@ BENCH = Path(__file__).resolve().parent
 
 # Modest sizes per script (see each script's docstring for what the arguments mean).
 MODEST: dict[str, list[str]] = {
+    "bench_clicks.py": ["--clicks", "3000", "--client", "threads"],
     "bench_header_flood.py": ["--megabytes", "10", "--clients", "4"],
     "bench_nesting.py": ["--depths", "16000,64000", "--runs", "1"],
     "bench_preview.py": ["--articles", "50", "--runs", "3"],

@@ -262,6 +262,29 @@ SETTINGS: tuple[SettingDoc, ...] = (
         "60",
         "minutes before the send time that editors get their test send",
     ),
+    SettingDoc(
+        "NEWSLETTER_TRACK_CLICKS",
+        "false",
+        "count clicks on article links through signed redirects under BASE_URL/c/ (true/false);"
+        " readers can turn it off for themselves",
+    ),
+    SettingDoc(
+        "NEWSLETTER_UTM",
+        "",
+        "campaign parameters added to article links when clicks are tracked, e.g."
+        " utm_source=newsletter&utm_medium=email&utm_campaign=lettre-{date}",
+    ),
+    SettingDoc(
+        "NEWSLETTER_CLICK_RETENTION_DAYS",
+        "30",
+        "days each reader's clicks are kept before they are folded into per-article totals",
+    ),
+    SettingDoc(
+        "NEWSLETTER_TRACK_OPENS",
+        "false",
+        "add an open-counting pixel (true/false); off by default: opens are unreliable (see"
+        " Privacy)",
+    ),
 )
 
 _DEFAULTS: dict[str, str] = {s.name: s.default for s in SETTINGS}
@@ -318,6 +341,10 @@ class Settings:
     thank_you_url: str
     editors: tuple[str, ...]
     preview_lead_minutes: int
+    track_clicks: bool = False
+    utm: str = ""
+    click_retention_days: int = 30
+    track_opens: bool = False
     trusted_proxies: tuple[str, ...] = ()
     unknown: tuple[UnknownSetting, ...] = ()
 
@@ -670,6 +697,14 @@ def load_settings(
         thank_you_url=get("NEWSLETTER_THANK_YOU_URL"),
         editors=_split(get("NEWSLETTER_EDITORS")),
         preview_lead_minutes=parse(lambda: number("NEWSLETTER_PREVIEW_LEAD", int, 0), 0),
+        track_clicks=parse(
+            lambda: _flag("NEWSLETTER_TRACK_CLICKS", get("NEWSLETTER_TRACK_CLICKS")), False
+        ),
+        utm=parse(lambda: _utm(get("NEWSLETTER_UTM")), ""),
+        click_retention_days=parse(lambda: number("NEWSLETTER_CLICK_RETENTION_DAYS", int, 1), 30),
+        track_opens=parse(
+            lambda: _flag("NEWSLETTER_TRACK_OPENS", get("NEWSLETTER_TRACK_OPENS")), False
+        ),
         trusted_proxies=parse(
             lambda: _networks("NEWSLETTER_TRUSTED_PROXIES", get("NEWSLETTER_TRUSTED_PROXIES")), ()
         ),
@@ -784,6 +819,36 @@ def _base_url(url: str) -> str:
         f"NEWSLETTER_BASE_URL={url!r} is not an https URL",
         "one-click unsubscribe (RFC 8058) needs https; plain http is allowed only for localhost",
     )
+
+
+_TRUE = frozenset({"true", "yes", "on", "1"})
+_FALSE = frozenset({"false", "no", "off", "0", ""})
+
+
+def _flag(name: str, text: str) -> bool:
+    value = text.lower()
+    if value in _TRUE or value in _FALSE:
+        return value in _TRUE
+    raise ConfigError(f"{name}={text!r} is not true or false", "expected true or false")
+
+
+def _utm(text: str) -> str:
+    """Query parameters ``a=b&c=d``; ``{date}`` is replaced by the edition's date at send time."""
+    from urllib.parse import parse_qsl
+
+    text = _one_line("NEWSLETTER_UTM", text).lstrip("?")
+    if not text:
+        return ""
+    try:
+        pairs = parse_qsl(text.replace("{date}", "2026-01-27"), strict_parsing=True)
+    except ValueError:
+        pairs = []
+    if not pairs or any(not key or " " in key + value for key, value in pairs):
+        raise ConfigError(
+            f"NEWSLETTER_UTM={text!r} is not a query string",
+            "expected name=value pairs joined by &, e.g. utm_source=newsletter&utm_medium=email",
+        )
+    return text
 
 
 def _site_url(url: str) -> str:

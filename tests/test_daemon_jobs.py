@@ -202,3 +202,41 @@ def test_log_timestamps_are_in_the_site_zone_whatever_the_server_zone() -> None:
     assert line.startswith("2026-01-27T07:00:00+0100"), line
     tokyo = SiteZoneFormatter(LOG_FORMAT, ZoneInfo("Asia/Tokyo")).format(record)
     assert tokyo.startswith("2026-01-27T15:00:00+0900"), tokyo
+
+
+def test_the_daemon_folds_old_clicks_on_taking_the_lease_then_daily(
+    tmp_path: Path,
+    stopped_daemons: list[Daemon],
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from newsletter.domain.clicks import Click, Tally
+    from tests.factories import new_subscriber
+
+    caplog.set_level(logging.INFO, "newsletter")
+    # 30 s after taking the lease in production; at once here
+    monkeypatch.setattr("newsletter.daemon.runner.FIRST_FOLD_AFTER", timedelta(0))
+    settings = settings_for(tmp_path, NEWSLETTER_CLICK_RETENTION_DAYS="30")
+    with open_store(settings.database_url) as store:
+        store.add_many([new_subscriber("lectrice@exemple.ma")])
+        reader = store.find_by_email("lectrice@exemple.ma").id
+        clock = shifted_clock(local("2026-01-27T12:00"))
+        store.record_clicks(
+            [
+                Click(date(2025, 12, 1), "aaaaaa", reader, clock() - timedelta(days=57)),
+                Click(DAY, "bbbbbb", reader, clock() - timedelta(days=1)),  # recent: kept
+            ]
+        )
+        daemon = Daemon(settings, store, clock=clock)
+        stopped_daemons.append(daemon)
+        daemon.start()
+        wait_until(lambda: "click retention: 1 click row past 30 days folded" in caplog.text)
+        assert [c.article_ref for c in store.click_rows(DAY)] == ["bbbbbb"]
+        assert store.click_rows(date(2025, 12, 1)) == []
+        assert store.article_tallies([date(2025, 12, 1)]) == {
+            (date(2025, 12, 1), "aaaaaa"): Tally(1, 1)
+        }
+        wait_until(lambda: daemon.scheduler.get_job("clicks") is not None)
+        job = daemon.scheduler.get_job("clicks")
+        expected = datetime.now(UTC) + timedelta(days=1)
+        assert abs(job.next_run_time - expected) < timedelta(seconds=5)

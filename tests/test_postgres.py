@@ -308,3 +308,50 @@ def test_curation_and_its_freeze_on_postgres(tmp_path, database):
         with pytest.raises(curation.EditionFrozen):
             curation.include(store, settings, DAY, url, "cli:pg")
         assert [c.who for c in curation.editorial_changes(store, DAY)] == ["cli:pg", "web:ed"]
+
+
+def test_click_counts_fold_and_forget_on_postgres(tmp_path, database):
+    """Clicks on PostgreSQL: a batch, the counts (scanner rule), the fold, forgetting a reader."""
+    from datetime import UTC
+
+    from newsletter.domain import Article
+    from newsletter.domain.clicks import Click, Tally
+    from newsletter.domain.curation import article_ref
+    from tests.factories import new_subscriber
+
+    articles = [
+        Article(
+            uid=f"u-{n}",
+            title=f"Titre {n}",
+            link=f"https://example.com/{n}",
+            published=datetime(2026, 1, 27, 5, tzinfo=UTC),
+        )
+        for n in range(3)
+    ]
+    refs = [article_ref(a.uid) for a in articles]
+    with open_store(database) as store:
+        store.add_many([new_subscriber("a@exemple.ma"), new_subscriber("b@exemple.ma")])
+        store.freeze_edition(DAY, articles)
+        store.mark_edition_sent(DAY)
+        reader, scanner = (store.find_by_email(f"{n}@exemple.ma").id for n in "ab")
+        old = utc_now() - timedelta(days=40)
+        stored = store.record_clicks(
+            [
+                Click(DAY, refs[0], reader, old),
+                Click(DAY, refs[0], reader, old + timedelta(minutes=3)),
+                *(Click(DAY, r, scanner, old + timedelta(seconds=1)) for r in refs),
+                Click(DAY, refs[1], 999_999, old),  # no such subscriber: dropped
+            ]
+        )
+        assert stored == 5
+        assert store.record_opens([(DAY, reader, old), (DAY, reader, old)]) == 1
+        assert store.sent_edition_dates() == [DAY]
+        assert store.messages_sent([DAY]) == {}  # marked sent without deliveries going out
+        expected = {(DAY, refs[0]): Tally(2, 1)}
+        assert store.article_tallies([DAY]) == expected
+        assert store.fold_clicks(utc_now() - timedelta(days=30)) == 5
+        assert store.article_tallies([DAY]) == expected
+        store.record_clicks([Click(DAY, refs[0], reader, utc_now())])
+        assert store.article_tallies([DAY]) == {(DAY, refs[0]): Tally(3, 2)}
+        assert store.forget(store.find_by_email("a@exemple.ma").email_key)
+        assert store.click_rows(DAY) == [] and store.open_count(DAY) == 0

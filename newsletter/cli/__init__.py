@@ -216,6 +216,30 @@ def status(ctx: click.Context, day: date | None) -> None:
             click.echo(line)
 
 
+@cli.command()
+@click.option("--date", "day", type=ISO_DATE, help="Edition date (default: the latest sent).")
+@click.option("--csv", "as_csv", is_flag=True, help="CSV: section,title,url,clicks,unique_clicks.")
+@click.pass_context
+def stats(ctx: click.Context, day: date | None, as_csv: bool) -> None:
+    """Clicks and unique clickers per article of edition D, with section totals.
+
+    Counts readers, not link scanners (see Privacy in the README). Folds the click rows older
+    than NEWSLETTER_CLICK_RETENTION_DAYS into per-article totals first. --csv writes one row per
+    article with a header and no total rows.
+    """
+    from newsletter.adapters.store import open_store
+    from newsletter.services.stats import edition_stats, stats_lines, write_csv
+
+    settings = settings_from(ctx)
+    with open_store(settings.database_url) as store:
+        report = edition_stats(store, settings, day)
+    if as_csv:
+        write_csv(report, sys.stdout)
+        return
+    for line in stats_lines(report):
+        click.echo(line)
+
+
 cli.add_command(subscribers)
 cli.add_command(edition)
 cli.add_command(check)

@@ -10,7 +10,10 @@ next (None: not until this process holds the lease again). The runner schedules 
 - the preview job runs NEWSLETTER_PREVIEW_LEAD minutes before the next send time, and RETRY_AFTER
   later while the edition has no article yet or the preview failed;
 - the bounce job, when NEWSLETTER_BOUNCE_IMAP_URL is set, polls that mailbox every
-  NEWSLETTER_BOUNCE_POLL_MINUTES (``services/mailbox.py``); a failed poll is one warning line.
+  NEWSLETTER_BOUNCE_POLL_MINUTES (``services/mailbox.py``); a failed poll is one warning line;
+- the click retention job folds the per-reader click rows older than
+  NEWSLETTER_CLICK_RETENTION_DAYS into per-article totals (``services/clicks.py``) 30 s after
+  taking the lease and then once a day.
 Only the holder of the lease acts. Whatever happens, a job returns: an error is one log line and
 the job runs again a minute later.
 """
@@ -34,6 +37,7 @@ from newsletter.domain.timetable import (
     decide_preview,
     decide_send,
 )
+from newsletter.services.clicks import fold_old_clicks
 from newsletter.services.delivery import (
     NoActiveSubscriber,
     NothingToSend,
@@ -48,7 +52,9 @@ log = logging.getLogger("newsletter.daemon")
 
 RETRY_AFTER = timedelta(minutes=5)  # after a failed or unfinished send or preview
 LOOK_AGAIN = timedelta(minutes=1)  # while the due edition is held, and after an unexpected error
-SEND, PREVIEW, BOUNCES = "send", "preview", "bounces"  # the jobs' ids
+SEND, PREVIEW, BOUNCES, CLICKS = "send", "preview", "bounces", "clicks"  # the jobs' ids
+FOLD_EVERY = timedelta(days=1)  # the click retention fold
+FIRST_FOLD_AFTER = timedelta(seconds=30)  # after taking the lease
 
 
 def _until(now: datetime, moment: datetime) -> str:
@@ -341,6 +347,25 @@ class Jobs:
         if report.error:
             log.warning("bounce mailbox: %s", report.error)
         return self.clock() + every
+
+    # -- click retention -------------------------------------------------------------------------
+    def fold_clicks(self) -> datetime | None:
+        """Fold the click rows past NEWSLETTER_CLICK_RETENTION_DAYS; again a day later."""
+        if not self.may_act():
+            return None
+        try:
+            folded = fold_old_clicks(self.store, self.settings, self.clock())
+        except Exception as err:  # the database is busy or down: the daemon goes on
+            log.warning("click retention: fold failed: %s; next try in 1h", error_line(err))
+            return self.clock() + timedelta(hours=1)
+        if folded:
+            log.info(
+                "click retention: %s past %d days folded into per-article totals",
+                english_ngettext("%(num)d click row", "%(num)d click rows", folded)
+                % {"num": folded},
+                self.settings.click_retention_days,
+            )
+        return self.clock() + FOLD_EVERY
 
     # -- "next send" -----------------------------------------------------------------------------
     def _announce(self, job: str, acted: bool) -> None:

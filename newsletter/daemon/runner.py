@@ -9,6 +9,7 @@ processes) and a thread for each job runs these jobs, at most one instance of ea
   it wants to run next, computed from the timetable; once it has run, it is scheduled there with
   a DateTrigger at the equivalent real instant (the same instant unless ``run --now`` shifted the
   clock). Taking the lease over schedules both at once;
+- ``clicks`` (``jobs.py``): the click retention fold, 30 s after taking the lease, then daily;
 - ``bounces`` (``jobs.py``), only when NEWSLETTER_BOUNCE_IMAP_URL is set: polls the bounce mailbox
   at once on taking the lease, then every NEWSLETTER_BOUNCE_POLL_MINUTES.
 A job that comes late (a paused process, a busy machine) still runs, once: ``misfire_grace_time``
@@ -44,18 +45,27 @@ from newsletter.adapters.i18n import english_ngettext
 from newsletter.adapters.store import Store, open_store
 from newsletter.config import Settings
 from newsletter.daemon.clock import Clock, real_instant, shifted_clock, system_clock
-from newsletter.daemon.jobs import BOUNCES, LOOK_AGAIN, PREVIEW, SEND, Jobs
+from newsletter.daemon.jobs import (
+    BOUNCES,
+    CLICKS,
+    FIRST_FOLD_AFTER,
+    LOOK_AGAIN,
+    PREVIEW,
+    SEND,
+    Jobs,
+)
 from newsletter.domain.errors import NewsletterError, error_line
 from newsletter.services.leases import Lease, new_owner_id
 
 log = logging.getLogger("newsletter.daemon")
 
-LEASE = "lease"  # the lease job's id (SEND, PREVIEW and BOUNCES are the others)
+LEASE = "lease"  # the lease job's id (SEND, PREVIEW, BOUNCES and CLICKS are the others)
 JOB_NAMES = {
     LEASE: "scheduler lock",
     SEND: "daily send",
     PREVIEW: "editors' preview",
     BOUNCES: "bounce mailbox poll",
+    CLICKS: "click retention",
 }
 LOG_FORMAT = "%(asctime)s %(levelname)s %(message)s"
 
@@ -104,6 +114,7 @@ class Daemon:
             SEND: self.jobs.send,
             PREVIEW: self.jobs.preview,
             BOUNCES: self.jobs.poll_bounces,
+            CLICKS: self.jobs.fold_clicks,
         }
         self.scheduler = BackgroundScheduler(
             timezone=settings.timezone,
@@ -164,6 +175,8 @@ class Daemon:
         for job_id in (SEND, PREVIEW, BOUNCES):
             if self.jobs.wanted(job_id):
                 self.plan(job_id, now)
+        # The fold can wait: the send and the preview have the first look at the database.
+        self.plan(CLICKS, now + FIRST_FOLD_AFTER)
 
     def _lease_lost(self, _why: str) -> None:
         self.jobs.lease_lost()

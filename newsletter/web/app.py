@@ -20,6 +20,8 @@ Routes (under NEWSLETTER_BASE_URL; the name each is built from in url() / url_pa
   GET  /archive              archive           the sent editions, newest first (NEWSLETTER_ARCHIVE=public)
   GET  /archive.atom         archive_feed      their Atom feed (public)
   GET  /archive/{day}        archive_edition   an edition's web version, as sent (public, unlisted)
+  GET  /c/{token}            click             a tracked article link: 302 to the article (issue 15)
+  GET  /o/{token}.gif        open_pixel        the open pixel (counted with NEWSLETTER_TRACK_OPENS)
   GET  /healthz              healthz           "ok" when the database answers
   POST /hooks/ses            ses_hook          Amazon SES bounces and complaints through SNS
                                                (only with NEWSLETTER_SNS_TOPIC_ARNS)
@@ -45,6 +47,7 @@ from newsletter.adapters.store import DatabaseError, Store, open_store
 from newsletter.config import Settings
 from newsletter.domain.errors import NewsletterError
 from newsletter.web.archive import ArchivePages, archive_routes
+from newsletter.web.clicks import ClickRoutes, click_routes
 from newsletter.web.editors import EditorConsole, Endpoint
 from newsletter.web.errors import ErrorPages
 from newsletter.web.hooks import hook_routes
@@ -119,11 +122,14 @@ def create_app(
     store = store if store is not None else open_store(settings.database_url, for_web=True)
     site = Site(settings, store, limits or WebLimits())
     errors = ErrorPages(site)
+    clicks = ClickRoutes(site)
 
     @asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
         try:
-            yield
+            # The click buffer is written every second, and a last time before the store closes.
+            async with clicks.running():
+                yield
         finally:
             if owned:
                 store.close()
@@ -132,6 +138,7 @@ def create_app(
         routes=[
             *subscriber_routes(SubscriberPages(site, smtp), health_check(store)),
             *archive_routes(ArchivePages(site)),
+            *click_routes(clicks),
             *editor_routes(EditorConsole(site)),
             *hook_routes(site),
         ],
@@ -149,4 +156,5 @@ def create_app(
     )
     site.router = app.router
     app.state.site = site
+    app.state.clicks = clicks
     return app

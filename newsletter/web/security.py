@@ -16,7 +16,8 @@ from newsletter.adapters.links import CONFIRM_PATH, PREFERENCES_PATH, UNSUBSCRIB
 from newsletter.config import ConfigError, Settings
 
 FORM_TOKEN_MAX_AGE = 2 * 3600  # a preferences or editor page left open longer must be reloaded
-_TOKEN_PATHS = (UNSUBSCRIBE_PATH, PREFERENCES_PATH, CONFIRM_PATH)
+# The click redirect (/c/) and the open pixel (/o/) carry a reader's id in their token: cut too.
+_TOKEN_PATHS = (UNSUBSCRIBE_PATH, PREFERENCES_PATH, CONFIRM_PATH, "/c/", "/o/")
 
 
 class ThankYouUrlError(ConfigError):

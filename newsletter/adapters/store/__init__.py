@@ -9,7 +9,7 @@ Modules, by kind of data: ``schema`` (the tables), ``migrations``, ``engine`` (e
 busy retries, errors), ``subscribers`` (subscribers and suppressions), ``ledger`` (editions and
 deliveries), ``returned`` (bounces and complaints on the ledger), ``locks`` (named leases and the editors'
 previews), ``archive`` (the sent editions the public archive shows), ``curation`` (the editors'
-decisions about an edition and their log). This module is the facade:
+decisions about an edition and their log), ``clicks`` (click and open counts, their fold). This module is the facade:
 ``Store`` puts the query mixins together, ``open_store`` builds it, and every name the rest of the
 project imports from ``newsletter.adapters.store`` is re-exported here.
 """
@@ -19,6 +19,7 @@ from __future__ import annotations
 from sqlalchemy.exc import DatabaseError as SqlDatabaseError
 
 from newsletter.adapters.store.archive import ArchivedEdition, ArchiveQueries
+from newsletter.adapters.store.clicks import ClickQueries
 from newsletter.adapters.store.curation import (
     ChangeRow,
     CurationChanged,
@@ -113,6 +114,7 @@ class Store(
     ArchiveQueries,
     LockQueries,
     CurationQueries,
+    ClickQueries,
     StoreBase,
 ):
     """Every query of the project, as named methods. Build it with ``open_store(url)``."""

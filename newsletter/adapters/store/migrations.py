@@ -204,6 +204,55 @@ def _migration_6(conn: Connection) -> None:
     md.create_all(conn)
 
 
+def _migration_7(conn: Connection) -> None:
+    """Privacy-first click counts (issue 15): per-reader clicks kept for the retention period,
+    then folded into per-article totals; first opens, only when open tracking is on; and when a
+    reader turned click tracking off for themselves (NULL: they did not)."""
+    stamp = UTCDateTime().compile(dialect=conn.dialect)
+    conn.execute(text(f"ALTER TABLE subscribers ADD COLUMN clicks_opted_out_at {stamp}"))
+    md = MetaData()
+    Table("subscribers", md, Column("id", Integer, primary_key=True))  # for the foreign keys
+    Table(
+        "clicks",
+        md,
+        Column("id", Integer, primary_key=True),
+        Column("edition_date", Date, nullable=False),
+        Column("article_ref", String(16), nullable=False),
+        Column(
+            "subscriber_id",
+            Integer,
+            ForeignKey("subscribers.id", ondelete="CASCADE"),
+            nullable=False,
+        ),
+        Column("clicked_at", UTCDateTime, nullable=False),
+        Index("ix_clicks_edition_article", "edition_date", "article_ref"),
+        Index("ix_clicks_subscriber", "subscriber_id"),
+        Index("ix_clicks_clicked_at", "clicked_at"),
+    )
+    Table(
+        "click_totals",
+        md,
+        Column("edition_date", Date, primary_key=True),
+        Column("article_ref", String(16), primary_key=True),
+        Column("clicks", Integer, nullable=False),
+        Column("unique_clicks", Integer, nullable=False),
+    )
+    Table(
+        "opens",
+        md,
+        Column("edition_date", Date, primary_key=True),
+        Column(
+            "subscriber_id",
+            Integer,
+            ForeignKey("subscribers.id", ondelete="CASCADE"),
+            primary_key=True,
+        ),
+        Column("opened_at", UTCDateTime, nullable=False),
+    )
+    for name in ("clicks", "click_totals", "opens"):
+        md.tables[name].create(conn)
+
+
 #: migration N is MIGRATIONS[N - 1]; append, never edit or reorder.
 MIGRATIONS: tuple[Callable[[Connection], None], ...] = (
     _migration_1,
@@ -212,6 +261,7 @@ MIGRATIONS: tuple[Callable[[Connection], None], ...] = (
     _migration_4,
     _migration_5,
     _migration_6,
+    _migration_7,
 )
 LATEST_VERSION = len(MIGRATIONS)
 

@@ -97,6 +97,8 @@ subscribers = Table(
     # Set by each web sign-up, bound into its confirmation link, cleared when the address stops
     # (unsubscribed, bounced, complained): a link mailed before that can never confirm again.
     Column("confirm_nonce", String(32), nullable=True),
+    # When the reader turned click tracking off on the preferences page; NULL: they did not.
+    Column("clicks_opted_out_at", UTCDateTime, nullable=True),
     Index("ix_subscribers_status_id", "status", "id"),
 )
 
@@ -223,4 +225,44 @@ edition_changes = Table(
     Column("action", String(32), nullable=False),
     Column("detail", Text, nullable=False, default=""),
     Index("ix_edition_changes_edition_id", "edition_date", "id"),
+)
+
+# Click counts (issue 15). One row per counted click of a reader on an article of an edition,
+# kept NEWSLETTER_CLICK_RETENTION_DAYS, then folded into click_totals; forgetting a subscriber
+# removes their rows. An article is named by its short ref (domain.curation.article_ref).
+clicks = Table(
+    "clicks",
+    METADATA,
+    Column("id", Integer, primary_key=True),
+    Column("edition_date", Date, nullable=False),
+    Column("article_ref", String(16), nullable=False),
+    Column(
+        "subscriber_id", Integer, ForeignKey("subscribers.id", ondelete="CASCADE"), nullable=False
+    ),
+    Column("clicked_at", UTCDateTime, nullable=False),
+    Index("ix_clicks_edition_article", "edition_date", "article_ref"),
+    Index("ix_clicks_subscriber", "subscriber_id"),
+    Index("ix_clicks_clicked_at", "clicked_at"),
+)
+
+# Per-article totals of the clicks folded out of ``clicks`` after the retention period: what is
+# left of them is counts, nothing about any reader.
+click_totals = Table(
+    "click_totals",
+    METADATA,
+    Column("edition_date", Date, primary_key=True),
+    Column("article_ref", String(16), primary_key=True),
+    Column("clicks", Integer, nullable=False),
+    Column("unique_clicks", Integer, nullable=False),
+)
+
+# First open of an edition by a reader: only written when NEWSLETTER_TRACK_OPENS is on.
+opens = Table(
+    "opens",
+    METADATA,
+    Column("edition_date", Date, primary_key=True),
+    Column(
+        "subscriber_id", Integer, ForeignKey("subscribers.id", ondelete="CASCADE"), primary_key=True
+    ),
+    Column("opened_at", UTCDateTime, nullable=False),
 )
