@@ -20,6 +20,7 @@ import enum
 import hashlib
 import hmac
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 
@@ -274,9 +275,26 @@ class ClickSigner:
             )
         self._click = Signer(secret_key, salt="newsletter.click")
         self._open = Signer(secret_key, salt="newsletter.open")
+        # clicks(): the HMAC keyed once. Signer.sign derives its key (one more hash) per call,
+        # and a tracked message signs one token per article (60 in a big edition).
+        self._click_mac = hmac.new(self._click.derive_key(), digestmod=self._click.digest_method)
 
     def click(self, day: date, article_ref: str, subscriber_id: int) -> str:
         return self._click.sign(f"{day:%Y%m%d}.{article_ref}.{subscriber_id}").decode("ascii")
+
+    def clicks(self, day: date, article_refs: Sequence[str], subscriber_id: int) -> list[str]:
+        """``click(day, ref, subscriber_id)`` for each ref, exactly, at a third of the cost:
+        what one message of the send path needs (tests/test_tokens.py checks they agree)."""
+        tokens = []
+        head = f"{day:%Y%m%d}."
+        tail = f".{subscriber_id}"
+        for ref in article_refs:
+            value = f"{head}{ref}{tail}"
+            mac = self._click_mac.copy()
+            mac.update(value.encode("ascii"))
+            signature = base64.urlsafe_b64encode(mac.digest()).rstrip(b"=").decode("ascii")
+            tokens.append(f"{value}.{signature}")
+        return tokens
 
     def open(self, day: date, subscriber_id: int) -> str:
         return self._open.sign(f"{day:%Y%m%d}.{subscriber_id}").decode("ascii")
