@@ -7,6 +7,7 @@ the aiosmtpd server) and the web app over HTTP for the preferences box.
 
 from __future__ import annotations
 
+import quopri
 import re
 from datetime import date, datetime, timedelta
 from email.message import EmailMessage
@@ -14,9 +15,17 @@ from pathlib import Path
 
 import lxml.html
 import pytest
+from hypothesis import example, given
+from hypothesis import strategies as st
 
 from newsletter.adapters.links import tracked_url_length
-from newsletter.adapters.message import ListIdentity, MessageTemplate, Recipient, Sender
+from newsletter.adapters.message import (
+    ListIdentity,
+    MessageTemplate,
+    Recipient,
+    Sender,
+    _qp_url,
+)
 from newsletter.adapters.render import (
     BUDGET_BYTES,
     OPEN_SLOT,
@@ -471,3 +480,21 @@ def test_check_says_whether_clicks_and_opens_are_tracked(tmp_path: Path, smtp_se
         f"ok:      tracking: clicks counted: {BASE}/c/ must be served by `newsletter serve` "
         "(readers can turn it off on their preferences page)"
     )
+
+
+@given(
+    st.text(alphabet=st.sampled_from("abc.=/:_-0123456789"), min_size=1, max_size=400).map(
+        lambda tail: "https://lettre.exemple.ma/c/" + tail
+    )
+)
+# A dot starting the second line (index 75), and an "=3D" escape across the first cut.
+@example("https://lettre.exemple.ma/c/" + "a" * 47 + ".b")
+@example("https://lettre.exemple.ma/c/" + "a" * 46 + "=b")
+def test_a_url_slot_value_decodes_to_the_url_on_short_lines_none_starting_with_a_dot(
+    url: str,
+) -> None:
+    encoded = _qp_url(url)
+    assert encoded.endswith(b"=\r\n")
+    lines = encoded.split(b"\r\n")[:-1]
+    assert all(len(line) <= 76 and not line.startswith(b".") for line in lines)
+    assert quopri.decodestring(encoded.replace(b"\r\n", b"\n")).decode("ascii") == url

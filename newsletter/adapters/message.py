@@ -264,6 +264,10 @@ def _qp_url(url: str) -> bytes:
     A continuation line that would start with "." starts with "=2E" instead: these lines are not
     dot-stuffed, and a relay drops the first dot of a line that starts with one.
     """
+    if "=" not in url and "." not in url[::75]:
+        # The common case (a signed link has no "="): lines of 75, none starting with ".".
+        cuts = range(0, len(url), 75)
+        return ("=\r\n".join([url[i : i + 75] for i in cuts]) + "=\r\n").encode("ascii")
     rest = url.replace("=", "=3D")
     lines = []
     while True:

@@ -275,9 +275,15 @@ class ClickSigner:
             )
         self._click = Signer(secret_key, salt="newsletter.click")
         self._open = Signer(secret_key, salt="newsletter.open")
-        # clicks(): the HMAC keyed once. Signer.sign derives its key (one more hash) per call,
-        # and a tracked message signs one token per article (60 in a big edition).
-        self._click_mac = hmac.new(self._click.derive_key(), digestmod=self._click.digest_method)
+        # clicks(): HMAC's inner and outer hashes keyed once (RFC 2104), copied per token.
+        # Signer.sign derives its key (one more hash) and keys a new HMAC per call, and a
+        # tracked message signs one token per article (60 in a big edition).
+        key = self._click.derive_key()
+        digest = self._click.digest_method
+        block = digest().block_size
+        key = (digest(key).digest() if len(key) > block else key).ljust(block, b"\0")
+        self._click_inner = digest(bytes(b ^ 0x36 for b in key))
+        self._click_outer = digest(bytes(b ^ 0x5C for b in key))
 
     def click(self, day: date, article_ref: str, subscriber_id: int) -> str:
         return self._click.sign(f"{day:%Y%m%d}.{article_ref}.{subscriber_id}").decode("ascii")
@@ -290,9 +296,11 @@ class ClickSigner:
         tail = f".{subscriber_id}"
         for ref in article_refs:
             value = f"{head}{ref}{tail}"
-            mac = self._click_mac.copy()
-            mac.update(value.encode("ascii"))
-            signature = base64.urlsafe_b64encode(mac.digest()).rstrip(b"=").decode("ascii")
+            inner = self._click_inner.copy()
+            inner.update(value.encode("ascii"))
+            outer = self._click_outer.copy()
+            outer.update(inner.digest())
+            signature = base64.urlsafe_b64encode(outer.digest()).rstrip(b"=").decode("ascii")
             tokens.append(f"{value}.{signature}")
         return tokens
 
