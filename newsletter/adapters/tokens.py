@@ -16,6 +16,7 @@ web app can tell a test message's link from a forged one (``is_test``) and say i
 from __future__ import annotations
 
 import base64
+import binascii
 import enum
 import hashlib
 import hmac
@@ -242,6 +243,7 @@ class VerpSigner:
 # -- click counts (issue 15) -------------------------------------------------------------------
 
 _REF = re.compile(r"[0-9a-f]{6,16}")
+_URL_SAFE = bytes.maketrans(b"+/", b"-_")  # base64 to base64url, as itsdangerous writes it
 
 
 @dataclass(frozen=True, slots=True)
@@ -300,7 +302,8 @@ class ClickSigner:
             inner.update(value.encode("ascii"))
             outer = self._click_outer.copy()
             outer.update(inner.digest())
-            signature = base64.urlsafe_b64encode(outer.digest()).rstrip(b"=").decode("ascii")
+            encoded = binascii.b2a_base64(outer.digest(), newline=False)
+            signature = encoded.translate(_URL_SAFE).rstrip(b"=").decode("ascii")
             tokens.append(f"{value}.{signature}")
         return tokens
 
