@@ -502,7 +502,7 @@ class Renderer:
             html=html,
             text=text,
             warnings=self._budget_warnings(edition, first_size, plan, size),
-            article_refs=article_slots(html + text) if tracking.clicks else (),
+            article_refs=_linked_refs(edition, html + text) if tracking.clicks else (),
             open_pixel=tracking.opens,
         )
 
@@ -670,6 +670,13 @@ def _smaller_plan(plan: _Plan, size: int, total_articles: int) -> _Plan | None:
     if count == 0:
         return None
     return _Plan(0, min(count - 1, count * BUDGET_BYTES // size))
+
+
+def _linked_refs(edition: Edition, rendered: str) -> tuple[str, ...]:
+    """The refs of the edition's articles whose slots the rendered parts hold. A marker that a
+    feed's own text happens to spell, for an article not in the edition, is not a slot."""
+    refs = {article_ref(article.uid) for article in edition.articles}
+    return tuple(ref for ref in article_slots(rendered) if ref in refs)
 
 
 def _kb(size: int) -> int:
