@@ -7,6 +7,8 @@ Needs Debian's postfix package (smtp-sink, smtp-source). Prints, from one run:
 - the same send with DKIM signing on (an RSA 2048 key made for the run), and its ratio to the
   unsigned one (issue 12: signing keeps at least half the rate), in rate and in CPU seconds of
   the send process (the CPU ratio moves less with whatever else the machine runs);
+- the same send with click and open tracking on (issue 15: each message signs a click token per
+  article and carries the open pixel), and what it costs per message in CPU;
 - `smtp-source -d -s 4` (the C reference: 4 reused sessions, same message size, same count);
 - a naive loop (render + premailer + EmailMessage + send per subscriber, one connection);
 - peak RSS of the send process for N and for the big list (flat memory check);
@@ -129,7 +131,16 @@ def dkim_settings(workdir: Path) -> dict[str, str]:
     return {"NEWSLETTER_DKIM_SELECTOR": "bench", "NEWSLETTER_DKIM_PRIVATE_KEY": str(pem)}
 
 
-def our_send(count: int, connections: int, *sink_args: str, dkim: bool = False) -> dict[str, float]:
+TRACKED = {"NEWSLETTER_TRACK_CLICKS": "true", "NEWSLETTER_TRACK_OPENS": "true"}
+
+
+def our_send(
+    count: int,
+    connections: int,
+    *sink_args: str,
+    dkim: bool = False,
+    extra: dict[str, str] | None = None,
+) -> dict[str, float]:
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
         prepare_list(workdir, count)
@@ -138,6 +149,7 @@ def our_send(count: int, connections: int, *sink_args: str, dkim: bool = False) 
             env = make_env(workdir, sink.port, connections)
             if dkim:
                 env.update(dkim_settings(workdir))
+            env.update(extra or {})
             cmd = [sys.executable, "-m", "newsletter", "send", "--date", DAY]
             elapsed, rss, code, cpu = run_measured(cmd, env, workdir)
             arrived = sink.count()
@@ -228,6 +240,9 @@ def main() -> None:
     parser.add_argument("--big", type=int, default=200_000, help="0 to skip the flat-memory run")
     parser.add_argument("--naive", type=int, default=300)
     parser.add_argument("--slow", type=int, default=1_000, help="0 to skip the slow-relay run")
+    parser.add_argument(
+        "--no-track", action="store_true", help="skip the run with click and open tracking on"
+    )
     args = parser.parse_args()
     if not (Path(SINK).exists() and Path(SOURCE).exists()):
         sys.exit(
@@ -238,6 +253,7 @@ def main() -> None:
     print(f"message size of the sample edition: {size:,} bytes")
     ours = our_send(args.subscribers, 4)
     signed = our_send(args.subscribers, 4, dkim=True)
+    tracked = None if args.no_track else our_send(args.subscribers, 4, extra=TRACKED)
     ref = smtp_source(args.subscribers, size)
     naive = naive_loop(args.naive)
     print(
@@ -254,6 +270,14 @@ def main() -> None:
         f" ({(signed['cpu'] - ours['cpu']) / max(signed['arrived'], 1) * 1000:.2f} ms more a"
         " message)"
     )
+    if tracked is not None:
+        print(
+            f"newsletter send, same, clicks and opens tracked: {tracked['rate']:,.0f} msg/s "
+            f"({tracked['seconds']:.1f} s, {tracked['arrived']:,} arrived, exit {tracked['exit']});"
+            f" ratio tracked/untracked {tracked['rate'] / ours['rate']:.2f} in rate, CPU "
+            f"{tracked['cpu']:.1f} s ({(tracked['cpu'] - ours['cpu']) / max(tracked['arrived'], 1) * 1000:.2f}"
+            " ms more a message)"
+        )
     print(
         f"smtp-source -d -s 4, same count and size:      {ref['rate']:,.0f} msg/s ({ref['arrived']:,} arrived)"
     )

@@ -2,15 +2,29 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import date
 
-from newsletter.adapters.tokens import Purpose, TokenSigner, confirm_binding
+from newsletter.adapters.tokens import ClickSigner, Purpose, TokenSigner, confirm_binding
 from newsletter.config import Settings
 
 # Route paths of the web app; newsletter/web/app.py mounts its handlers on the same constants.
 UNSUBSCRIBE_PATH = "/unsubscribe/"
 PREFERENCES_PATH = "/preferences/"
 CONFIRM_PATH = "/confirm/"
+CLICK_PATH = "/c/"  # the click redirect (issue 15)
+OPEN_PATH = "/o/"  # the open pixel: OPEN_PATH + token + OPEN_SUFFIX
+OPEN_SUFFIX = ".gif"
+
+# The longest click token: date, 6-hex-digit ref, a 10-digit subscriber id, the signature (an
+# open token is shorter). Signed with a throwaway key: only its length matters.
+_LONGEST_CLICK_TOKEN = len(ClickSigner("measure").click(date(2026, 1, 27), "f" * 6, 10**10 - 1))
+
+
+def tracked_url_length(base_url: str) -> int:
+    """What a click or open URL of this site measures at most (render.Renderer.measure)."""
+    return len(base_url) + len(CLICK_PATH) + _LONGEST_CLICK_TOKEN + len(OPEN_SUFFIX)
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,3 +93,26 @@ class Links:
 
     def _url(self, path: str, purpose: Purpose, subscriber_id: int, email_key: str) -> str:
         return f"{self.base_url}{path}{self.signer.sign(purpose, subscriber_id, email_key)}"
+
+
+@dataclass(frozen=True, slots=True)
+class TrackedLinks:
+    """A tracked message's own URLs: ``{base}/c/TOKEN`` per article, ``{base}/o/TOKEN.gif``.
+
+    The tokens hold the edition, the article's ref and the subscriber's id, never the address
+    (tokens.ClickSigner)."""
+
+    base_url: str
+    signer: ClickSigner
+
+    def click_urls(self, day: date, refs: Sequence[str], subscriber_id: int) -> list[str]:
+        """One URL per ref, each token signed once however many links point at the article."""
+        prefix = f"{self.base_url}{CLICK_PATH}"
+        return [prefix + token for token in self.signer.clicks(day, refs, subscriber_id)]
+
+    def open_url(self, day: date, subscriber_id: int) -> str:
+        return f"{self.base_url}{OPEN_PATH}{self.signer.open(day, subscriber_id)}{OPEN_SUFFIX}"
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> TrackedLinks:
+        return cls(base_url=settings.base_url, signer=ClickSigner(settings.secret_key))

@@ -8,6 +8,10 @@ then only joins bytes: the headers that differ per recipient and the subscriber'
 quoted-printable encoded on lines of their own with soft line breaks around them, so decoding
 gives back the exact rendered text with the URL in place.
 
+A tracked variant (issue 15) has more slots: one per article (``render.article_slot``), filled
+with the reader's own click URL, and the open pixel's ``OPEN_SLOT``. Each article's URL is
+encoded once per message however many links point at it.
+
 With a DKIM signer, the static body pieces are also canonicalised and hashed once per variant
 (``dkim.BodyHasher``) and each message gets its ``DKIM-Signature`` field in front.
 
@@ -22,6 +26,7 @@ from __future__ import annotations
 import hashlib
 import re
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date
 from email import quoprimime
@@ -31,7 +36,13 @@ from email.utils import formataddr, formatdate
 from typing import Protocol
 
 from newsletter.adapters.dkim import DkimSigner, relaxed_header
-from newsletter.adapters.render import PREFERENCES_SLOT, UNSUBSCRIBE_SLOT, RenderedVariant
+from newsletter.adapters.render import (
+    OPEN_SLOT,
+    PREFERENCES_SLOT,
+    UNSUBSCRIBE_SLOT,
+    RenderedVariant,
+    article_slot,
+)
 from newsletter.adapters.tokens import MAX_LOCAL_PART, VERP_TOKEN_MAX
 from newsletter.config import Settings
 from newsletter.domain import Reader
@@ -42,6 +53,7 @@ from newsletter.domain.text import one_line
 CRLF = b"\r\n"
 SOFT_BREAK = b"=\r\n"
 _SLOTS = (UNSUBSCRIBE_SLOT, PREFERENCES_SLOT)
+_UNSAFE_IN_URL = "\r\n <>"
 
 
 class SenderError(UsageError):
@@ -135,9 +147,19 @@ class Recipient:
     unsubscribe_url: str
     preferences_url: str
     unsubscribe_mailto: str  # full mailto: URL for List-Unsubscribe
+    # A tracked variant's: the click URL of each of ``variant.article_refs``, in that order,
+    # and the open pixel's URL (when ``variant.open_pixel``).
+    article_urls: tuple[str, ...] = ()
+    open_url: str = ""
 
     @classmethod
-    def with_links(cls, reader: Reader, links: RecipientLinks) -> Recipient:
+    def with_links(
+        cls,
+        reader: Reader,
+        links: RecipientLinks,
+        article_urls: Sequence[str] = (),
+        open_url: str = "",
+    ) -> Recipient:
         return cls(
             subscriber_id=reader.subscriber_id,
             email=reader.email,
@@ -145,6 +167,8 @@ class Recipient:
             unsubscribe_url=links.unsubscribe_url,
             preferences_url=links.preferences_url,
             unsubscribe_mailto=links.unsubscribe_mailto,
+            article_urls=tuple(article_urls),
+            open_url=open_url,
         )
 
 
@@ -240,6 +264,10 @@ def _qp_url(url: str) -> bytes:
     A continuation line that would start with "." starts with "=2E" instead: these lines are not
     dot-stuffed, and a relay drops the first dot of a line that starts with one.
     """
+    if "=" not in url and "." not in url[::75]:
+        # The common case (a signed link has no "="): lines of 75, none starting with ".".
+        cuts = range(0, len(url), 75)
+        return ("=\r\n".join([url[i : i + 75] for i in cuts]) + "=\r\n").encode("ascii")
     rest = url.replace("=", "=3D")
     lines = []
     while True:
@@ -261,25 +289,30 @@ def _qp_url(url: str) -> bytes:
     return ("=\r\n".join(lines) + "=\r\n").encode("ascii")
 
 
-def _qp_segments(body: str) -> list[bytes | str]:
+def _qp_segments(body: str, slots: Sequence[str] = _SLOTS) -> list[bytes | str]:
     """The encoded body as static byte chunks interleaved with slot names.
 
     Each static chunk that is followed by a slot ends with a soft line break, and so does the
     slot's value when it is inserted, so decoding joins them back without an added line break.
     """
+    # One pass of one pattern: a tracked variant has a slot per article, each several times.
+    pattern = re.compile("|".join(re.escape(slot) for slot in sorted(slots, key=len, reverse=True)))
     parts: list[bytes | str] = []
-    rest = body
-    while True:
-        positions = [(rest.find(s), s) for s in _SLOTS if s in rest]
-        if not positions:
-            parts.append(_qp(rest))
-            return parts
-        index, slot = min(positions)
-        chunk = rest[:index]
+    position = 0
+    for found in pattern.finditer(body):
+        chunk = body[position : found.start()]
         if chunk:
             parts.append(_qp(chunk) + SOFT_BREAK)
-        parts.append(slot)
-        rest = rest[index + len(slot) :]
+        parts.append(found.group(0))
+        position = found.end()
+    parts.append(_qp(body[position:]))
+    return parts
+
+
+def variant_slots(variant: RenderedVariant) -> tuple[str, ...]:
+    """Every slot a variant's parts hold: the subscriber's links, then a tracked variant's."""
+    tracked = tuple(article_slot(ref) for ref in variant.article_refs)
+    return (*_SLOTS, *tracked, *((OPEN_SLOT,) if variant.open_pixel else ()))
 
 
 def _skeleton(boundary: str, variant: RenderedVariant) -> tuple[bytes | str, ...]:
@@ -291,12 +324,13 @@ def _skeleton(boundary: str, variant: RenderedVariant) -> tuple[bytes | str, ...
     message again.
     """
     pieces: list[bytes | str] = [b"\r\nThis is a multipart message in MIME format.\r\n\r\n"]
+    slots = variant_slots(variant)
     for ctype, body in (("text/plain", variant.text), ("text/html", variant.html)):
         pieces.append(
             f'--{boundary}\r\nContent-Type: {ctype}; charset="utf-8"\r\n'
             "Content-Transfer-Encoding: quoted-printable\r\n\r\n".encode("ascii")
         )
-        pieces.extend(_qp_segments(body))
+        pieces.extend(_qp_segments(body, slots))
         pieces.append(b"\r\n")
     pieces[-1] = f"\r\n--{boundary}--\r\n".encode("ascii")
     merged: list[bytes | str] = []
@@ -351,6 +385,8 @@ class MessageTemplate:
             assert isinstance(first, bytes) and first.startswith(CRLF)
             # The body starts after the blank line that ends the header block.
             self._body_hasher = signer.body_hasher((first[2:], *body[1:]))
+        self._article_slots = tuple(article_slot(ref) for ref in variant.article_refs)
+        self._open_pixel = variant.open_pixel
         self._id_prefix, self._id_suffix = _message_id_parts(edition_date, self._domain)
         if test_run:
             self._id_prefix += f"test-{test_run}."
@@ -388,13 +424,18 @@ class MessageTemplate:
             self._date_cache = (now, _header("Date", date_value(now)))
         return self._date_cache[1]
 
+    @property
+    def article_refs(self) -> tuple[str, ...]:
+        """The articles whose click URLs each message needs, in ``Recipient.article_urls`` order."""
+        return self.variant.article_refs
+
     def personalise(self, recipient: Recipient) -> bytes:
         for url in (
             recipient.unsubscribe_url,
             recipient.preferences_url,
             recipient.unsubscribe_mailto,
         ):
-            if not url.isascii() or any(c in url for c in "\r\n <>"):
+            if not url.isascii() or any(c in url for c in _UNSAFE_IN_URL):
                 raise ValueError(
                     f"link for subscriber {recipient.subscriber_id} is not a plain URL"
                 )
@@ -414,9 +455,27 @@ class MessageTemplate:
             UNSUBSCRIBE_SLOT: _qp_url(recipient.unsubscribe_url),
             PREFERENCES_SLOT: _qp_url(recipient.preferences_url),
         }
+        if self._article_slots or self._open_pixel:
+            values.update(self._tracked_values(recipient))
         pieces = [self._signature(fields, values), *fields, self._fixed_headers]
         pieces.extend(seg if isinstance(seg, bytes) else values[seg] for seg in self._skeleton)
         return b"".join(pieces)
+
+    def _tracked_values(self, recipient: Recipient) -> dict[str, bytes]:
+        """The encoded click URLs (and pixel URL) of one message: each encoded once, however
+        many links of the message point at that article."""
+        urls = recipient.article_urls
+        if len(urls) != len(self._article_slots) or (self._open_pixel and not recipient.open_url):
+            raise ValueError(
+                f"tracked links for subscriber {recipient.subscriber_id} do not match the variant"
+            )
+        joined = "".join(urls) + recipient.open_url  # one check of all: the hot path
+        if not joined.isascii() or any(c in joined for c in _UNSAFE_IN_URL):
+            raise ValueError(f"link for subscriber {recipient.subscriber_id} is not a plain URL")
+        values = dict(zip(self._article_slots, map(_qp_url, urls), strict=True))
+        if self._open_pixel:
+            values[OPEN_SLOT] = _qp_url(recipient.open_url)
+        return values
 
     def _signature(self, fields: tuple[bytes, ...], values: dict[str, bytes]) -> bytes:
         """The ``DKIM-Signature`` field of one message, or nothing when DKIM is off."""

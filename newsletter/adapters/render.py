@@ -6,6 +6,12 @@ is per subscriber: the subscriber's own links are the ASCII markers UNSUBSCRIBE_
 PREFERENCES_SLOT, which delivery replaces with ``str.replace`` (HTML-escaping the URL for the HTML
 part if it can contain ``&``).
 
+A tracked variant (NEWSLETTER_TRACK_CLICKS, issue 15) has one more marker per article,
+``article_slot(ref)``, in place of each link to that article (headline, pictures, "read more",
+the text part's URL), and with NEWSLETTER_TRACK_OPENS the pixel's OPEN_SLOT: delivery fills each
+with that reader's own signed ``/c/`` (``/o/``) URL. An untracked variant is byte for byte what it
+was before tracking existed.
+
 Gmail clips an HTML body over 102,400 bytes, so ``render`` measures the result with the slots
 filled by URLs of ``slot_url_length`` characters and, over 90 KB, renders again with shorter
 excerpts, then without excerpts, then with fewer articles, until it fits; each step is reported in
@@ -33,7 +39,7 @@ from premailer import Premailer
 from newsletter.adapters.i18n import format_long_date, is_rtl_locale, language_tag, translations
 from newsletter.adapters.resources import templates_dir
 from newsletter.domain import GENERAL_SECTION_KEY, Article, ArticleImage, Edition, Section
-from newsletter.domain.curation import lead_first
+from newsletter.domain.curation import article_ref, lead_first
 from newsletter.domain.errors import NewsletterError
 from newsletter.domain.images import safe_image
 from newsletter.domain.text import excerpt, html_to_text, one_line
@@ -41,6 +47,21 @@ from newsletter.domain.urls import is_http_url
 
 UNSUBSCRIBE_SLOT = "__NL_UNSUBSCRIBE_URL__"
 PREFERENCES_SLOT = "__NL_PREFERENCES_URL__"
+OPEN_SLOT = "__NL_OPEN_URL__"
+_ARTICLE_SLOT = re.compile(r"__NL_A_([0-9a-f]{6,16})__")
+
+
+def article_slot(ref: str) -> str:
+    """The marker of the links to article ``ref`` (``domain.curation.article_ref``) in a tracked
+    variant: ASCII letters, digits and underscores only, so it is the same in the HTML (nothing to
+    escape), in the text part and in quoted-printable (nothing to encode)."""
+    return f"__NL_A_{ref}__"
+
+
+def article_slots(text: str) -> tuple[str, ...]:
+    """The article refs whose markers ``text`` holds, each once, in order of first appearance."""
+    return tuple(dict.fromkeys(_ARTICLE_SLOT.findall(text)))
+
 
 GMAIL_CLIP_BYTES = 102_400
 BUDGET_BYTES = 92_160  # 90 KB: room left for what delivery adds and for our own estimate's error
@@ -99,6 +120,10 @@ class RenderedVariant:
     html: str  # full document, CSS inlined, slots in place
     text: str  # plain-text part, slots in place
     warnings: tuple[str, ...]
+    # Tracked variants only: the refs whose article_slot() markers the parts hold, and whether
+    # the HTML ends with the open pixel (OPEN_SLOT). Untracked: () and False.
+    article_refs: tuple[str, ...] = ()
+    open_pixel: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,6 +165,20 @@ class _Plan:
 
     excerpt_chars: int  # 0 = no excerpts
     max_articles: int | None  # None = all
+
+
+@dataclass(frozen=True, slots=True)
+class Tracking:
+    """What a variant counts: clicks on its article links, its opening (a pixel), or neither."""
+
+    clicks: bool = False
+    opens: bool = False
+
+    def __bool__(self) -> bool:
+        return self.clicks or self.opens
+
+
+NOT_TRACKED = Tracking()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -318,16 +357,26 @@ def image_view(image: ArticleImage | None, headline: str, column: int) -> ImageV
 
 
 def _article_view(
-    article: Article, excerpt_chars: int, document_rtl: bool, *, lead: bool = False
+    article: Article,
+    excerpt_chars: int,
+    document_rtl: bool,
+    *,
+    lead: bool = False,
+    tracked: bool = False,
 ) -> ArticleView:
+    """``tracked``: every link to the article is its article_slot() marker (only when it has a
+    safe URL at all: an article without one gets no link, tracked or not)."""
     title = plain_line(article.title, TITLE_MAX)
+    url = safe_url(article.link)
+    if url and tracked:
+        url = article_slot(article_ref(article.uid))
     if article.rtl:
         direction, lang = "rtl", _script_lang(title)
     else:
         direction, lang = ("ltr" if document_rtl else ""), ""
     return ArticleView(
         title=title,
-        url=safe_url(article.link),
+        url=url,
         author=plain_line(article.author, AUTHOR_MAX),
         excerpt=excerpt(_article_text(article), excerpt_chars) if excerpt_chars > 0 else "",
         dir=direction,
@@ -389,12 +438,17 @@ class Renderer:
         templates: Path | None = None,
         slot_url_length: int = 160,
         brand: Brand | None = None,
+        tracked_url_length: int = 120,
     ) -> None:
+        """``slot_url_length``: what an unsubscribe or preferences URL measures at most;
+        ``tracked_url_length``: what a click (``/c/``) or open (``/o/``) URL does (the base URL
+        plus a token: ``links.tracked_url_length``). ``measure`` counts both."""
         self.title = one_line(title)
         self.brand = brand or Brand()
         self.locale = locale
         self.excerpt_chars = excerpt_chars
         self.slot_url_length = slot_url_length
+        self.tracked_url_length = tracked_url_length
         self.environment = make_environment(templates)
         self._html_template = self.environment.get_template("digest.html")
         self._text_template = self.environment.get_template("digest.txt")
@@ -417,14 +471,18 @@ class Renderer:
 
     # -- public ---------------------------------------------------------------------------------
 
-    def render(self, edition: Edition, *, chosen: bool = False) -> RenderedVariant:
+    def render(
+        self, edition: Edition, *, chosen: bool = False, tracking: Tracking = NOT_TRACKED
+    ) -> RenderedVariant:
         """Render one content variant; called once per variant, never per subscriber.
 
         ``chosen``: the variant's readers picked their sections, and the footer names them.
+        ``tracking``: the article links are slots for click URLs, and/or the open pixel is there.
         """
         edition = lead_first(edition)
         plan = _Plan(self.excerpt_chars, None)
-        html = self._render_html(edition, plan, chosen=chosen)
+        options = {"chosen": chosen, "clicks": tracking.clicks, "opens": tracking.opens}
+        html = self._render_html(edition, plan, **options)
         first_size = size = self.measure(html)
         while size > BUDGET_BYTES:
             smaller = _smaller_plan(plan, size, len(edition.articles))
@@ -434,16 +492,19 @@ class Renderer:
                     "shorten NEWSLETTER_TITLE or the templates",
                 )
             plan = smaller
-            html = self._render_html(edition, plan, chosen=chosen)
+            html = self._render_html(edition, plan, **options)
             size = self.measure(html)
-        context = self._context(edition, plan, chosen=chosen)
+        context = self._context(edition, plan, **options)
+        text = _tidy_text(self._text_template.render(context))
         return RenderedVariant(
             keys=edition.section_keys,
             subject=self.subject(edition),
             preheader=context["preheader"],
             html=html,
-            text=_tidy_text(self._text_template.render(context)),
+            text=text,
             warnings=self._budget_warnings(edition, first_size, plan, size),
+            article_refs=_linked_refs(edition, html + text) if tracking.clicks else (),
+            open_pixel=tracking.opens,
         )
 
     def web_page(self, edition: Edition, *, noindex: bool = False) -> str:
@@ -455,9 +516,18 @@ class Renderer:
         return self._render_html(edition, plan, personal=False, noindex=noindex)
 
     def measure(self, html: str) -> int:
-        """Bytes of ``html`` once delivery has put ``slot_url_length``-char URLs in the slots."""
-        slots = html.count(UNSUBSCRIBE_SLOT) + html.count(PREFERENCES_SLOT)
-        growth = slots * (self.slot_url_length - len(UNSUBSCRIBE_SLOT))
+        """Bytes of ``html`` once delivery has put ``slot_url_length``-char URLs in the subscriber
+        slots and ``tracked_url_length``-char ones in the click and open slots."""
+        growth = sum(
+            html.count(slot) * (self.slot_url_length - len(slot))
+            for slot in (UNSUBSCRIBE_SLOT, PREFERENCES_SLOT)
+        )
+        if "__NL_A_" in html or OPEN_SLOT in html:
+            growth += html.count(OPEN_SLOT) * (self.tracked_url_length - len(OPEN_SLOT))
+            growth += sum(
+                self.tracked_url_length - len(found.group(0))
+                for found in _ARTICLE_SLOT.finditer(html)
+            )
         return len(html.encode("utf-8")) + growth
 
     def subject(self, edition: Edition) -> str:
@@ -517,6 +587,8 @@ class Renderer:
         personal: bool = True,
         chosen: bool = False,
         noindex: bool = False,
+        clicks: bool = False,
+        opens: bool = False,
     ) -> dict[str, Any]:
         kept = _kept_articles(edition, plan.max_articles)
         lead = kept[0][1][0] if kept else None
@@ -525,7 +597,13 @@ class Renderer:
                 key=section.key,
                 label=section_label(section, self.locale),
                 articles=tuple(
-                    _article_view(a, plan.excerpt_chars, self._document_rtl, lead=a is lead)
+                    _article_view(
+                        a,
+                        plan.excerpt_chars,
+                        self._document_rtl,
+                        lead=a is lead,
+                        tracked=clicks and personal,
+                    )
                     for a in articles
                 ),
             )
@@ -555,6 +633,7 @@ class Renderer:
             "signup_url": self.brand.signup_url,
             "archive_url": self.brand.archive_url,
             "site_url": safe_url(edition.site_url),
+            "open_pixel_url": OPEN_SLOT if opens and personal else "",
             "brand": self.brand,
         }
 
@@ -593,6 +672,13 @@ def _smaller_plan(plan: _Plan, size: int, total_articles: int) -> _Plan | None:
     if count == 0:
         return None
     return _Plan(0, min(count - 1, count * BUDGET_BYTES // size))
+
+
+def _linked_refs(edition: Edition, rendered: str) -> tuple[str, ...]:
+    """The refs of the edition's articles whose slots the rendered parts hold. A marker that a
+    feed's own text happens to spell, for an article not in the edition, is not a slot."""
+    refs = {article_ref(article.uid) for article in edition.articles}
+    return tuple(ref for ref in article_slots(rendered) if ref in refs)
 
 
 def _kb(size: int) -> int:

@@ -16,10 +16,12 @@ web app can tell a test message's link from a forged one (``is_test``) and say i
 from __future__ import annotations
 
 import base64
+import binascii
 import enum
 import hashlib
 import hmac
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 
@@ -241,6 +243,7 @@ class VerpSigner:
 # -- click counts (issue 15) -------------------------------------------------------------------
 
 _REF = re.compile(r"[0-9a-f]{6,16}")
+_URL_SAFE = bytes.maketrans(b"+/", b"-_")  # base64 to base64url, as itsdangerous writes it
 
 
 @dataclass(frozen=True, slots=True)
@@ -274,9 +277,35 @@ class ClickSigner:
             )
         self._click = Signer(secret_key, salt="newsletter.click")
         self._open = Signer(secret_key, salt="newsletter.open")
+        # clicks(): HMAC's inner and outer hashes keyed once (RFC 2104), copied per token.
+        # Signer.sign derives its key (one more hash) and keys a new HMAC per call, and a
+        # tracked message signs one token per article (60 in a big edition).
+        key = self._click.derive_key()
+        digest = self._click.digest_method
+        block = digest().block_size
+        key = (digest(key).digest() if len(key) > block else key).ljust(block, b"\0")
+        self._click_inner = digest(bytes(b ^ 0x36 for b in key))
+        self._click_outer = digest(bytes(b ^ 0x5C for b in key))
 
     def click(self, day: date, article_ref: str, subscriber_id: int) -> str:
         return self._click.sign(f"{day:%Y%m%d}.{article_ref}.{subscriber_id}").decode("ascii")
+
+    def clicks(self, day: date, article_refs: Sequence[str], subscriber_id: int) -> list[str]:
+        """``click(day, ref, subscriber_id)`` for each ref, exactly, at a third of the cost:
+        what one message of the send path needs (tests/test_tokens.py checks they agree)."""
+        tokens = []
+        head = f"{day:%Y%m%d}."
+        tail = f".{subscriber_id}"
+        for ref in article_refs:
+            value = f"{head}{ref}{tail}"
+            inner = self._click_inner.copy()
+            inner.update(value.encode("ascii"))
+            outer = self._click_outer.copy()
+            outer.update(inner.digest())
+            encoded = binascii.b2a_base64(outer.digest(), newline=False)
+            signature = encoded.translate(_URL_SAFE).rstrip(b"=").decode("ascii")
+            tokens.append(f"{value}.{signature}")
+        return tokens
 
     def open(self, day: date, subscriber_id: int) -> str:
         return self._open.sign(f"{day:%Y%m%d}.{subscriber_id}").decode("ascii")

@@ -257,6 +257,8 @@ class Subscriber:
     consent_source: ConsentSource
     consent_at: datetime | None  # when consent was given or vouched for; None while pending
     consent_detail: str  # file name for an import, client address for the web, "" otherwise
+    # When the reader turned click counting off on their preferences page (None: they did not).
+    clicks_opted_out_at: datetime | None = None
 
     @property
     def category_keys(self) -> frozenset[str]:
@@ -273,6 +275,7 @@ class Subscriber:
             name=self.name,
             locale=self.locale,
             categories=self.categories,
+            clicks_opted_out=self.clicks_opted_out_at is not None,
         )
 
 
@@ -291,6 +294,8 @@ class Reader:
     name: str = ""
     locale: str = ""  # "" = the newsletter's NEWSLETTER_LOCALE
     categories: tuple[str, ...] = ()  # empty = every section
+    # The reader turned click counting off: their messages carry plain article links, no pixel.
+    clicks_opted_out: bool = False
 
 
 class EditionStatus(enum.StrEnum):

@@ -53,6 +53,7 @@ def check_everything(settings: Settings, now: datetime | None = None) -> Iterato
     yield from check_sources(settings, now or datetime.now(UTC))
     yield from check_editors(settings)
     yield from check_identity(settings)
+    yield check_tracking(settings)
     yield check_base_url(settings)
     yield from check_dns(settings)
 
@@ -164,6 +165,29 @@ def check_identity(settings: Settings) -> Iterator[Finding]:
             f"{settings.archive}: each mail links to its web version under {settings.base_url}"
             "/archive/",
         )
+
+
+def check_tracking(settings: Settings) -> Finding:
+    """Whether clicks and opens are counted (issue 15): one line either way, so that an operator
+    sees it is on, and that the redirects then depend on the web app."""
+    if not (settings.track_clicks or settings.track_opens):
+        return Finding(Level.OK, "tracking", "off: article links go straight to the site, no pixel")
+    counted = " and ".join(
+        what
+        for what, on in (("clicks", settings.track_clicks), ("opens", settings.track_opens))
+        if on
+    )
+    paths = " and ".join(
+        f"{settings.base_url}{path}"
+        for path, on in (("/c/", settings.track_clicks), ("/o/", settings.track_opens))
+        if on
+    )
+    return Finding(
+        Level.OK,
+        "tracking",
+        f"{counted} counted: {paths} must be served by `newsletter serve` "
+        "(readers can turn it off on their preferences page)",
+    )
 
 
 def check_base_url(settings: Settings) -> Finding:

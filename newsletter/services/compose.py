@@ -10,7 +10,8 @@ from collections.abc import Iterable
 from datetime import date
 from pathlib import Path
 
-from newsletter.adapters.render import Brand, RenderedVariant, Renderer
+from newsletter.adapters.links import tracked_url_length
+from newsletter.adapters.render import NOT_TRACKED, Brand, RenderedVariant, Renderer, Tracking
 from newsletter.adapters.sources import read_sources
 from newsletter.config import Settings
 from newsletter.domain import Edition, wanted_keys
@@ -69,21 +70,28 @@ def renderer_for(settings: Settings, locale: str = "") -> Renderer:
         locale=locale or settings.locale,
         excerpt_chars=settings.excerpt_chars,
         brand=brand_for(settings),
+        tracked_url_length=tracked_url_length(settings.base_url),
     )
+
+
+def tracking_for(settings: Settings) -> Tracking:
+    """What a tracked variant counts on this site (NEWSLETTER_TRACK_CLICKS / _OPENS)."""
+    return Tracking(clicks=settings.track_clicks, opens=settings.track_opens)
 
 
 class VariantRenderer:
     """Renders each distinct content variant of one edition once.
 
     A variant is the set of sections a subscriber receives and the language of the fixed text
-    (dates, links, footer); the articles themselves are as the site wrote them.
+    (dates, links, footer), and whether it is tracked (its readers' clicks counted); the
+    articles themselves are as the site wrote them.
     """
 
     def __init__(self, edition: Edition, settings: Settings) -> None:
         self.edition = edition
         self._settings = settings
         self._renderers: dict[str, Renderer] = {}
-        self._cache: dict[tuple[frozenset[str], str, bool], RenderedVariant] = {}
+        self._cache: dict[tuple[frozenset[str], str, bool, Tracking], RenderedVariant] = {}
 
     @classmethod
     def for_settings(cls, edition: Edition, settings: Settings) -> VariantRenderer:
@@ -95,16 +103,23 @@ class VariantRenderer:
         return self._renderers[locale]
 
     def variant(
-        self, keys: frozenset[str], locale: str = "", *, chosen: bool = False
+        self,
+        keys: frozenset[str],
+        locale: str = "",
+        *,
+        chosen: bool = False,
+        tracking: Tracking = NOT_TRACKED,
     ) -> RenderedVariant:
         """The variant of sections ``keys`` in ``locale``; ``chosen`` when its readers picked
-        their sections (the footer then names them)."""
+        their sections (the footer then names them); ``tracking``: its article links are click
+        slots and/or it has the open pixel's."""
         locale = locale or self._settings.locale
-        if (keys, locale, chosen) not in self._cache:
+        key = (keys, locale, chosen, tracking)
+        if key not in self._cache:
             restricted = self.edition.restricted_to(keys)
-            rendered = self._renderer(locale).render(restricted, chosen=chosen)
-            self._cache[keys, locale, chosen] = rendered
-        return self._cache[keys, locale, chosen]
+            rendered = self._renderer(locale).render(restricted, chosen=chosen, tracking=tracking)
+            self._cache[key] = rendered
+        return self._cache[key]
 
     def variant_for(self, preferences: Iterable[str], locale: str = "") -> RenderedVariant | None:
         """The variant for a subscriber's preferences; None when it would be empty."""

@@ -359,15 +359,27 @@ class Subscriptions:
         return tuple(offered)
 
     def save_preferences(
-        self, subscriber: Subscriber, sections: Iterable[str], locale: str
+        self,
+        subscriber: Subscriber,
+        sections: Iterable[str],
+        locale: str,
+        count_clicks: bool | None = None,
     ) -> Subscriber:
-        """Store the chosen sections (none = every section) and language, at once."""
+        """Store the chosen sections (none = every section) and language, at once.
+
+        ``count_clicks``: the page's "count my clicks" box (None: the page did not show it,
+        tracking being off, and the reader's choice stays as it was)."""
         chosen_locale = page_locale(locale)
         if locale.strip() and not chosen_locale:
             raise InvalidValue(f"unknown language {locale.strip()!r}")
         categories = known_sections(sections, self.offered_sections(subscriber))
         with self._writing:
             found = self.store.set_preferences(subscriber.id, categories, chosen_locale)
+            if found and count_clicks is not None:
+                if count_clicks:
+                    self.store.opt_in_to_clicks(subscriber.id)
+                else:
+                    self.store.opt_out_of_clicks(subscriber.id)
         if not found:
             raise UnknownLink("this link is no longer valid", "the address is not on the list")
         return self.store.get(subscriber.id) or subscriber

@@ -268,6 +268,11 @@ class SubscriberPages:
 
     # -- preferences -----------------------------------------------------------------------------
 
+    @property
+    def tracking_shown(self) -> bool:
+        """Whether the page offers the "count my clicks" box: only when something is counted."""
+        return self.settings.track_clicks or self.settings.track_opens
+
     def preferences_page(
         self,
         token: str,
@@ -291,6 +296,10 @@ class SubscriberPages:
             chosen=chosen,
             languages=language_choices(),
             current_locale=subscriber.locale,
+            tracking=self.tracking_shown,
+            tracks_opens=self.settings.track_opens,
+            counted=subscriber.clicks_opted_out_at is None,
+            retention_days=self.settings.click_retention_days,
             active=subscriber.status in (SubscriberStatus.ACTIVE, SubscriberStatus.PENDING),
             saved=saved,
             error=error,
@@ -325,6 +334,8 @@ class SubscriberPages:
                 subscriber,
                 text_fields(form, "section"),
                 text_field(form, "locale"),
+                # An unticked box sends nothing: only a page that showed it can mean "off".
+                ("count_clicks" in form) if self.tracking_shown else None,
             )
         except InvalidValue as err:
             return self.preferences_page(token, subscriber, status=400, error=err.reason)

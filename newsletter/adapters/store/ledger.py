@@ -238,6 +238,7 @@ class LedgerQueries(StoreBase):
                     subscribers.c.locale,
                     subscribers.c.categories,
                     subscribers.c.status,
+                    subscribers.c.clicks_opted_out_at.is_not(None).label("clicks_opted_out"),
                 )
                 .join(subscribers, subscribers.c.id == deliveries.c.subscriber_id)
                 .where(deliveries.c.id.in_(ids))
@@ -554,6 +555,7 @@ def _claimed(row: Row[Any]) -> ClaimedDelivery:
             name=row.name,
             locale=row.locale,
             categories=split_categories(row.categories),
+            clicks_opted_out=bool(row.clicks_opted_out),
         ),
         attempts=row.attempts,
     )

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, delete, func, insert, select, update
+from sqlalchemy import Connection, bindparam, delete, func, insert, literal, select, update
 from sqlalchemy.engine import Row
 
 from newsletter.adapters.store.engine import StoreBase
@@ -255,6 +255,24 @@ class SubscriberQueries(StoreBase):
         with self._using(write=True) as c:
             return c.execute(_touch(subscriber_id, self.now()).values(**values)).rowcount == 1
 
+    def opt_out_of_clicks(self, subscriber_id: int) -> bool:
+        """The reader's clicks are no longer counted: from the next message on, its article links
+        go straight to the site. The first opt-out's time is kept; False if no such subscriber."""
+        return self._set_clicks_opt_out(subscriber_id, opted_out=True)
+
+    def opt_in_to_clicks(self, subscriber_id: int) -> bool:
+        """Clear the opt-out (the reader ticked the box again); False if no such subscriber."""
+        return self._set_clicks_opt_out(subscriber_id, opted_out=False)
+
+    def _set_clicks_opt_out(self, subscriber_id: int, *, opted_out: bool) -> bool:
+        now = self.now()
+        # Typed: a bare datetime bound inside coalesce() would skip UTCDateTime's conversion.
+        first = func.coalesce(subscribers.c.clicks_opted_out_at, literal(now, UTCDateTime()))
+        stamp = first if opted_out else None
+        with self._using(write=True) as c:
+            changed = c.execute(_touch(subscriber_id, now).values(clicks_opted_out_at=stamp))
+            return changed.rowcount == 1
+
     def unsubscribe(self, subscriber_id: int) -> bool:
         """Stop sending; False if already unsubscribed or complained (a complaint outranks it)."""
         return self._move(subscriber_id, SubscriberStatus.UNSUBSCRIBED)
@@ -438,6 +456,7 @@ def _subscriber(row: Row[Any]) -> Subscriber:
         consent_source=ConsentSource(m["consent_source"]),
         consent_at=m["consent_at"],
         consent_detail=m["consent_detail"],
+        clicks_opted_out_at=m["clicks_opted_out_at"],
     )
 
 
