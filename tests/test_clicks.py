@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import csv
 import io
+import re
 import sqlite3
 import time
 from collections.abc import Callable, Iterator
@@ -483,3 +484,43 @@ def test_the_editors_figures_top_articles_and_section_trend(live: LiveApp) -> No
         {"Politique": 2 / 3, "Économie": 0, "Sport": 2 / 3}
     )
     assert dict(trend[0].rates) == pytest.approx({"Politique": 0, "Économie": 1 / 3, "Sport": 0})
+
+
+# -- the whole loop: the sent mail's link, the redirect, the editors' page ---------------------
+
+
+def test_a_link_in_the_sent_mail_lands_on_the_article_and_shows_on_the_editors_page(
+    tmp_path: Path, smtp: SmtpServer
+) -> None:
+    from tests.web_support import ADMIN_PASSWORD
+
+    for live in start(tmp_path, smtp, NEWSLETTER_ADMIN_PASSWORD=ADMIN_PASSWORD):
+        reader = live.ids[0]  # type: ignore[attr-defined]
+        mails = [m for m in smtp.messages() if m["To"].addresses[0].addr_spec == READERS[0]]
+        html = next(
+            body
+            for body in (m.get_body(preferencelist=("html",)).get_content() for m in mails)  # type: ignore[union-attr]
+            if "mardi 27 janvier 2026" in body  # the masthead's date: this edition's mail
+        )
+        tracked = sorted(set(re.findall(rf'href="{re.escape(live.url)}(/c/[^"]+)"', html)))
+        assert len(tracked) == 4  # one per article, however many links point at it
+        with live.client() as http:
+            # HEAD answers like GET and counts nothing: every link lands on its article
+            landed = [
+                http.head(path, headers={"User-Agent": BROWSER}).headers["location"]
+                for path in tracked
+            ]
+            assert "https://journal.example/2026-01-27/3?utm_source=newsletter" in " ".join(landed)
+            assert all(url.startswith("https://journal.example/2026-01-27/") for url in landed)
+            # the reader opens two of them (all four within seconds would read as a scanner)
+            for path in tracked[:2]:
+                assert get(http, path).status_code == 302
+        rows = click_rows(live, wait_for=2)
+        assert len(rows) == 2 and {r[2] for r in rows} == {reader}
+        with httpx.Client(base_url=live.url, auth=("editor", ADMIN_PASSWORD)) as editors:
+            page = editors.get("/editor")
+        assert page.status_code == 200
+        card = page.text.split('class="card reading"', 1)[1]
+        assert "Ce que lisent les lecteurs" in card and "<script" not in card
+        assert card.count("<polyline") >= 3  # a line per section (Politique, Économie, Sport)
+        assert "journal.example/2026-01-27/" in card  # the most read articles, linked

@@ -57,6 +57,7 @@ from newsletter.web.curation_form import (
     planned_changes,
 )
 from newsletter.web.pages import Site, client_of, text_field
+from newsletter.web.reading import reading_context
 
 Endpoint = Callable[[Request], Awaitable[Response]]
 
@@ -277,10 +278,12 @@ class EditorConsole:
 
     async def status(self, request: Request) -> Response:
         rows = await run_in_threadpool(self.rows)
+        reading = await run_in_threadpool(reading_context, self.store, self.settings)
         next_day = self.settings.next_edition_date()
         return self.site.page(
             "pages/editor.html",
             rows=rows,
+            reading=reading,
             next_date=format_long_date(next_day, self.settings.locale),
             next_preview_url=self.site.url("preview", day=next_day.isoformat()),
             form_token=self.form_token(),
