@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import http.client
-import os
 import signal
 import subprocess
 import sys
@@ -42,6 +41,7 @@ from newsletter.domain import Article, ConsentSource, SubscriberStatus  # noqa: 
 from newsletter.domain.addresses import normalise_address  # noqa: E402
 from newsletter.domain.curation import article_ref  # noqa: E402
 from testkit.net import free_port  # noqa: E402
+from testkit.serve import start_serve  # noqa: E402
 
 SECRET = "bench-secret-key-0123456789abcdef"
 DAY = date(2026, 1, 27)
@@ -81,31 +81,15 @@ def populate(url: str, readers: int) -> list[str]:
 
 
 def start_server(folder: Path, url: str, port: int) -> subprocess.Popen[bytes]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("NEWSLETTER_")}
-    env.update(
+    return start_serve(
+        folder,
+        port,
         NEWSLETTER_DATABASE_URL=url,
-        NEWSLETTER_BASE_URL=f"http://127.0.0.1:{port}",
         NEWSLETTER_SECRET_KEY=SECRET,
         NEWSLETTER_FROM="La Lettre <lettre@example.com>",
         NEWSLETTER_TRACK_CLICKS="true",
         NEWSLETTER_UTM="utm_source=newsletter&utm_medium=email&utm_campaign=lettre-{date}",
     )
-    process = subprocess.Popen(
-        [sys.executable, "-m", "newsletter", "serve", "--port", str(port)],
-        cwd=folder,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
-                return process
-        except httpx.HTTPError:
-            time.sleep(0.1)
-    process.kill()
-    raise SystemExit("the server did not start")
 
 
 async def hammer(port: int, paths: list[str], concurrency: int) -> tuple[float, dict[int, int]]:

@@ -12,7 +12,6 @@ newsletter/httpserver.py, every client gets 431 at once and the peak stays where
 from __future__ import annotations
 
 import argparse
-import os
 import socket
 import subprocess
 import sys
@@ -24,6 +23,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from testkit.net import free_port
+from testkit.serve import start_serve
 
 CHUNK = b"a" * 65536
 
@@ -36,31 +36,13 @@ def memory_kib(pid: int, field: str) -> int:
 
 
 def start_server(folder: Path, port: int) -> subprocess.Popen[bytes]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("NEWSLETTER_")}
-    env.update(
+    return start_serve(
+        folder,
+        port,
         NEWSLETTER_DATABASE_URL=f"sqlite:///{folder / 'bench.db'}",
-        NEWSLETTER_BASE_URL=f"http://127.0.0.1:{port}",
         NEWSLETTER_SECRET_KEY="bench-secret-key-0123456789abcdef",
         NEWSLETTER_FROM="La Lettre <lettre@example.com>",
     )
-    process = subprocess.Popen(
-        [sys.executable, "-m", "newsletter", "serve", "--port", str(port)],
-        cwd=folder,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1) as conn:
-                conn.sendall(b"GET /healthz HTTP/1.1\r\nConnection: close\r\n\r\n")
-                if conn.recv(100).startswith(b"HTTP/1.1 200"):
-                    return process
-        except OSError:
-            time.sleep(0.1)
-    process.kill()
-    raise SystemExit("the server did not start")
 
 
 def flood(port: int, size: int) -> tuple[bytes, int, float]:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import http.client
-import os
 import subprocess
 import sys
 import tempfile
@@ -23,8 +22,6 @@ import threading
 import time
 from pathlib import Path
 from urllib.parse import urlencode
-
-import httpx
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -34,6 +31,7 @@ from newsletter.adapters.tokens import Purpose, TokenSigner  # noqa: E402
 from newsletter.domain import ConsentSource, SubscriberStatus  # noqa: E402
 from newsletter.domain.addresses import normalise_address  # noqa: E402
 from testkit.net import free_port  # noqa: E402
+from testkit.serve import start_serve  # noqa: E402
 
 SECRET = "bench-secret-key-0123456789abcdef"
 
@@ -63,29 +61,13 @@ def populate(url: str, count: int) -> list[str]:
 
 
 def start_server(folder: Path, url: str, port: int) -> subprocess.Popen[bytes]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("NEWSLETTER_")}
-    env.update(
+    return start_serve(
+        folder,
+        port,
         NEWSLETTER_DATABASE_URL=url,
-        NEWSLETTER_BASE_URL=f"http://127.0.0.1:{port}",
         NEWSLETTER_SECRET_KEY=SECRET,
         NEWSLETTER_FROM="La Lettre <lettre@example.com>",
     )
-    process = subprocess.Popen(
-        [sys.executable, "-m", "newsletter", "serve", "--port", str(port)],
-        cwd=folder,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
-                return process
-        except httpx.HTTPError:
-            time.sleep(0.1)
-    process.kill()
-    raise SystemExit("the server did not start")
 
 
 def hammer(
