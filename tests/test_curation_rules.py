@@ -170,3 +170,10 @@ def test_bad_input_is_refused_with_one_line() -> None:
 def test_article_refs_are_short_and_stable() -> None:
     assert article_ref("pol-1") == article_ref("pol-1") != article_ref("pol-2")
     assert len(article_ref("https://exemple.ma/a")) == 6
+
+
+def test_an_added_items_angle_brackets_stay_on_the_page() -> None:
+    item = added_item("https://exemple.ma/a", "Le <Forum>", summary="Trois jours <de> rencontres.")
+    variant = Renderer(title="La Lettre", locale="fr").render(edition(Curation(added=(item,))))
+    assert "Le ‹Forum›" in variant.text and "Trois jours ‹de› rencontres." in variant.text
+    assert "Trois jours ‹de› rencontres." in variant.html

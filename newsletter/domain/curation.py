@@ -59,11 +59,11 @@ class AddedItem:
         image = safe_image(self.image_url) if self.image_url else None
         return Article(
             uid=self.uid,
-            title=self.title,
+            title=_shown_as_text(self.title),
             link=self.url,
             published=published,
             categories=(self.section,) if self.section else (),
-            summary_html=html.escape(self.summary),
+            summary_html=html.escape(_shown_as_text(self.summary)),
             source="added by an editor",
             image=image,
         )
@@ -87,6 +87,16 @@ class Curation:
         """Only what is shown around the articles: for an edition rebuilt from its frozen articles,
         which already left out the excluded ones and carry the added ones."""
         return replace(self, excluded=frozenset(), added=())
+
+
+def _shown_as_text(text: str) -> str:
+    """An editor's plain text, its angle brackets as the look-alike ‹ ›.
+
+    The renderer reduces article fields as feed HTML, decoding entities until none is left (feeds
+    escape their HTML once, twice, or not at all), so a literal "<de>" would end up read as a tag
+    and dropped; the look-alikes keep the editor's words on the page.
+    """
+    return text.replace("<", "‹").replace(">", "›")
 
 
 def article_ref(uid: str) -> str:
