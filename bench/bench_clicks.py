@@ -25,7 +25,6 @@ import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -41,7 +40,7 @@ from newsletter.domain import Article, ConsentSource, SubscriberStatus  # noqa: 
 from newsletter.domain.addresses import normalise_address  # noqa: E402
 from newsletter.domain.curation import article_ref  # noqa: E402
 from testkit.net import free_port  # noqa: E402
-from testkit.serve import start_serve  # noqa: E402
+from testkit.serve import hammer_with_threads, start_serve  # noqa: E402
 
 SECRET = "bench-secret-key-0123456789abcdef"
 DAY = date(2026, 1, 27)
@@ -117,34 +116,15 @@ async def hammer(port: int, paths: list[str], concurrency: int) -> tuple[float, 
 
 def hammer_threads(port: int, paths: list[str], concurrency: int) -> tuple[float, dict[int, int]]:
     """The same with threads, each with one http.client keep-alive connection."""
-    pending = list(paths)
-    lock = threading.Lock()
-    statuses: dict[int, int] = {}
     browser = {
         "User-Agent": "Mozilla/5.0 (X11; Linux x86_64; rv:121.0) Gecko/20100101 Firefox/121.0"
     }
 
-    def client() -> None:
-        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
-        while True:
-            with lock:
-                if not pending:
-                    break
-                path = pending.pop()
-            connection.request("GET", path, headers=browser)
-            response = connection.getresponse()
-            response.read()
-            with lock:
-                statuses[response.status] = statuses.get(response.status, 0) + 1
-        connection.close()
+    def send(connection: http.client.HTTPConnection, path: str) -> http.client.HTTPResponse:
+        connection.request("GET", path, headers=browser)
+        return connection.getresponse()
 
-    threads = [threading.Thread(target=client) for _ in range(concurrency)]
-    started = time.perf_counter()
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    return time.perf_counter() - started, statuses
+    return hammer_with_threads(port, paths, concurrency, send)
 
 
 def main() -> None:

@@ -18,8 +18,6 @@ import http.client
 import subprocess
 import sys
 import tempfile
-import threading
-import time
 from pathlib import Path
 from urllib.parse import urlencode
 
@@ -31,7 +29,7 @@ from newsletter.adapters.tokens import Purpose, TokenSigner  # noqa: E402
 from newsletter.domain import ConsentSource, SubscriberStatus  # noqa: E402
 from newsletter.domain.addresses import normalise_address  # noqa: E402
 from testkit.net import free_port  # noqa: E402
-from testkit.serve import start_serve  # noqa: E402
+from testkit.serve import hammer_with_threads, start_serve  # noqa: E402
 
 SECRET = "bench-secret-key-0123456789abcdef"
 
@@ -73,42 +71,21 @@ def start_server(folder: Path, url: str, port: int) -> subprocess.Popen[bytes]:
 def hammer(
     port: int, tokens: list[str], concurrency: int, *, baseline: bool = False
 ) -> tuple[float, dict[int, int]]:
-    """``concurrency`` threads, each with one keep-alive connection, share the requests.
-
-    Plain http.client: httpx's async pool with 50 connections costs more CPU than the server
-    it measures on these 2 cores (it topped out near 120 requests/s even for /healthz).
-    """
-    pending = list(tokens)
-    lock = threading.Lock()
-    statuses: dict[int, int] = {}
+    """``concurrency`` threads, each with one keep-alive connection, share the requests: the
+    one-click unsubscribe POSTs, or as many GET /healthz for the ``baseline``."""
     body = urlencode({"List-Unsubscribe": "One-Click"})
     headers = {"Content-Type": "application/x-www-form-urlencoded"}
 
-    def client() -> None:
-        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
-        while True:
-            with lock:
-                if not pending:
-                    break
-                token = pending.pop()
-            if baseline:
-                connection.request("GET", "/healthz")
-            else:
-                connection.request("POST", f"/unsubscribe/{token}", body=body, headers=headers)
-            response = connection.getresponse()
-            response.read()
-            assert response.getheader("location") is None, "a one-click POST must never redirect"
-            with lock:
-                statuses[response.status] = statuses.get(response.status, 0) + 1
-        connection.close()
+    def send(connection: http.client.HTTPConnection, token: str) -> http.client.HTTPResponse:
+        if baseline:
+            connection.request("GET", "/healthz")
+        else:
+            connection.request("POST", f"/unsubscribe/{token}", body=body, headers=headers)
+        response = connection.getresponse()
+        assert response.getheader("location") is None, "a one-click POST must never redirect"
+        return response
 
-    threads = [threading.Thread(target=client) for _ in range(concurrency)]
-    started = time.perf_counter()
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    return time.perf_counter() - started, statuses
+    return hammer_with_threads(port, tokens, concurrency, send)
 
 
 def main() -> None:

@@ -1,16 +1,22 @@
-"""`newsletter serve` in a process of its own, for the benchmarks: started with a clean
-``NEWSLETTER_*`` environment plus the given settings, returned once ``/healthz`` answers 200."""
+"""`newsletter serve` in a process of its own for the benchmarks (started with a clean
+``NEWSLETTER_*`` environment plus the given settings, returned once ``/healthz`` answers 200),
+and the threaded keep-alive client they measure it with."""
 
 from __future__ import annotations
 
+import http.client
 import os
 import socket
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 START_SECONDS = 20
+T = TypeVar("T")
 
 
 def start_serve(folder: Path, port: int, **settings: str) -> subprocess.Popen[bytes]:
@@ -40,3 +46,42 @@ def start_serve(folder: Path, port: int, **settings: str) -> subprocess.Popen[by
         time.sleep(0.1)
     process.kill()
     raise SystemExit("the server did not start")
+
+
+def hammer_with_threads(
+    port: int,
+    items: list[T],
+    concurrency: int,
+    send: Callable[[http.client.HTTPConnection, T], http.client.HTTPResponse],
+) -> tuple[float, dict[int, int]]:
+    """``concurrency`` threads, each with one keep-alive http.client connection, share
+    ``items``; ``send`` makes the request for one and returns its response. Returns the seconds
+    taken and the count of each status code.
+
+    Plain http.client: httpx's async pool with 50 connections costs more CPU than the server it
+    measures on 2 cores (it topped out near 120 requests/s even for /healthz).
+    """
+    pending = list(items)
+    lock = threading.Lock()
+    statuses: dict[int, int] = {}
+
+    def client() -> None:
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+        while True:
+            with lock:
+                if not pending:
+                    break
+                item = pending.pop()
+            response = send(connection, item)
+            response.read()
+            with lock:
+                statuses[response.status] = statuses.get(response.status, 0) + 1
+        connection.close()
+
+    threads = [threading.Thread(target=client) for _ in range(concurrency)]
+    started = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return time.perf_counter() - started, statuses

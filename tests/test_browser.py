@@ -32,6 +32,19 @@ def live(tmp_path: Path, smtp_factory: Callable[..., SmtpServer]) -> Iterator[Li
         yield app
 
 
+def csp_refusals(page: object) -> list[str]:
+    """What the Content-Security-Policy refuses on ``page`` from now on, as chromium reports it
+    on the console; the list fills as the page runs."""
+    refused: list[str] = []
+    page.on(  # type: ignore[attr-defined]
+        "console",
+        lambda message: (
+            refused.append(message.text) if "Content Security Policy" in message.text else None
+        ),
+    )
+    return refused
+
+
 def screenshot(page: object, path: Path, *, full_page: bool = True) -> Path:
     page.screenshot(path=str(path), full_page=full_page)  # type: ignore[attr-defined]
     data = path.read_bytes()
@@ -149,13 +162,7 @@ def test_archive_to_web_version_in_the_browser(
     live.store.mark_edition_sent(day)
     context = browser.new_context(viewport=PHONE, locale="fr-FR")  # type: ignore[attr-defined]
     page = context.new_page()
-    blocked: list[str] = []  # what the Content-Security-Policy refused, as chromium reports it
-    page.on(
-        "console",
-        lambda message: (
-            blocked.append(message.text) if "Content Security Policy" in message.text else None
-        ),
-    )
+    blocked = csp_refusals(page)
     page.goto(f"{live.url}/archive")
     assert "mardi 27 janvier 2026" in page.inner_text("main")
     assert page.evaluate("document.documentElement.scrollWidth") <= 375
@@ -185,13 +192,7 @@ def test_editors_shape_the_edition_in_the_browser(
         http_credentials={"username": "editor", "password": ADMIN_PASSWORD},
     )
     page = context.new_page()
-    blocked: list[str] = []  # what the Content-Security-Policy refused, as chromium reports it
-    page.on(
-        "console",
-        lambda message: (
-            blocked.append(message.text) if "Content Security Policy" in message.text else None
-        ),
-    )
+    blocked = csp_refusals(page)
     page.goto(f"{live.url}/preview/{SAMPLE_DATE}")
     excluded_title = "Cacao : les coopératives misent sur la transformation locale"
     lead_title = "Athlétisme : Mariam Touré, 19 ans, bat le record national du 800 mètres"
