@@ -167,6 +167,13 @@ SETTINGS: tuple[SettingDoc, ...] = (
     ),
     SettingDoc("NEWSLETTER_SMTP_RATE", "0", "messages per second over all connections; 0 = no cap"),
     SettingDoc(
+        "NEWSLETTER_SEND_PROCESSES",
+        "1",
+        "sender processes for one `newsletter send`, each with its share of the connections (so "
+        "at most NEWSLETTER_SMTP_CONNECTIONS); one process uses one core, so the number of cores "
+        "suits a large list",
+    ),
+    SettingDoc(
         "NEWSLETTER_SMTP_TIMEOUT",
         "30",
         "seconds allowed for each SMTP network step, and for each whole reply however many lines "
@@ -317,6 +324,7 @@ class Settings:
     smtp_password: str
     smtp_connections: int
     smtp_rate: float
+    send_processes: int
     smtp_timeout: float
     smtp_connect_timeout: float
     from_address: str
@@ -662,6 +670,7 @@ def load_settings(
         smtp_password=raw.get("NEWSLETTER_SMTP_PASSWORD", ""),
         smtp_connections=parse(lambda: number("NEWSLETTER_SMTP_CONNECTIONS", int, 1), 1),
         smtp_rate=parse(lambda: number("NEWSLETTER_SMTP_RATE", float, 0), 0.0),
+        send_processes=parse(lambda: _send_processes(get), 1),
         smtp_timeout=parse(lambda: number("NEWSLETTER_SMTP_TIMEOUT", float, 0.1), 1.0),
         smtp_connect_timeout=parse(
             lambda: number("NEWSLETTER_SMTP_CONNECT_TIMEOUT", float, 0.1), 1.0
@@ -785,6 +794,31 @@ def _number(name: str, text: str, kind: type[N], minimum: N) -> N:
         raise ConfigError(
             f"{name}={text!r} is too large",
             f"expected 1 to {MAX_SMTP_CONNECTIONS} connections (4 suits most relays)",
+        )
+    return value
+
+
+MAX_SEND_PROCESSES = 64
+
+
+def _send_processes(get: Callable[[str], str]) -> int:
+    """NEWSLETTER_SEND_PROCESSES: each process needs a connection of its own."""
+    name = "NEWSLETTER_SEND_PROCESSES"
+    value = _number(name, get(name), int, 1)
+    if value > MAX_SEND_PROCESSES:
+        raise ConfigError(
+            f"{name}={value} is too large",
+            f"expected 1 to {MAX_SEND_PROCESSES}; the number of cores suits a large list",
+        )
+    try:
+        connections = int(get("NEWSLETTER_SMTP_CONNECTIONS"))
+    except ValueError:
+        return value  # reported as NEWSLETTER_SMTP_CONNECTIONS's own problem
+    if value > connections:
+        raise ConfigError(
+            f"{name}={value} is more than NEWSLETTER_SMTP_CONNECTIONS={connections}",
+            "each sender process needs a connection of its own: lower it, or raise "
+            "NEWSLETTER_SMTP_CONNECTIONS",
         )
     return value
 

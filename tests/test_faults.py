@@ -15,7 +15,7 @@ from datetime import date
 
 import pytest
 
-from newsletter.adapters.store import open_store
+from newsletter.adapters.store import SentLedger, open_store
 from newsletter.config import load_settings
 from newsletter.domain import DeliveryStatus, SubscriberStatus
 from newsletter.services.delivery import RECONNECT_BACKOFF, send_edition
@@ -258,14 +258,16 @@ def test_a_ledger_error_mid_send_stops_the_run_instead_of_hanging(
     settings = load_settings(env_file=tmp_path / "absent", environ=env)
     outcome: dict[str, object] = {}
     with open_store(settings.database_url) as store:
-        real = getattr(store, method)
+        # "sent" is recorded through the send's own ledger connection (store/sent.py).
+        owner = SentLedger if method == "mark_sent" else store
+        real = getattr(owner, method)
 
         def broken(*args, **kwargs):
             if len(server.log()) >= 5:
                 raise RuntimeError("disk I/O error")
             return real(*args, **kwargs)
 
-        monkeypatch.setattr(store, method, broken)
+        monkeypatch.setattr(owner, method, broken)
 
         def run() -> None:
             try:

@@ -54,6 +54,8 @@ CRLF = b"\r\n"
 SOFT_BREAK = b"=\r\n"
 _SLOTS = (UNSUBSCRIBE_SLOT, PREFERENCES_SLOT)
 _UNSAFE_IN_URL = "\r\n <>"
+# A local part that needs no quoting (RFC 5322 dot-atom, ASCII): most addresses of a list.
+_DOT_ATOM = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*")
 
 
 class SenderError(UsageError):
@@ -493,7 +495,10 @@ def _to_header(recipient: Recipient) -> bytes:
     goes out with SMTPUTF8), the display name being encoded words either way."""
     name = one_line(recipient.name)
     local, _, domain = recipient.email.rpartition("@")
-    address = str(Address(username=local, domain=domain)) if local else recipient.email
+    if _DOT_ATOM.fullmatch(local):
+        address = recipient.email  # what Address() gives it, without building one per message
+    else:
+        address = str(Address(username=local, domain=domain)) if local else recipient.email
     if address.isascii():
         value = formataddr((name, address), charset="utf-8") if name else address
         return _header("To", value)

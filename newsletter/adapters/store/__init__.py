@@ -9,7 +9,7 @@ Modules, by kind of data: ``schema`` (the tables), ``migrations``, ``engine`` (e
 busy retries, errors), ``subscribers`` (subscribers and suppressions), ``ledger`` (editions and
 deliveries), ``returned`` (bounces and complaints on the ledger), ``locks`` (named leases and the editors'
 previews), ``archive`` (the sent editions the public archive shows), ``curation`` (the editors'
-decisions about an edition and their log), ``clicks`` (click and open counts, their fold). This module is the facade:
+decisions about an edition and their log), ``clicks`` (click and open counts, their fold), ``sent`` (the send's per-message write). This module is the facade:
 ``Store`` puts the query mixins together, ``open_store`` builds it, and every name the rest of the
 project imports from ``newsletter.adapters.store`` is re-exported here.
 """
@@ -55,6 +55,7 @@ from newsletter.adapters.store.migrations import (
 )
 from newsletter.adapters.store.returned import ReturnedQueries, ReturnedTarget
 from newsletter.adapters.store.schema import METADATA, UTCDateTime
+from newsletter.adapters.store.sent import SentLedger
 from newsletter.adapters.store.subscribers import (
     CATEGORY_SEPARATOR,
     NewSubscriber,
@@ -88,6 +89,7 @@ __all__ = [
     "ExcludedArticle",
     "NewSubscriber",
     "ReturnedTarget",
+    "SentLedger",
     "Store",
     "StoreError",
     "StoredCuration",
@@ -118,6 +120,11 @@ class Store(
     StoreBase,
 ):
     """Every query of the project, as named methods. Build it with ``open_store(url)``."""
+
+    def sent_ledger(self) -> SentLedger:
+        """The send's group commit of "sent" on a connection of its own (``sent.py``); one thread
+        uses it, and closes it."""
+        return SentLedger(self.engine, self.now)
 
     def schema_version(self) -> int:
         """The version of the schema this database is at."""

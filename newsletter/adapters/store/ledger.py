@@ -205,26 +205,32 @@ class LedgerQueries(StoreBase):
         """
         with self.write() as c:
             now = self._lease_now(c)
-            claimable = (
+            # Two queries rather than one OR: each walks ix_deliveries_edition_status in id
+            # order and stops at `limit`, where the OR made SQLite read every row of the edition
+            # and sort them, for every batch (quadratic over a million-row edition).
+            pending = (
                 select(deliveries.c.id)
                 .where(
                     deliveries.c.edition_date == day,
-                    or_(
-                        and_(
-                            deliveries.c.status == DeliveryStatus.PENDING.value,
-                            or_(deliveries.c.not_before.is_(None), deliveries.c.not_before <= now),
-                        ),
-                        and_(
-                            deliveries.c.status == DeliveryStatus.SENDING.value,
-                            deliveries.c.lease_until < now,
-                        ),
-                    ),
+                    deliveries.c.status == DeliveryStatus.PENDING.value,
+                    or_(deliveries.c.not_before.is_(None), deliveries.c.not_before <= now),
                 )
                 .order_by(deliveries.c.id)
                 .limit(limit)
                 .with_for_update(skip_locked=True)
             )
-            ids = list(c.execute(claimable).scalars())
+            expired = (
+                select(deliveries.c.id)
+                .where(
+                    deliveries.c.edition_date == day,
+                    deliveries.c.status == DeliveryStatus.SENDING.value,
+                    deliveries.c.lease_until < now,
+                )
+                .order_by(deliveries.c.id)
+                .limit(limit)
+                .with_for_update(skip_locked=True)
+            )
+            ids = sorted({*c.execute(expired).scalars(), *c.execute(pending).scalars()})[:limit]
             if not ids:
                 return []
             rows = c.execute(

@@ -30,10 +30,12 @@ from newsletter.adapters.smtp import (
 from newsletter.adapters.store import CurationChanged, Store
 from newsletter.adapters.tokens import VerpSigner
 from newsletter.config import Settings
-from newsletter.domain import DeliveryStatus, EditionStatus, Reader, SendReport
+from newsletter.domain import DeliveryStatus, Edition, EditionStatus, Reader, SendReport
 from newsletter.domain.addresses import normalise_address
 from newsletter.domain.errors import NewsletterError
 from newsletter.services.compose import VariantRenderer
+from newsletter.services.delivery.pool import OpeningAhead
+from newsletter.services.delivery.processes import SenderGroup, can_fork, shares
 from newsletter.services.delivery.sender import EditionSender
 from newsletter.services.editions import curated_edition, frozen_edition
 
@@ -67,6 +69,71 @@ def send_edition(
     """Deliver edition ``day`` to every frozen recipient; re-running continues where it stopped."""
     settings.require_sending()
     BounceMailbox.from_settings(settings, Sender.parse(settings.from_address))
+    smtp = smtp or SmtpConfig.from_settings(settings)
+    # Decided before any thread starts: a fork is only safe from a single-threaded process.
+    processes = settings.send_processes if settings.send_processes > 1 and can_fork() else 1
+    # This process's connections open while the edition is composed and frozen.
+    ahead = OpeningAhead(smtp, shares(settings.smtp_connections, processes)[0], stop)
+    try:
+        edition = _freeze(store, settings, day)
+    except BaseException:
+        ahead.cancel()
+        raise
+    store.clear_backoff(day)  # rows deferred by an earlier run are retried now
+    if on_frozen:
+        # Every row still to send: pending ones, and those a killed sender left claimed.
+        counts = store.delivery_counts(day)
+        on_frozen(sum(counts.get(s, 0) for s in (DeliveryStatus.PENDING, DeliveryStatus.SENDING)))
+    try:
+        sender = _sender(store, settings, edition, processes, smtp, stop, progress, ahead)
+    except BaseException:
+        ahead.cancel()
+        raise
+    error: str | None = None
+    try:
+        sent = sender.run()
+    except (RelayUnreachable, RelayMisconfigured) as err:
+        sent, error = sender.sent, str(err)
+        if isinstance(err, RelayMisconfigured):
+            raise  # a setting to fix (exit 2), not a relay to wait for
+    report = SendReport(
+        day, store.delivery_counts(day), store.delivery_failures(day), sent, error, edition.warnings
+    )
+    if report.complete:
+        store.mark_edition_sent(day)
+    return report
+
+
+def _sender(
+    store: Store,
+    settings: Settings,
+    edition: Edition,
+    processes: int,
+    smtp: SmtpConfig,
+    stop: threading.Event | None,
+    progress: Callable[[int], None] | None,
+    ahead: OpeningAhead,
+) -> EditionSender | SenderGroup:
+    if processes > 1:
+        return SenderGroup(
+            store,
+            settings,
+            edition,
+            processes=processes,
+            smtp=smtp,
+            stop=stop,
+            progress=progress,
+            ahead=ahead,
+        )
+    # One process: the setting's default, and the daemon's way (its scheduler's threads make a
+    # fork unsafe).
+    return EditionSender(
+        store, settings, edition, smtp=smtp, stop=stop, progress=progress, ahead=ahead
+    )
+
+
+def _freeze(store: Store, settings: Settings, day: date) -> Edition:
+    """Compose edition ``day`` with its curation and freeze it (articles and recipients)."""
     for attempt in range(1, FREEZE_ATTEMPTS + 1):
         edition, revision = curated_edition(store, settings, day)
         if edition.is_empty:
@@ -84,29 +151,11 @@ def send_edition(
             # Frozen as composed, editors' curation included, unless an editor changed it
             # meanwhile: then compose again with the change.
             store.freeze_edition(day, edition.articles, curation_revision=revision)
-            break
+            return edition
         except CurationChanged:
             if attempt == FREEZE_ATTEMPTS:
                 raise
-    store.clear_backoff(day)  # rows deferred by an earlier run are retried now
-    if on_frozen:
-        # Every row still to send: pending ones, and those a killed sender left claimed.
-        counts = store.delivery_counts(day)
-        on_frozen(sum(counts.get(s, 0) for s in (DeliveryStatus.PENDING, DeliveryStatus.SENDING)))
-    sender = EditionSender(store, settings, edition, smtp=smtp, stop=stop, progress=progress)
-    error: str | None = None
-    try:
-        sent = sender.run()
-    except (RelayUnreachable, RelayMisconfigured) as err:
-        sent, error = sender.sent, str(err)
-        if isinstance(err, RelayMisconfigured):
-            raise  # a setting to fix (exit 2), not a relay to wait for
-    report = SendReport(
-        day, store.delivery_counts(day), store.delivery_failures(day), sent, error, edition.warnings
-    )
-    if report.complete:
-        store.mark_edition_sent(day)
-    return report
+    raise AssertionError("unreachable")  # the loop returns or raises
 
 
 def send_test(store: Store, settings: Settings, day: date, addresses: Sequence[str]) -> int:

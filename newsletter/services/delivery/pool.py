@@ -157,3 +157,85 @@ class RelayGate:
             else "nothing was lost: the unsent messages stay pending for the next run",
             reason=err.reason,
         )
+
+
+class OpeningAhead:
+    """The run's connections, opened while the edition is composed and claimed.
+
+    The first message of each connection then goes out as soon as it is personalised, instead of
+    after the imports, the compose and one connection opening after another: what a slow relay
+    (one that takes a second over each DATA) turns into seconds. Each connection opens in a
+    thread of its own through the run's ``RelayGate``, so the first opens alone and a relay that
+    refuses us is tried exactly as often as a worker would try it. ``EditionSender`` takes the
+    gate and the connections over (``handover``); a send that ends before (nothing to send, an
+    error) calls ``cancel``, which closes whatever opened.
+    """
+
+    def __init__(self, config: SmtpConfig, count: int, stop: threading.Event | None = None) -> None:
+        self._stop = stop or threading.Event()
+        self._cancelled = threading.Event()
+        self._owner_must_stop: Callable[[], bool] | None = None
+        scale = _backoff_scale()
+        self.gate = RelayGate(
+            config,
+            tuple(pause * scale for pause in RECONNECT_BACKOFF),
+            must_stop=self._must_stop,
+            sleep=self._sleep,
+        )
+        self.connections = [SmtpConnection(config) for _ in range(count)]
+        self._failures: dict[int, NewsletterError] = {}
+        self._threads = [
+            threading.Thread(
+                target=self._open, args=(index,), name=f"smtp-open-{index}", daemon=True
+            )
+            for index in range(count)
+        ]
+        for thread in self._threads:
+            thread.start()
+
+    def _open(self, index: int) -> None:
+        try:
+            self.gate.open(self.connections[index])
+        except NewsletterError as err:
+            self._failures[index] = err  # the worker raises it: one budget of attempts, not two
+
+    def _must_stop(self) -> bool:
+        owner = self._owner_must_stop
+        return self._stop.is_set() or self._cancelled.is_set() or bool(owner and owner())
+
+    def _sleep(self, seconds: float) -> None:
+        deadline = time.monotonic() + seconds
+        while not self._must_stop() and time.monotonic() < deadline:
+            self._cancelled.wait(0.1)
+
+    def handover(self, must_stop: Callable[[], bool]) -> RelayGate:
+        """The sender's stop and abort now stop the openings too; the gate is the run's."""
+        self._owner_must_stop = must_stop
+        return self.gate
+
+    def take(self, index: int) -> SmtpConnection:
+        """Connection ``index`` once its opening ended: open, or its error raised."""
+        self._threads[index].join()
+        failure = self._failures.pop(index, None)
+        if failure is not None:
+            raise failure
+        return self.connections[index]
+
+    def wait(self) -> None:
+        """Until every opening ended (opened, or given up)."""
+        for thread in self._threads:
+            thread.join()
+
+    def forget_in_child(self) -> None:
+        """In a forked sender process: drop this process's copies of the parent's sockets
+        without a word to the relay (the parent goes on using them)."""
+        for connection in self.connections:
+            connection.forget()
+
+    def cancel(self) -> None:
+        """Nothing will be sent on these: stop the openings and close what opened (QUIT)."""
+        self._cancelled.set()
+        for thread in self._threads:
+            thread.join()
+        for connection in self.connections:
+            connection.close()

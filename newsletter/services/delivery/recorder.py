@@ -7,7 +7,7 @@ import queue
 import threading
 
 from newsletter.adapters.i18n import english_ngettext
-from newsletter.adapters.store import Store
+from newsletter.adapters.store import SentLedger, Store
 from newsletter.domain.errors import NewsletterError
 
 log = logging.getLogger("newsletter.services.delivery")
@@ -43,35 +43,45 @@ class Recorder:
             raise RecordingFailed(f"cannot record a sent message in the ledger: {self.error}")
 
     def _run(self) -> None:
-        while (first := self._queue.get()) is not None:
-            batch = [first]
-            while True:
+        ledger: SentLedger | None = None
+        try:
+            while (first := self._queue.get()) is not None:
+                batch = [first]
+                while True:
+                    try:
+                        item = self._queue.get_nowait()
+                    except queue.Empty:
+                        break
+                    if item is None:
+                        self._queue.put(None)  # stop after this batch
+                        break
+                    batch.append(item)
                 try:
-                    item = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if item is None:
-                    self._queue.put(None)  # stop after this batch
-                    break
-                batch.append(item)
-            try:
-                lost = self._store.mark_sent([delivery_id for delivery_id, _ in batch], self._owner)
-                if lost:
-                    self.lost += len(lost)
-                    log.warning(
-                        english_ngettext(
-                            "%(num)d message went out after another sender took its row over",
-                            "%(num)d messages went out after another sender took their rows over",
-                            len(lost),
-                        )
-                        + " (this one was paused past its lease): the relay may have them twice; "
-                        "the other sender's record stands",
-                        {"num": len(lost)},
-                    )
-            except Exception as err:  # the ledger is unusable: stop the run, lose nothing more
-                self.error = err
-            for _, done in batch:
-                done.set()
+                    if ledger is None:  # made in this thread, the only one that uses it
+                        ledger = self._store.sent_ledger()
+                    self._note_lost(ledger.mark_sent([d for d, _ in batch], self._owner))
+                except Exception as err:  # the ledger is unusable: stop the run, lose nothing more
+                    self.error = err
+                for _, done in batch:
+                    done.set()
+        finally:
+            if ledger is not None:
+                ledger.close()
+
+    def _note_lost(self, lost: set[int]) -> None:
+        if not lost:
+            return
+        self.lost += len(lost)
+        log.warning(
+            english_ngettext(
+                "%(num)d message went out after another sender took its row over",
+                "%(num)d messages went out after another sender took their rows over",
+                len(lost),
+            )
+            + " (this one was paused past its lease): the relay may have them twice; "
+            "the other sender's record stands",
+            {"num": len(lost)},
+        )
 
     def close(self) -> None:
         self._queue.put(None)

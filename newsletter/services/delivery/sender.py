@@ -47,6 +47,7 @@ from newsletter.services.delivery.pool import (
     RECONNECT_BACKOFF,
     RETRY_BACKOFF,
     TIMEOUT_STRIKES,
+    OpeningAhead,
     RelayGate,
     RelayUnresponsive,
     _backoff_scale,
@@ -76,7 +77,9 @@ class EditionSender:
         smtp: SmtpConfig | None = None,
         stop: threading.Event | None = None,
         progress: Callable[[int], None] | None = None,
+        ahead: OpeningAhead | None = None,
     ) -> None:
+        """``ahead``: the connections this run opened while the edition was composed."""
         self.store = store
         self.settings = settings
         self.edition = edition
@@ -108,8 +111,13 @@ class EditionSender:
         scale = _backoff_scale()
         self.retry_backoff = tuple(pause * scale for pause in RETRY_BACKOFF)
         self.reconnect_backoff = tuple(pause * scale for pause in RECONNECT_BACKOFF)
-        self._gate = RelayGate(
-            self.smtp, self.reconnect_backoff, must_stop=self._must_stop, sleep=self._sleep
+        self._ahead = ahead
+        self._gate = (
+            ahead.handover(self._must_stop)
+            if ahead is not None
+            else RelayGate(
+                self.smtp, self.reconnect_backoff, must_stop=self._must_stop, sleep=self._sleep
+            )
         )
         lease_scale = _backoff_scale(_TEST_LEASE_SCALE_ENV)
         self.lease_seconds = LEASE_SECONDS * lease_scale
@@ -191,11 +199,15 @@ class EditionSender:
         return True
 
     # -- worker stage ----------------------------------------------------------------------------
-    def _worker(self) -> None:
-        connection = SmtpConnection(self.smtp)
+    def _worker(self, index: int) -> None:
+        ahead = self._ahead
+        opened_ahead = ahead is not None and index < len(ahead.connections)
+        connection = ahead.connections[index] if opened_ahead else SmtpConnection(self.smtp)
         self._connections.append(connection)
         recorded: threading.Event | None = None  # the commit of this worker's previous message
         try:
+            if opened_ahead:
+                ahead.take(index)  # its opening's error, if any, is this worker's
             while True:
                 item = self._queue.get()
                 if item is None:
@@ -328,7 +340,7 @@ class EditionSender:
     def run(self) -> int:
         """Send until every row is final, the relay fails, or ``stop`` is set. Returns messages sent."""
         workers = [
-            threading.Thread(target=self._worker, name=f"smtp-{i}", daemon=True)
+            threading.Thread(target=self._worker, args=(i,), name=f"smtp-{i}", daemon=True)
             for i in range(self.settings.smtp_connections)
         ]
         watcher = threading.Thread(target=self._watch, name="lease-watcher", daemon=True)
