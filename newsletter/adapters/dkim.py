@@ -26,9 +26,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ed25519, padding, rsa
-
 from newsletter.config import Settings, load_dkim_key
 
 if TYPE_CHECKING:
@@ -139,6 +136,8 @@ class DkimSigner:
 
     @property
     def algorithm(self) -> str:
+        from cryptography.hazmat.primitives.asymmetric import ed25519
+
         return "ed25519-sha256" if isinstance(self.key, ed25519.Ed25519PrivateKey) else "rsa-sha256"
 
     def body_hasher(self, pieces: Sequence[bytes | str]) -> BodyHasher:
@@ -167,6 +166,10 @@ class DkimSigner:
         return tags + folded + CRLF
 
     def _sign(self, data: bytes) -> bytes:
+        # cryptography is imported where it is used: only a site that signs loads it.
+        from cryptography.hazmat.primitives import hashes
+        from cryptography.hazmat.primitives.asymmetric import padding, rsa
+
         if isinstance(self.key, rsa.RSAPrivateKey):
             return self.key.sign(data, padding.PKCS1v15(), hashes.SHA256())
         # RFC 8463: Ed25519 (pure) over the SHA-256 hash of the canonicalised header fields.
@@ -196,6 +199,9 @@ class DkimSigner:
 
 def public_key_data(key: DkimPrivateKey) -> bytes:
     """What ``p=`` carries: SubjectPublicKeyInfo DER for RSA, the raw 32 bytes for Ed25519."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ed25519
+
     public = key.public_key()
     if isinstance(public, ed25519.Ed25519PublicKey):
         return public.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
@@ -205,6 +211,8 @@ def public_key_data(key: DkimPrivateKey) -> bytes:
 
 
 def dns_record(key: DkimPrivateKey) -> str:
+    from cryptography.hazmat.primitives.asymmetric import ed25519
+
     kind = "ed25519" if isinstance(key, ed25519.Ed25519PrivateKey) else "rsa"
     return f"v=DKIM1; k={kind}; p={base64.b64encode(public_key_data(key)).decode('ascii')}"
 

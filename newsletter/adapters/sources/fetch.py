@@ -8,13 +8,14 @@ import time
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urljoin, urlsplit
-
-import httpx
 
 from newsletter.adapters.files import write_atomically
 from newsletter.adapters.sources.errors import _size, _SourceFailure
+
+if TYPE_CHECKING:  # imported when a URL is first fetched: a send from files never pays for it
+    import httpx
 
 MAX_REDIRECTS = 5
 _ACCEPT = (
@@ -58,11 +59,15 @@ class _Fetcher:
     def client(self) -> httpx.Client:
         # Created on first use: reading only files should not pay for an SSL context.
         if self._client is None:
+            import httpx
+
             self._client = httpx.Client(headers=self._headers, follow_redirects=False)
         return self._client
 
     def fetch(self, url: str) -> tuple[bytes, str, str]:
         """(body, final URL, content type) of ``url``; raises _SourceFailure with a short reason."""
+        import httpx
+
         try:
             return self._fetch(url)
         except httpx.TimeoutException:
@@ -73,6 +78,8 @@ class _Fetcher:
             raise _SourceFailure(f"unreachable ({exc or type(exc).__name__})") from None
 
     def _fetch(self, url: str) -> tuple[bytes, str, str]:
+        import httpx
+
         deadline = time.monotonic() + self.timeout
         cached = self._cache_load(url)
         headers = _conditional_headers(cached)
@@ -157,6 +164,8 @@ def _read_capped(response: httpx.Response, max_bytes: int, deadline: float) -> b
     httpx's own timeout is per network read, so a server trickling one byte at a time would never
     trip it: the deadline check between chunks bounds the whole download.
     """
+    import httpx
+
     declared = response.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > max_bytes:
         raise _SourceFailure(f"larger than {_size(max_bytes)}")

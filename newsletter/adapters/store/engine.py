@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any, Self
 
 from sqlalchemy import Connection, Engine, Table, create_engine, event
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.dialects import sqlite
 from sqlalchemy.engine import RootTransaction, make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError, SQLAlchemyError
 
@@ -309,5 +309,7 @@ class StoreBase:
     def _insert(self, table: Table) -> Any:
         """The dialect's INSERT, which knows ON CONFLICT DO NOTHING."""
         if self.engine.dialect.name == "postgresql":
+            from sqlalchemy.dialects import postgresql  # the dialect is loaded for its engines
+
             return postgresql.insert(table)
         return sqlite.insert(table)

@@ -290,16 +290,20 @@ class LedgerQueries(StoreBase):
             return server_now.astimezone(UTC)
         return self.now()
 
-    def renew_leases(self, owner: str, lease_seconds: float) -> set[int]:
-        """Extend-and-verify: push back the lease of `owner`'s claimed rows; the ids returned are
-        the rows still its own (a row another sender took over after a stall is not among them).
+    def renew_leases(self, day: date, owner: str, lease_seconds: float) -> set[int]:
+        """Extend-and-verify: push back the lease of `owner`'s claimed rows of edition `day`; the
+        ids returned are the rows still its own (a row another sender took over after a stall
+        is not among them). The edition's date lets the status index find the claimed rows
+        instead of a walk through every delivery ever made, under the write lock.
         """
         with self.write() as c:
             now = self._lease_now(c)
             rows = c.execute(
                 update(deliveries)
                 .where(
-                    deliveries.c.owner == owner, deliveries.c.status == DeliveryStatus.SENDING.value
+                    deliveries.c.edition_date == day,
+                    deliveries.c.status == DeliveryStatus.SENDING.value,
+                    deliveries.c.owner == owner,
                 )
                 .values(lease_until=now + timedelta(seconds=lease_seconds))
                 .returning(deliveries.c.id)
@@ -337,15 +341,18 @@ class LedgerQueries(StoreBase):
                 ).scalars()
             )
         dead = [o for o in owners if o and is_dead(o)]
-        return sum(self.release_owner(o) for o in dead)
+        return sum(self.release_owner(day, o) for o in dead)
 
-    def release_owner(self, owner: str) -> int:
-        """Everything `owner` claimed but did not finish goes back to pending."""
+    def release_owner(self, day: date, owner: str) -> int:
+        """Everything `owner` claimed of edition `day` but did not finish goes back to pending
+        (found through the status index, as in renew_leases)."""
         with self.write() as c:
             return c.execute(
                 update(deliveries)
                 .where(
-                    deliveries.c.owner == owner, deliveries.c.status == DeliveryStatus.SENDING.value
+                    deliveries.c.edition_date == day,
+                    deliveries.c.status == DeliveryStatus.SENDING.value,
+                    deliveries.c.owner == owner,
                 )
                 .values(
                     status=DeliveryStatus.PENDING.value,

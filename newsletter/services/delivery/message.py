@@ -69,13 +69,17 @@ class MessageBuilder:
             self.verp.sign(self._day_text, reader.subscriber_id, reader.email_key)
         )
 
-    def personalise(self, row: ClaimedDelivery) -> bytes | None:
-        """The message for ``row``, or None when none of its sections is in the edition."""
-        reader = row.reader
+    def warm(self) -> None:
+        """Render the variant most readers get (every section, the site's locale, tracked as
+        the site tracks) now: before a fork, so that sender processes share it."""
+        self._template_of(Reader(subscriber_id=1, email="", email_key=""))
+
+    def _template_of(self, reader: Reader) -> tuple[MessageTemplate, bool] | None:
+        """The template of ``reader``'s variant and whether it is tracked; None when none of
+        their sections is in the edition."""
         keys = self.edition.variant_keys(reader.categories)
         if not keys:
             return None
-        links = self.links.for_subscriber(reader.subscriber_id, reader.email_key)
         chosen = any(name.strip() for name in reader.categories)  # as domain.wanted_keys reads it
         # Subscriber id 0 is never a reader (a test or a preview): never tracked either.
         tracked = (
@@ -83,7 +87,16 @@ class MessageBuilder:
             and not reader.clicks_opted_out
             and reader.subscriber_id != 0
         )
-        template = self.template(keys, reader.locale, chosen, tracked)
+        return self.template(keys, reader.locale, chosen, tracked), tracked
+
+    def personalise(self, row: ClaimedDelivery) -> bytes | None:
+        """The message for ``row``, or None when none of its sections is in the edition."""
+        reader = row.reader
+        variant = self._template_of(reader)
+        if variant is None:
+            return None
+        template, tracked = variant
+        links = self.links.for_subscriber(reader.subscriber_id, reader.email_key)
         if not tracked or self.tracked_links is None:
             return template.personalise(Recipient.with_links(reader, links))
         day, subscriber_id = self.edition.date, reader.subscriber_id

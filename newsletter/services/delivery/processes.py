@@ -37,6 +37,7 @@ from newsletter.adapters.store import Store
 from newsletter.config import Settings
 from newsletter.domain import Edition
 from newsletter.domain.errors import NewsletterError
+from newsletter.services.delivery.message import MessageBuilder
 from newsletter.services.delivery.pool import OpeningAhead
 from newsletter.services.delivery.sender import EditionSender, SendingStopped
 
@@ -98,6 +99,7 @@ class SenderGroup:
         self._lock = threading.Lock()
         self._own: EditionSender | None = None
         self._done = threading.Event()  # this process's own run ended
+        self._messages: MessageBuilder | None = None
 
     @property
     def sent(self) -> int:
@@ -108,6 +110,12 @@ class SenderGroup:
         """Send with every process until all are done; the first process's error is raised."""
         if self.ahead is not None:
             self.ahead.wait()  # its threads end first: a fork must be made with this one alone
+        # The templates most readers get are rendered once, here, and shared with the children;
+        # the rendering's garbage is collected and handed back before the fork, not copied.
+        self._messages = MessageBuilder(self._settings[0], self.edition)
+        self._messages.warm()
+        gc.collect()
+        _trim_heap()
         gc.freeze()  # what exists now is shared with the children: the collector leaves it be
         try:
             for settings in self._settings[1:]:
@@ -134,6 +142,7 @@ class SenderGroup:
                 stop=self.stop,
                 progress=self.progress,
                 ahead=self.ahead,
+                messages=self._messages,
             )
             self._own.run()
         except BaseException as err:
@@ -221,7 +230,13 @@ class SenderGroup:
         reported = _Reporter(pipe)
         try:
             sender = EditionSender(
-                self.store, settings, self.edition, smtp=self.smtp, stop=stop, progress=reported
+                self.store,
+                settings,
+                self.edition,
+                smtp=self.smtp,
+                stop=stop,
+                progress=reported,
+                messages=self._messages,
             )
             sender.run()
             code = 0
@@ -282,6 +297,13 @@ def _loaded_error(data: bytes) -> NewsletterError:
     except Exception:
         return SendingStopped("a sender process stopped without a readable error")
     return error if isinstance(error, NewsletterError) else SendingStopped(str(error))
+
+
+def _trim_heap() -> None:
+    """glibc: give the heap's free pages back to the system (the compose and the rendering
+    leave many), so that they are neither counted nor copied into the children."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
 def _die_with_parent() -> None:

@@ -78,8 +78,10 @@ class EditionSender:
         stop: threading.Event | None = None,
         progress: Callable[[int], None] | None = None,
         ahead: OpeningAhead | None = None,
+        messages: MessageBuilder | None = None,
     ) -> None:
-        """``ahead``: the connections this run opened while the edition was composed."""
+        """``ahead``: the connections this run opened while the edition was composed;
+        ``messages``: the edition's templates, when a parent process rendered them already."""
         self.store = store
         self.settings = settings
         self.edition = edition
@@ -87,7 +89,7 @@ class EditionSender:
         self.stop = stop or threading.Event()
         self.progress = progress
         self.owner = new_owner_id()
-        self.messages = MessageBuilder(settings, edition)
+        self.messages = messages or MessageBuilder(settings, edition)
         self._queue: queue.Queue[OutgoingMessage | None] = queue.Queue(
             maxsize=4 * settings.smtp_connections
         )
@@ -180,7 +182,7 @@ class EditionSender:
             began = lease_clock()
             if began - self._trusted_since <= only_if_older_than:
                 return  # another thread renewed meanwhile
-            self._owned = self.store.renew_leases(self.owner, self.lease_seconds)
+            self._owned = self.store.renew_leases(self.edition.date, self.owner, self.lease_seconds)
             self._trusted_since = began
 
     def _may_send(self, row: ClaimedDelivery) -> bool:
@@ -359,7 +361,7 @@ class EditionSender:
             watcher.join()
             self._recorder.close()
             # Whatever this run claimed but did not send goes back for the next run, at once.
-            self.store.release_owner(self.owner)
+            self.store.release_owner(self.edition.date, self.owner)
         if self._taken_over:
             log.warning(
                 english_ngettext(
