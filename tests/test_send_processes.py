@@ -197,3 +197,26 @@ def _is_orphan_sender(pid: int, tmp_path: Path) -> bool:
     except OSError:
         return False
     return cwd == str(tmp_path) and b"send" in cmdline and alive(pid)
+
+
+def test_check_says_how_a_send_uses_the_relay_and_the_cores(tmp_path, monkeypatch):
+    from newsletter.services.check import Level, check_sending
+    from tests.support import settings_for
+
+    one = check_sending(settings_for(tmp_path, NEWSLETTER_SMTP_CONNECTIONS="4"))
+    assert (one.level, one.text) == (Level.OK, "4 connection(s) in one process")
+    monkeypatch.setattr("os.cpu_count", lambda: 2)
+    two = check_sending(
+        settings_for(
+            tmp_path,
+            NEWSLETTER_SMTP_CONNECTIONS="4",
+            NEWSLETTER_SEND_PROCESSES="2",
+            NEWSLETTER_SMTP_RATE="100",
+        )
+    )
+    assert two.level is Level.OK
+    assert "4 connections over 2 processes, at most 100 messages a second" in two.text
+    four = check_sending(
+        settings_for(tmp_path, NEWSLETTER_SMTP_CONNECTIONS="8", NEWSLETTER_SEND_PROCESSES="4")
+    )
+    assert four.level is Level.WARNING and "this machine has 2 core(s)" in four.text

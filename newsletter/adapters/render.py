@@ -34,7 +34,6 @@ from typing import Any
 
 import jinja2
 from markupsafe import Markup, escape
-from premailer import Premailer
 
 from newsletter.adapters.i18n import format_long_date, is_rtl_locale, language_tag, translations
 from newsletter.adapters.resources import templates_dir
@@ -575,6 +574,10 @@ class Renderer:
 
     def _render_html(self, edition: Edition, plan: _Plan, **options: bool) -> str:
         raw = self._html_template.render(self._context(edition, plan, **options))
+        # Imported at the first rendering: `status`, `check` and the web pages that only read
+        # the store do not load premailer, cssutils and requests.
+        from premailer import Premailer
+
         # premailer only keeps the doctype when the source starts with lxml's spelling of it.
         inlined = Premailer(**self._premailer_options).transform(raw, pretty_print=False)
         return inlined if inlined.endswith("\n") else inlined + "\n"

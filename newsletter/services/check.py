@@ -11,6 +11,7 @@ import base64
 import binascii
 import enum
 import ipaddress
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -54,6 +55,7 @@ def check_everything(settings: Settings, now: datetime | None = None) -> Iterato
     yield from check_editors(settings)
     yield from check_identity(settings)
     yield check_tracking(settings)
+    yield check_sending(settings)
     yield check_base_url(settings)
     yield from check_dns(settings)
 
@@ -188,6 +190,27 @@ def check_tracking(settings: Settings) -> Finding:
         f"{counted} counted: {paths} must be served by `newsletter serve` "
         "(readers can turn it off on their preferences page)",
     )
+
+
+def check_sending(settings: Settings) -> Finding:
+    """How a send uses the relay and the machine (issue 16): connections, processes, the cap."""
+    connections, processes = settings.smtp_connections, settings.send_processes
+    cap = f", at most {settings.smtp_rate:g} messages a second" if settings.smtp_rate else ""
+    if processes == 1:
+        return Finding(Level.OK, "sending", f"{connections} connection(s) in one process{cap}")
+    cores = os.cpu_count() or 1
+    text = (
+        f"{connections} connections over {processes} processes{cap} (the daemon sends with one "
+        "process)"
+    )
+    if processes > cores:
+        return Finding(
+            Level.WARNING,
+            "sending",
+            f"{text}; this machine has {cores} core(s): more sender processes than cores only "
+            "adds switching, lower NEWSLETTER_SEND_PROCESSES",
+        )
+    return Finding(Level.OK, "sending", text)
 
 
 def check_base_url(settings: Settings) -> Finding:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+from collections.abc import Callable
 
 from newsletter.adapters.i18n import english_ngettext
 from newsletter.adapters.store import SentLedger, Store
@@ -22,9 +23,14 @@ class Recorder:
     sees one commit per batch and the wait is almost always already over when it starts.
     """
 
-    def __init__(self, store: Store, owner: str) -> None:
+    def __init__(
+        self, store: Store, owner: str, on_commit: Callable[[], None] | None = None
+    ) -> None:
+        """``on_commit``: called after each batch, so that a claimer waiting for the last rows
+        in flight learns at once that they are final."""
         self._store = store
         self._owner = owner
+        self._on_commit = on_commit
         self.lost = 0  # messages another sender had taken over by the time they were recorded
         self._queue: queue.Queue[tuple[int, threading.Event] | None] = queue.Queue()
         self._thread = threading.Thread(target=self._run, name="recorder", daemon=True)
@@ -64,6 +70,8 @@ class Recorder:
                     self.error = err
                 for _, done in batch:
                     done.set()
+                if self._on_commit is not None:
+                    self._on_commit()
         finally:
             if ledger is not None:
                 ledger.close()

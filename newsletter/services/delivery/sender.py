@@ -99,7 +99,10 @@ class EditionSender:
         self._sent = 0
         self._sent_lock = threading.Lock()
         self._tries: dict[int, int] = {}
-        self._recorder = Recorder(store, self.owner)
+        # Set whenever a row may have become final: the claimer, waiting for the last rows in
+        # flight, ends the run as soon as they are recorded rather than at its next poll.
+        self._progressed = threading.Event()
+        self._recorder = Recorder(store, self.owner, on_commit=self._progressed.set)
         # The lease as this sender knows it: the rows it holds, since when it trusts them, and
         # the rows whose subscriber left since the claim. Replaced whole, read without a lock.
         self._owned: set[int] = set()
@@ -142,7 +145,10 @@ class EditionSender:
             if not rows:
                 if not self.store.has_unfinished(self.edition.date, RETRY_HORIZON):
                     return
-                self._sleep(0.5)  # rows in backoff or held by another live sender
+                # Rows in flight, in backoff or held by another live sender.
+                self._progressed.clear()
+                if self.store.has_unfinished(self.edition.date, RETRY_HORIZON):
+                    self._wait_for_progress(0.5)
             for row in rows:
                 data = self.messages.personalise(row)
                 if data is None:
@@ -307,6 +313,15 @@ class EditionSender:
     # -- run -------------------------------------------------------------------------------------
     def _must_stop(self) -> bool:
         return self.stop.is_set() or self._abort.is_set()
+
+    def _wait_for_progress(self, seconds: float) -> None:
+        """Up to ``seconds``, or until a row of this run became final, a stop or an abort."""
+        deadline = time.monotonic() + seconds
+        while not self._must_stop() and not self._progressed.is_set():
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return
+            self._progressed.wait(min(remaining, 0.1))
 
     def _sleep(self, seconds: float) -> None:
         """Wait, but wake within 0.1 s of a stop or an abort."""
