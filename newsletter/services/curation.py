@@ -16,7 +16,6 @@ from dataclasses import dataclass, replace
 from datetime import date, datetime
 from zoneinfo import ZoneInfo
 
-from newsletter.adapters.render import section_label
 from newsletter.adapters.store import ExcludedArticle, Store, StoredCuration
 from newsletter.config import Settings
 from newsletter.domain import GENERAL_SECTION_KEY, Article, Edition, LeftOutReason, Section
@@ -29,7 +28,6 @@ from newsletter.domain.curation import (
     lead_first,
 )
 from newsletter.domain.text import excerpt, one_line
-from newsletter.services.compose import renderer_for
 from newsletter.services.editions import frozen_edition
 
 __all__ = [
@@ -125,6 +123,8 @@ def edition_draft(store: Store, settings: Settings, day: date) -> EditionDraft:
     edition = frozen_edition(store, settings, day)
     frozen = _frozen_at(store, day) is not None
     articles = _draft_sections(edition, stored, settings.locale)
+    from newsletter.services.compose import renderer_for
+
     default_subject = renderer_for(settings).subject(replace(edition, subject=""))
     return EditionDraft(
         day=day,
@@ -420,9 +420,9 @@ def _name(article: Article) -> str:
 def _label_of(article: Article, edition: Edition) -> str:
     for section in edition.sections:
         if section.key == article.section_key:
-            return section_label(section, edition.locale)
+            return _section_label(section, edition.locale)
     label = article.primary_category or ""
-    return section_label(Section(article.section_key, label, ()), edition.locale)
+    return _section_label(Section(article.section_key, label, ()), edition.locale)
 
 
 def _draft_sections(
@@ -448,7 +448,7 @@ def _draft_sections(
 
     sections: dict[str, list[DraftArticle]] = {}
     for section in ordered.sections:
-        label = section_label(section, locale)
+        label = _section_label(section, locale)
         sections[label] = [
             draft(a.uid, a.title, a.link, label, excluded=False) for a in section.articles
         ]
@@ -462,8 +462,16 @@ def _draft_sections(
     for entry in stored.excluded:
         article = composed.get(entry.uid)
         label = _label_of(article, edition) if article is not None else entry.section
-        label = label or section_label(Section(GENERAL_SECTION_KEY, "", ()), locale)
+        label = label or _section_label(Section(GENERAL_SECTION_KEY, "", ()), locale)
         title = article.title if article is not None else entry.title
         url = article.link if article is not None else entry.url
         sections.setdefault(label, []).append(draft(entry.uid, title, url, label, excluded=True))
     return tuple((label, tuple(items)) for label, items in sections.items())
+
+
+def _section_label(section: Section, locale: str) -> str:
+    """The renderer's label of ``section``, the renderer imported at first use: `status` lists
+    the editorial changes through this module without loading it."""
+    from newsletter.adapters.render import section_label
+
+    return section_label(section, locale)

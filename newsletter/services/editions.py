@@ -10,7 +10,6 @@ from collections.abc import Iterator, Sequence
 from datetime import UTC, date, datetime
 
 from newsletter.adapters.i18n import english_ngettext
-from newsletter.adapters.render import section_label
 from newsletter.adapters.store import Store
 from newsletter.config import Settings
 from newsletter.domain import (
@@ -31,7 +30,6 @@ from newsletter.domain.returned import (
     percent,
 )
 from newsletter.domain.timetable import is_finished
-from newsletter.services.compose import compose_edition
 
 STATUS_ORDER = (
     DeliveryStatus.SENT,
@@ -54,6 +52,10 @@ def curated_edition(store: Store, settings: Settings, day: date) -> tuple[Editio
     stored = store.edition_curation(day)
     articles = store.frozen_articles(day)
     if articles is None:
+        # Imported here: `status` reads the ledger through this module without loading the
+        # sources and the renderer.
+        from newsletter.services.compose import compose_edition
+
         edition = compose_edition(
             settings,
             day,
@@ -176,6 +178,8 @@ def dry_run_lines(store: Store, settings: Settings, day: date) -> Iterator[str]:
     messages = _count(sum(variants.values()), "%(num)d message", "%(num)d messages")
     kinds = _count(len(variants), "%(num)d content variant", "%(num)d content variants")
     yield f"would send {messages} in {kinds}"
+    from newsletter.adapters.render import section_label
+
     labels = {s.key: section_label(s, edition.locale) for s in edition.sections}
     for keys, count in variants.most_common():
         yield f"  {count:>7}  {', '.join(sorted(labels[k] for k in keys))}"
