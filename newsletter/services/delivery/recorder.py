@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+import time
 from collections.abc import Callable
 
 from newsletter.adapters.i18n import english_ngettext
@@ -12,6 +13,9 @@ from newsletter.adapters.store import SentLedger, Store
 from newsletter.domain.errors import NewsletterError
 
 log = logging.getLogger("newsletter.services.delivery")
+
+# How long a commit waits for the other connections' messages (see Recorder._batch).
+COALESCE_SECONDS = 0.002
 
 
 class Recorder:
@@ -24,10 +28,17 @@ class Recorder:
     """
 
     def __init__(
-        self, store: Store, owner: str, on_commit: Callable[[], None] | None = None
+        self,
+        store: Store,
+        owner: str,
+        on_commit: Callable[[], None] | None = None,
+        *,
+        connections: int = 1,
     ) -> None:
         """``on_commit``: called after each batch, so that a claimer waiting for the last rows
-        in flight learns at once that they are final."""
+        in flight learns at once that they are final; ``connections``: how many workers submit
+        (a batch waits a moment for one message of each)."""
+        self._connections = connections
         self._store = store
         self._owner = owner
         self._on_commit = on_commit
@@ -52,16 +63,7 @@ class Recorder:
         ledger: SentLedger | None = None
         try:
             while (first := self._queue.get()) is not None:
-                batch = [first]
-                while True:
-                    try:
-                        item = self._queue.get_nowait()
-                    except queue.Empty:
-                        break
-                    if item is None:
-                        self._queue.put(None)  # stop after this batch
-                        break
-                    batch.append(item)
+                batch = self._batch(first)
                 try:
                     if ledger is None:  # made in this thread, the only one that uses it
                         ledger = self._store.sent_ledger()
@@ -75,6 +77,26 @@ class Recorder:
         finally:
             if ledger is not None:
                 ledger.close()
+
+    def _batch(self, first: tuple[int, threading.Event]) -> list[tuple[int, threading.Event]]:
+        """``first`` and what comes within COALESCE_SECONDS, up to one message per connection.
+
+        A worker only waits for its previous message's commit after it has sent the next one,
+        a millisecond or more later: waiting that long for the others' messages costs it
+        nothing, and the database one commit for several messages instead of one each.
+        """
+        batch = [first]
+        deadline = time.monotonic() + COALESCE_SECONDS
+        while True:
+            wait = deadline - time.monotonic() if len(batch) < self._connections else 0.0
+            try:
+                item = self._queue.get(timeout=wait) if wait > 0 else self._queue.get_nowait()
+            except queue.Empty:
+                return batch
+            if item is None:
+                self._queue.put(None)  # stop after this batch
+                return batch
+            batch.append(item)
 
     def _note_lost(self, lost: set[int]) -> None:
         if not lost:

@@ -56,6 +56,10 @@ from newsletter.services.delivery.recorder import Recorder
 
 STOP_GRACE = 5.0  # after a stop, messages in flight get this long before their sockets are cut
 CLAIM_BATCH = 200
+# Rows claimed per connection at most: a sender holds no more than it sends in a moment, so
+# that at the end of an edition the senders sharing it (processes, machines) finish together
+# instead of one still working through a batch the others could have taken.
+CLAIM_PER_CONNECTION = 25
 RETRY_HORIZON = 60.0  # a run waits for rows coming back within this many seconds
 
 log = logging.getLogger("newsletter.services.delivery")
@@ -94,6 +98,7 @@ class EditionSender:
             maxsize=4 * settings.smtp_connections
         )
         self._rate = PacingLimiter(settings.smtp_rate)
+        self._claim_batch = min(CLAIM_BATCH, CLAIM_PER_CONNECTION * settings.smtp_connections)
         self._fatal: NewsletterError | None = None
         self._abort = threading.Event()
         self._sent = 0
@@ -102,7 +107,9 @@ class EditionSender:
         # Set whenever a row may have become final: the claimer, waiting for the last rows in
         # flight, ends the run as soon as they are recorded rather than at its next poll.
         self._progressed = threading.Event()
-        self._recorder = Recorder(store, self.owner, on_commit=self._progressed.set)
+        self._recorder = Recorder(
+            store, self.owner, on_commit=self._progressed.set, connections=settings.smtp_connections
+        )
         # The lease as this sender knows it: the rows it holds, since when it trusts them, and
         # the rows whose subscriber left since the claim. Replaced whole, read without a lock.
         self._owned: set[int] = set()
@@ -137,7 +144,7 @@ class EditionSender:
             with self._renew_lock:  # a renewal must not replace the set while it grows
                 began = lease_clock()
                 rows = self.store.claim_deliveries(
-                    self.edition.date, self.owner, CLAIM_BATCH, self.lease_seconds
+                    self.edition.date, self.owner, self._claim_batch, self.lease_seconds
                 )
                 if not self._owned:
                     self._trusted_since = began  # the first claim starts the lease
