@@ -41,6 +41,7 @@ import argparse
 import os
 import re
 import shutil
+import signal
 import smtplib
 import statistics
 import subprocess
@@ -165,6 +166,7 @@ class Run:
     arrived: int = 0
     ledger_sent: int = -1
     ledger_total: int = -1
+    stopped: bool = False  # SIGTERM at the time limit
 
     @property
     def rate(self) -> float:
@@ -188,9 +190,11 @@ def run_processes(
     env: dict[str, str],
     cwd: Path,
     during: Callable[[], Callable[[], None]] | None = None,
+    limit: float | None = None,
 ) -> Run:
     """Start ``cmds`` together, sample their process trees, wait for all; ``during`` starts
-    something beside them and returns what stops it."""
+    something beside them and returns what stops it; past ``limit`` seconds each is sent
+    SIGTERM and the run is marked stopped."""
     logs: list[IO[bytes]] = [tempfile.TemporaryFile() for _ in cmds]  # noqa: SIM115
     started = time.perf_counter()
     # Output to files, not pipes: a progress bar must never block on a pipe nobody reads.
@@ -200,16 +204,33 @@ def run_processes(
     ]
     memory = TreeMemory([p.pid for p in procs]).start()
     stop_beside = during() if during else None
+    running = {p.pid for p in procs}
+    lock = threading.Lock()
+    stopped: list[bool] = []
+
+    def stop_all() -> None:
+        with lock:  # only pids not reaped yet: a reaped pid may already be someone else's
+            for pid in running:
+                os.kill(pid, signal.SIGTERM)
+            stopped.append(True)
+
+    timer = threading.Timer(limit, stop_all) if limit else None
+    if timer:
+        timer.start()
     exits: list[int] = []
     cpu = 0.0
     maxrss = 0
     for proc in procs:
         _, status, usage = os.wait4(proc.pid, 0)
+        with lock:
+            running.discard(proc.pid)
         proc.returncode = os.waitstatus_to_exitcode(status)
         exits.append(proc.returncode)
         cpu += usage.ru_utime + usage.ru_stime
         maxrss = max(maxrss, usage.ru_maxrss)
     elapsed = time.perf_counter() - started
+    if timer:
+        timer.cancel()
     memory.stop()
     if stop_beside:
         stop_beside()
@@ -218,7 +239,7 @@ def run_processes(
         log.seek(0)
         output += log.read().decode(errors="replace")
         log.close()
-    return Run(elapsed, exits, cpu, maxrss / 1024, memory, output)
+    return Run(elapsed, exits, cpu, maxrss / 1024, memory, output, stopped=bool(stopped))
 
 
 def send_cmd() -> list[str]:
@@ -514,7 +535,9 @@ def memory_check(report: Report, run: Run, what: str) -> None:
     )
 
 
-def million_part(report: Report, count: int, base: Run, base_count: int) -> None:
+def million_part(
+    report: Report, count: int, base: Run, base_count: int, limit: float | None
+) -> None:
     section(f"million: import and send {count:,} subscribers")
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
@@ -530,14 +553,15 @@ def million_part(report: Report, count: int, base: Run, base_count: int) -> None
         with sink() as relay:
             env = make_env(workdir, relay.port, 4)
             poller = StatusPoller(env, workdir)
-            run = run_processes([send_cmd()], env, workdir, during=poller.start)
+            run = run_processes([send_cmd()], env, workdir, during=poller.start, limit=limit)
             run.arrived = relay.count()
         complain_if_failed(run)
         idle = min(poller.once() for _ in range(3))
         run.ledger_sent, run.ledger_total = ledger(env, workdir)
+    stopped = f"; STOPPED by --million-limit after {limit:.0f} s" if run.stopped else ""
     report.check(
         f"send {count:,} subscribers, 4 connections into smtp-sink",
-        run_text(run, count),
+        run_text(run, count) + stopped,
         "",
         f"send {run.seconds / 60:.1f} min",
         "< 15 min, all arrived, ledger all sent",
@@ -646,6 +670,12 @@ def main() -> int:
     parser.add_argument("--slow", type=int, help="slow-relay subscribers (1,000); 0 skips")
     parser.add_argument("--big", type=int, help="an extra flat-memory send (off); 0 skips")
     parser.add_argument("--million", type=int, help="the million run's size (1,000,000); 0 skips")
+    parser.add_argument(
+        "--million-limit",
+        type=float,
+        metavar="SECONDS",
+        help="SIGTERM the million send past this (a FAIL anyway past 900 s); default: none",
+    )
     parser.add_argument("--no-dkim", action="store_true", help="skip the DKIM-signed send")
     parser.add_argument("--no-track", action="store_true", help="skip the tracked send")
     parser.add_argument(
@@ -785,7 +815,7 @@ def main() -> int:
     if "postgres" in wanted:
         postgres_part(report, pg_count, args.pg_fsync == "on")
     if base and "million" in wanted:
-        million_part(report, args.million, base, n)
+        million_part(report, args.million, base, n, args.million_limit)
 
     section("end")
     report.summary(header + f"; at the end {load_text()}")
