@@ -8,13 +8,9 @@ server runs as `nobody`.
 from __future__ import annotations
 
 import os
-import shutil
-import subprocess
-import tempfile
 from collections import Counter
 from collections.abc import Iterator
 from datetime import date, datetime, timedelta
-from pathlib import Path
 
 import pytest
 
@@ -23,6 +19,7 @@ from newsletter.config import load_settings
 from newsletter.domain import DeliveryStatus, SubscriberStatus
 from newsletter.services.delivery import send_edition
 from newsletter.services.editions import frozen_edition
+from testkit.postgres import create_database, server_binaries_installed, throwaway_postgres
 from testkit.processes import spawn_cli
 from tests.support import (
     SAMPLE_DATE,
@@ -30,7 +27,6 @@ from tests.support import (
     free_port,
     invoke_cli,
     send_env,
-    wait_for_port,
 )
 
 DAY = date.fromisoformat(SAMPLE_DATE)
@@ -41,69 +37,19 @@ DAY = date.fromisoformat(SAMPLE_DATE)
 pytestmark = pytest.mark.xdist_group("postgres")
 
 
-def _pg_bin(name: str) -> str | None:
-    found = shutil.which(name)
-    if found:
-        return found
-    candidates = sorted(Path("/usr/lib/postgresql").glob(f"*/bin/{name}"))
-    return str(candidates[-1]) if candidates else None
-
-
 @pytest.fixture(scope="module")
 def postgres() -> Iterator[str]:
-    initdb, pg_ctl = _pg_bin("initdb"), _pg_bin("pg_ctl")
-    if not (initdb and pg_ctl):
+    if not server_binaries_installed():
         pytest.skip("PostgreSQL server binaries (initdb, pg_ctl) are not installed")
     pytest.importorskip("psycopg")
-    # Not under pytest's tmp folder: that one is private to root, and the server may run as nobody.
-    folder = Path(tempfile.mkdtemp(prefix="newsletter-pg-"))
-    port = free_port()
-    as_user: list[str] = []
-    if os.geteuid() == 0:
-        shutil.chown(folder, "nobody")
-        as_user = ["runuser", "-u", "nobody", "--"]
-    data = folder / "data"
-    subprocess.run(
-        [*as_user, initdb, "-D", str(data), "-A", "trust", "-U", "postgres"],
-        check=True,
-        capture_output=True,
-    )
-    options = f"-p {port} -k {folder} -c listen_addresses=127.0.0.1 -c fsync=off"
-    subprocess.run(
-        [
-            *as_user,
-            pg_ctl,
-            "-D",
-            str(data),
-            "-o",
-            options,
-            "-l",
-            str(folder / "log"),
-            "-w",
-            "start",
-        ],
-        check=True,
-        capture_output=True,
-    )
-    wait_for_port(port)
-    try:
-        yield f"postgresql+psycopg://postgres@127.0.0.1:{port}/postgres"
-    finally:
-        subprocess.run(
-            [*as_user, pg_ctl, "-D", str(data), "-m", "immediate", "stop"], capture_output=True
-        )
+    with throwaway_postgres() as url:  # testkit/postgres.py, shared with bench/bench_send.py
+        yield url
 
 
 @pytest.fixture
 def database(postgres: str) -> str:
     """A fresh database per test."""
-    import psycopg
-
-    name = f"t{os.getpid()}_{free_port()}"
-    admin = postgres.replace("postgresql+psycopg://", "postgresql://")
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    return postgres.rsplit("/", 1)[0] + f"/{name}"
+    return create_database(postgres, f"t{os.getpid()}_{free_port()}")
 
 
 def test_import_export_round_trip_on_postgres(tmp_path, database):
