@@ -141,10 +141,15 @@ def sink(*extra: str, verbose: bool = False) -> Iterator[Sink]:
 
 
 def make_env(
-    workdir: Path, port: int, connections: int, database_url: str | None = None
+    workdir: Path,
+    port: int,
+    connections: int,
+    database_url: str | None = None,
+    processes: int = 1,
 ) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("NEWSLETTER_")}
     env.update(
+        NEWSLETTER_SEND_PROCESSES=str(processes),
         NEWSLETTER_DATABASE_URL=database_url or f"sqlite:///{workdir / 'bench.db'}",
         NEWSLETTER_SMTP_HOST="127.0.0.1",
         NEWSLETTER_SMTP_PORT=str(port),
@@ -311,15 +316,17 @@ def our_send(
     *sink_args: str,
     dkim: bool = False,
     extra: dict[str, str] | None = None,
+    processes: int = 1,
 ) -> Run:
-    """Import ``count`` subscribers into a fresh SQLite file, then measure one send."""
+    """Import ``count`` subscribers into a fresh SQLite file, then measure one send
+    (NEWSLETTER_SEND_PROCESSES=``processes``)."""
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
         _, code = import_list(workdir, count, make_env(workdir, 25, 1))
         if code != 0:
             sys.exit(f"the import of {count:,} subscribers failed (exit {code})")
         with sink(*sink_args) as relay:
-            env = make_env(workdir, relay.port, connections)
+            env = make_env(workdir, relay.port, connections, processes=processes)
             if dkim:
                 env.update(dkim_settings(workdir))
             env.update(extra or {})
@@ -542,7 +549,7 @@ def memory_check(report: Report, run: Run, what: str) -> None:
 
 
 def million_part(
-    report: Report, count: int, base: Run, base_count: int, limit: float | None
+    report: Report, count: int, base: Run, base_count: int, limit: float | None, processes: int
 ) -> None:
     section(f"million: import and send {count:,} subscribers")
     with tempfile.TemporaryDirectory() as tmp:
@@ -557,7 +564,7 @@ def million_part(
             import_seconds < 60 and code == 0,
         )
         with sink() as relay:
-            env = make_env(workdir, relay.port, 4)
+            env = make_env(workdir, relay.port, 4, processes=processes)
             poller = StatusPoller(env, workdir)
             run = run_processes([send_cmd()], env, workdir, during=poller.start, limit=limit)
             run.arrived = relay.count()
@@ -566,7 +573,7 @@ def million_part(
         run.ledger_sent, run.ledger_total = ledger(env, workdir)
     stopped = f"; STOPPED by --million-limit after {limit:.0f} s" if run.stopped else ""
     report.check(
-        f"send {count:,} subscribers, 4 connections into smtp-sink",
+        f"send {count:,} subscribers, 4 connections into smtp-sink, {processes} process(es)",
         run_text(run, count) + stopped,
         "",
         f"send {run.seconds / 60:.1f} min",
@@ -682,6 +689,13 @@ def main() -> int:
         metavar="SECONDS",
         help="SIGTERM the million send past this (a FAIL anyway past 900 s); default: none",
     )
+    parser.add_argument(
+        "--processes",
+        type=int,
+        default=os.cpu_count() or 1,
+        help="NEWSLETTER_SEND_PROCESSES of the 4-connection sends (default: the cores); the "
+        "slow relay and PostgreSQL's senders use one each",
+    )
     parser.add_argument("--no-dkim", action="store_true", help="skip the DKIM-signed send")
     parser.add_argument("--no-track", action="store_true", help="skip the tracked send")
     parser.add_argument(
@@ -729,6 +743,9 @@ def main() -> int:
             "bench needs Debian's postfix package (smtp-sink, smtp-source): apt-get install postfix"
         )
 
+    # As an installed package runs: its modules compiled once (this machine's environment sets
+    # PYTHONDONTWRITEBYTECODE, so an editable install would compile them at every command).
+    subprocess.run([sys.executable, "-m", "compileall", "-q", str(ROOT / "newsletter")], check=True)
     report = Report()
     n = args.subscribers
     header = f"{datetime.now(UTC):%Y-%m-%d}, commit {git_text()}, {load_text()} at the start"
@@ -738,15 +755,18 @@ def main() -> int:
 
     base: Run | None = None
     if wanted & NEEDS_BASE:
-        section(f"send: {n:,} subscribers, 4 connections, and its reference")
-        base = our_send(n, 4)
+        section(
+            f"send: {n:,} subscribers, 4 connections, {args.processes} process(es), and its "
+            "reference"
+        )
+        base = our_send(n, 4, processes=args.processes)
         print(f"   base send: {run_text(base, n)}; {base.memory_text()}", flush=True)
         if "send" in wanted:
             ref_rate, ref_arrived = smtp_source(n, size)
             ratio = ratio_of(base.rate, ref_rate)
             report.check(
-                f"send {n:,} subscribers, 4 connections, {size / 1000:.0f} KB messages into "
-                "`smtp-sink`",
+                f"send {n:,} subscribers, 4 connections, {args.processes} process(es), "
+                f"{size / 1000:.0f} KB messages into `smtp-sink`",
                 run_text(base, n),
                 f"`smtp-source -d -s 4`, same count and size: {rate_text(ref_rate)} "
                 f"({ref_arrived:,} arrived)",
@@ -770,7 +790,7 @@ def main() -> int:
             )
     if base and "dkim" in wanted:
         section("dkim: the same send, signed")
-        signed = our_send(n, 4, dkim=True)
+        signed = our_send(n, 4, dkim=True, processes=args.processes)
         rate_ratio, cpu_ratio = ratio_of(signed.rate, base.rate), ratio_of(base.cpu, signed.cpu)
         report.check(
             f"send {n:,} subscribers DKIM-signed (RSA 2048)",
@@ -784,7 +804,7 @@ def main() -> int:
         )
     if base and "track" in wanted:
         section("track: the same send, clicks and opens tracked")
-        tracked = our_send(n, 4, extra=TRACKED)
+        tracked = our_send(n, 4, extra=TRACKED, processes=args.processes)
         report.check(
             f"send {n:,} subscribers, clicks and opens tracked",
             f"{run_text(tracked, n)}; CPU {tracked.cpu:.1f} s",
@@ -808,7 +828,7 @@ def main() -> int:
         )
     if base and "big" in wanted:
         section(f"big: {args.big:,} subscribers")
-        big = our_send(args.big, 4)
+        big = our_send(args.big, 4, processes=args.processes)
         flat = ratio_of(big.memory.counted_mb, base.memory.counted_mb)
         report.check(
             f"send {args.big:,} subscribers",
@@ -821,7 +841,7 @@ def main() -> int:
     if "postgres" in wanted:
         postgres_part(report, pg_count, args.pg_fsync == "on")
     if base and "million" in wanted:
-        million_part(report, args.million, base, n, args.million_limit)
+        million_part(report, args.million, base, n, args.million_limit, args.processes)
 
     section("end")
     report.summary(header + f"; at the end {load_text()}")

@@ -16,7 +16,7 @@ from typing import Any
 
 from sqlalchemy import Engine, bindparam, update
 
-from newsletter.adapters.store.engine import BUSY_ATTEMPTS, Clock, _database_busy
+from newsletter.adapters.store.engine import BUSY_ATTEMPTS, Clock, _database_busy, sqlite_writer
 from newsletter.adapters.store.schema import UTCDateTime, _DriverValue, deliveries
 from newsletter.domain import DeliveryStatus
 
@@ -51,6 +51,7 @@ class SentLedger:
 
     def __init__(self, engine: Engine, clock: Clock) -> None:
         self._now = clock
+        self._engine = engine
         dialect = engine.dialect
         self._sqlite = dialect.name == "sqlite"
         compiled = _MARK_ONE_SENT.compile(dialect=dialect)
@@ -76,15 +77,17 @@ class SentLedger:
         cursor = self._connection.cursor()
         lost: set[int] = set()
         try:
-            self._begin(cursor)
-            for delivery_id, parameters in zip(delivery_ids, rows, strict=True):
-                cursor.execute(self._sql, parameters)
-                if cursor.rowcount != 1:
-                    lost.add(delivery_id)
-            self._commit(cursor)
-        except BaseException:
-            self._connection.rollback()
-            raise
+            with sqlite_writer(self._engine, time.monotonic()):
+                self._begin(cursor)
+                try:
+                    for delivery_id, parameters in zip(delivery_ids, rows, strict=True):
+                        cursor.execute(self._sql, parameters)
+                        if cursor.rowcount != 1:
+                            lost.add(delivery_id)
+                    self._commit(cursor)
+                except BaseException:
+                    self._connection.rollback()
+                    raise
         finally:
             cursor.close()
         return lost
