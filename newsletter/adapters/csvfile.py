@@ -18,6 +18,7 @@ import io
 import itertools
 import operator
 import re
+import sqlite3
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -215,6 +216,52 @@ def _column_positions(header: Sequence[str]) -> dict[str, int]:
 def _is_blank(fields: Sequence[str]) -> bool:
     # Spreadsheets write empty rows as ";;;" rather than as an empty line.
     return all(not field.strip() for field in fields)
+
+
+class FirstLines:
+    """The line of a file where each key (an address) first came, for "duplicate of line N".
+
+    Kept in a private temporary SQLite database rather than a dict: for a million addresses a
+    dict holds some 150 MB, the database a few (its page cache) whatever the file's size, for
+    about 2 µs a row. SQLite unlinks the file as it creates it: nothing is left behind, even by
+    a killed import. Open on first use; ``close`` when done.
+    """
+
+    # Keys per SELECT ... IN: under SQLite's default limit on parameters in old versions (999).
+    _CHUNK = 900
+
+    def __init__(self) -> None:
+        self._db: sqlite3.Connection | None = None
+
+    def record(self, lines: dict[str, int]) -> dict[str, int]:
+        """Record the keys of ``lines`` (key -> its first line in a batch of rows, every line
+        after those recorded so far); returns the keys recorded before, with their lines."""
+        if not lines:
+            return {}
+        earlier: dict[str, int] = {}
+        if self._db is None:
+            # ":memory:" would keep every key in RAM; "" is an on-disk temporary database.
+            self._db = sqlite3.connect("", isolation_level=None)
+            self._db.execute("CREATE TABLE seen (key TEXT PRIMARY KEY, line INTEGER) WITHOUT ROWID")
+        else:
+            keys = list(lines)
+            for start in range(0, len(keys), self._CHUNK):
+                chunk = keys[start : start + self._CHUNK]
+                marks = ",".join("?" * len(chunk))
+                query = f"SELECT key, line FROM seen WHERE key IN ({marks})"
+                earlier.update(self._db.execute(query, chunk))
+        self._db.execute("BEGIN")  # one transaction for the batch
+        self._db.executemany(
+            "INSERT INTO seen VALUES (?, ?)",
+            (item for item in lines.items() if item[0] not in earlier),
+        )
+        self._db.execute("COMMIT")
+        return earlier
+
+    def close(self) -> None:
+        if self._db is not None:
+            self._db.close()
+            self._db = None
 
 
 class RowWriter(Protocol):
