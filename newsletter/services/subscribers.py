@@ -33,6 +33,7 @@ import itertools
 import operator
 import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TextIO
 
@@ -451,7 +452,11 @@ class _ImportBatch:
     def run(self, rows: Sequence[CsvRow]) -> None:
         # Validation (the slow part) runs before the write lock is taken, so the lock is held
         # only for the lookups and the inserts of one batch.
-        items = self._valid(rows)
+        with self._in_line_order():
+            items = self._valid(rows)
+            self._apply(items)
+
+    def _apply(self, items: list[tuple[int, NewSubscriber]]) -> None:
         with self.store.write():
             items = self._not_forgotten(items)
             listed = self.store.statuses_by_key([i.address.key for _, i in items])
@@ -468,14 +473,21 @@ class _ImportBatch:
 
     def check(self, rows: Sequence[CsvRow]) -> None:
         # --strict's first pass: the rejections run() would report, writing nothing
-        self._not_forgotten(self._valid(rows))
+        with self._in_line_order():
+            self._not_forgotten(self._valid(rows))
+
+    @contextmanager
+    def _in_line_order(self) -> Iterator[None]:
+        """Sort the rejections of one batch by line: each check reports on its own pass over
+        the batch (validation, duplicates, forgotten), and the operator reads them in order."""
+        rejected = self.report.rejected
+        before = len(rejected)
+        yield
+        if len(rejected) > before + 1:
+            rejected[before:] = sorted(rejected[before:], key=operator.attrgetter("line"))
 
     def _valid(self, rows: Sequence[CsvRow]) -> list[tuple[int, NewSubscriber]]:
-        """The rows that are valid and the first of their address in the file, in file order.
-
-        The rejections are reported in line order, as one pass over the rows would give them.
-        """
-        rejected_before = len(self.report.rejected)
+        """The rows that are valid and the first of their address in the file, in file order."""
         valid = [found for found in map(self._validate, rows) if found is not None]
         # The first row of an address in the file wins: its first row in this batch, unless an
         # earlier batch had it (first_lines).
@@ -490,10 +502,6 @@ class _ImportBatch:
                 kept.append((line, item))
             else:
                 self.report.reject(line, value.strip(), f"duplicate of line {first}")
-        if len(self.report.rejected) > rejected_before:
-            self.report.rejected[rejected_before:] = sorted(
-                self.report.rejected[rejected_before:], key=operator.attrgetter("line")
-            )
         return kept
 
     def _not_forgotten(
