@@ -18,7 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
-TARGET_SECONDS_PER_MILLION = 60.0
+TARGET_SECONDS = 60.0  # for 1,000,000 rows (issue 16)
 
 
 def write_list(path: Path, rows: int) -> None:
@@ -55,13 +55,11 @@ def main() -> None:
             seconds, rss, summary = run_import(csv, workdir)
             print(f"{label}: {seconds:.1f} s, {rows / seconds:,.0f} rows/s, peak RSS {rss:.0f} MB")
             print(f"  {summary}")
-            if label.startswith("first"):
-                budget = TARGET_SECONDS_PER_MILLION * rows / 1_000_000
-                verdict = "holds" if seconds < budget else "MISSED"
-                print(
-                    f"  target: under {budget:.0f} s ({TARGET_SECONDS_PER_MILLION:.0f} s per "
-                    f"million rows): {verdict}"
-                )
+            if label.startswith("first") and rows >= 1_000_000:
+                verdict = "holds" if seconds * 1_000_000 / rows < TARGET_SECONDS else "MISSED"
+                print(f"  target: 1,000,000 rows in under {TARGET_SECONDS:.0f} s: {verdict}")
+            elif label.startswith("first"):  # start-up (about 0.5 s) weighs on a small file
+                print(f"  target: 1,000,000 rows in under {TARGET_SECONDS:.0f} s (not this size)")
 
 
 if __name__ == "__main__":
