@@ -16,7 +16,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from newsletter.adapters.csvfile import FirstLines
+from newsletter.adapters.csvfile import FirstLines, WorkFileError
 from newsletter.adapters.store import Store
 from newsletter.domain import SubscriberStatus
 from newsletter.domain.addresses import Address, AddressParser, InvalidAddress, normalise_address
@@ -259,3 +259,25 @@ def test_status_of_a_listed_address_is_not_reset_by_a_later_batch(
         report = import_csv(store, io.StringIO(text, newline=""), "list.csv")
         assert store.find_by_email("x@exemple.ma").status is SubscriberStatus.ACTIVE  # type: ignore[union-attr]
     assert [(r.line, r.reason) for r in report.rejected] == [(3, "duplicate of line 2")]
+
+
+def test_a_full_temporary_folder_is_one_clear_error_and_keeps_the_committed_batches(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(service, "IMPORT_BATCH", 100)
+    record = FirstLines._record
+
+    def cramped(self: FirstLines, lines: dict[str, int]) -> dict[str, int]:
+        if self._db is not None:  # as if the temporary folder filled up after the first batch
+            self._db.execute("PRAGMA max_page_count=1")
+        return record(self, lines)
+
+    monkeypatch.setattr(FirstLines, "_record", cramped)
+    text = "email\n" + "".join(f"r{n}@exemple.ma\n" for n in range(1000))
+    with make_store(tmp_path) as store:
+        with pytest.raises(WorkFileError) as raised:
+            import_csv(store, io.StringIO(text, newline=""), "list.csv")
+        assert str(raised.value).startswith(
+            "the import's temporary file failed: database or disk is full (it is kept in TMPDIR"
+        )
+        assert store.count_by_status()[SubscriberStatus.ACTIVE] == 100

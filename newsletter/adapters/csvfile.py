@@ -24,7 +24,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import NamedTuple, Protocol, TextIO
 
-from newsletter.domain.errors import UsageError
+from newsletter.domain.errors import NewsletterError, UsageError
 
 #: the columns import reads (and export writes, in this order); others are ignored
 COLUMNS: tuple[str, ...] = ("email", "name", "categories", "locale", "status")
@@ -218,6 +218,10 @@ def _is_blank(fields: Sequence[str]) -> bool:
     return all(not field.strip() for field in fields)
 
 
+class WorkFileError(NewsletterError):
+    """The import's temporary file (FirstLines) could not be written. Exit status 1."""
+
+
 class FirstLines:
     """The line of a file where each key (an address) first came, for "duplicate of line N".
 
@@ -238,6 +242,16 @@ class FirstLines:
         after those recorded so far); returns the keys recorded before, with their lines."""
         if not lines:
             return {}
+        try:
+            return self._record(lines)
+        except sqlite3.Error as err:  # the temporary folder is full or not writable
+            raise WorkFileError(
+                f"the import's temporary file failed: {err}",
+                "it is kept in TMPDIR (default /tmp), which needs free space; the batches "
+                "already committed stay, running the import again finishes it",
+            ) from None
+
+    def _record(self, lines: dict[str, int]) -> dict[str, int]:
         earlier: dict[str, int] = {}
         if self._db is None:
             # ":memory:" would keep every key in RAM; "" is an on-disk temporary database.
