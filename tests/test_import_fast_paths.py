@@ -153,7 +153,9 @@ def test_first_lines_remembers_keys_across_batches() -> None:
         assert first.record({"b": 9, "c": 10, "d": 11}) == {"b": 3, "c": 5}
         many = {f"k{n}": 100 + n for n in range(2000)}  # more keys than one IN (...) takes
         assert first.record(many) == {}
-        assert first.record({**many, "z": 5000}) == many
+        later = {key: line + 10_000 for key, line in many.items()}  # a later batch repeats them
+        assert first.record({**later, "z": 20_000}) == many
+        assert first.record({"z": 20_001, "y": 20_002}) == {"z": 20_000}
     finally:
         first.close()
 

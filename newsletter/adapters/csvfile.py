@@ -252,24 +252,24 @@ class FirstLines:
             ) from None
 
     def _record(self, lines: dict[str, int]) -> dict[str, int]:
-        earlier: dict[str, int] = {}
         if self._db is None:
             # ":memory:" would keep every key in RAM; "" is an on-disk temporary database.
             self._db = sqlite3.connect("", isolation_level=None)
             self._db.execute("CREATE TABLE seen (key TEXT PRIMARY KEY, line INTEGER) WITHOUT ROWID")
-        else:
-            keys = list(lines)
-            for start in range(0, len(keys), self._CHUNK):
-                chunk = keys[start : start + self._CHUNK]
-                marks = ",".join("?" * len(chunk))
-                query = f"SELECT key, line FROM seen WHERE key IN ({marks})"
-                earlier.update(self._db.execute(query, chunk))
-        self._db.execute("BEGIN")  # one transaction for the batch
-        self._db.executemany(
-            "INSERT INTO seen VALUES (?, ?)",
-            (item for item in lines.items() if item[0] not in earlier),
-        )
-        self._db.execute("COMMIT")
+        db = self._db
+        before = db.total_changes
+        db.execute("BEGIN")  # one transaction for the batch
+        db.executemany("INSERT OR IGNORE INTO seen VALUES (?, ?)", lines.items())
+        db.execute("COMMIT")
+        if db.total_changes - before == len(lines):
+            return {}  # every key is new (nearly every batch): no lookup needed
+        # A key kept its earlier line: the ones whose line is not this batch's came before.
+        earlier: dict[str, int] = {}
+        keys = list(lines)
+        for start in range(0, len(keys), self._CHUNK):
+            chunk = keys[start : start + self._CHUNK]
+            query = f"SELECT key, line FROM seen WHERE key IN ({','.join('?' * len(chunk))})"
+            earlier.update((k, line) for k, line in db.execute(query, chunk) if line != lines[k])
         return earlier
 
     def close(self) -> None:
