@@ -124,7 +124,7 @@ class SubscriberQueries(StoreBase):
             order = tuple(compiled.positiontup or ()) if compiled.positional else ()
             wanted = order if compiled.positional else tuple(compiled.bind_names.values())
             if sorted(wanted) != sorted(row_names):  # an extra parameter (a column default)
-                raise AssertionError(f"{name}: parameters {wanted} are not the row's {row_names}")
+                raise RuntimeError(f"{name}: parameters {wanted} are not the row's {row_names}")
             convert: Callable[[tuple[Any, ...]], Any] | None
             if not compiled.positional:
                 names = tuple(row_names)
