@@ -23,6 +23,7 @@ BENCH = Path(__file__).resolve().parent
 MODEST: dict[str, list[str]] = {
     "bench_clicks.py": ["--clicks", "3000", "--client", "threads"],
     "bench_header_flood.py": ["--megabytes", "10", "--clients", "4"],
+    "bench_import.py": ["--rows", "20000"],
     "bench_nesting.py": ["--depths", "16000,64000", "--runs", "1"],
     "bench_preview.py": ["--articles", "50", "--runs", "3"],
     "bench_send.py": ["--quick"],

@@ -16,14 +16,15 @@ from __future__ import annotations
 import csv
 import io
 import itertools
+import operator
 import re
-from collections.abc import Iterable, Iterator, Sequence
+import sqlite3
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol, TextIO
+from typing import NamedTuple, Protocol, TextIO
 
-from newsletter.domain.errors import UsageError
+from newsletter.domain.errors import NewsletterError, UsageError
 
 #: the columns import reads (and export writes, in this order); others are ignored
 COLUMNS: tuple[str, ...] = ("email", "name", "categories", "locale", "status")
@@ -56,10 +57,16 @@ class MissingEmailColumn(CsvError):
         )
 
 
-@dataclass(frozen=True, slots=True)
-class CsvRow:
+class CsvRow(NamedTuple):
+    """One row: a tuple, not a dataclass, since an import makes a million of them."""
+
     line: int  # physical line of the file where the row starts (1 = first line)
-    values: dict[str, str]  # every name in COLUMNS -> the raw field ("" when absent)
+    fields: tuple[str, ...]  # the raw field of each name in COLUMNS, in that order ("" if absent)
+
+    @property
+    def values(self) -> dict[str, str]:
+        """Every name in COLUMNS -> the raw field."""
+        return dict(zip(COLUMNS, self.fields, strict=True))
 
 
 @contextmanager
@@ -89,18 +96,25 @@ class CsvReader:
             itertools.chain(sample_lines, lines), delimiter=self.delimiter, skipinitialspace=True
         )
         self.header = self._read_header()
-        self._positions = _column_positions(self.header)
-        if "email" not in self._positions:
+        positions = _column_positions(self.header)
+        if "email" not in positions:
             raise MissingEmailColumn(self.header)
+        self._pick = _picker(positions)
 
     def __iter__(self) -> Iterator[CsvRow]:
-        while True:
-            line = self._reader.line_num + 1
-            fields = self._next_fields()
-            if fields is None:
-                return
-            if not _is_blank(fields):
-                yield CsvRow(line, self._values(fields))
+        # The loop of a million-row import: nothing per row beyond the reader, the blank test
+        # (_is_blank's, in C) and the pick.
+        reader, pick, strip = self._reader, self._pick, str.strip
+        line = reader.line_num + 1
+        try:
+            for fields in reader:
+                if any(map(strip, fields)):
+                    yield CsvRow(line, pick(fields))
+                line = reader.line_num + 1
+        except csv.Error as err:
+            raise _not_csv(reader.line_num, err) from None
+        except UnicodeDecodeError:
+            raise _not_utf8(reader.line_num + 1) from None
 
     def check_rest(self) -> None:
         """Read the rest of the stream without building rows; CsvError where it is unusable."""
@@ -119,15 +133,24 @@ class CsvReader:
         except StopIteration:
             return None
         except csv.Error as err:
-            raise CsvError(f"line {self._reader.line_num}: {err}", "is it a CSV file?") from None
+            raise _not_csv(self._reader.line_num, err) from None
         except UnicodeDecodeError:
             raise _not_utf8(self._reader.line_num + 1) from None
 
-    def _values(self, fields: list[str]) -> dict[str, str]:
-        return {
-            name: fields[pos] if pos is not None and pos < len(fields) else ""
-            for name, pos in ((n, self._positions.get(n)) for n in COLUMNS)
-        }
+
+def _picker(positions: dict[str, int]) -> Callable[[list[str]], tuple[str, ...]]:
+    """A function from a row's fields to the COLUMNS values, "" for a column absent or cut short."""
+    width = max(positions.values()) + 1
+    # Index -1 is a "" appended to every row: it stands for the columns the file lacks.
+    getter = operator.itemgetter(*(positions.get(name, -1) for name in COLUMNS))
+
+    def pick(fields: list[str]) -> tuple[str, ...]:
+        if len(fields) < width:
+            fields.extend([""] * (width - len(fields)))
+        fields.append("")
+        return getter(fields)  # type: ignore[no-any-return]
+
+    return pick
 
 
 def _take_sample(lines: Iterator[str]) -> list[str]:
@@ -142,6 +165,10 @@ def _take_sample(lines: Iterator[str]) -> list[str]:
     except UnicodeDecodeError:
         raise _not_utf8(len(sample) + 1) from None
     return sample
+
+
+def _not_csv(line: int, err: csv.Error) -> CsvError:
+    return CsvError(f"line {line}: {err}", "is it a CSV file?")
 
 
 def _not_utf8(line: int) -> CsvError:
@@ -189,6 +216,66 @@ def _column_positions(header: Sequence[str]) -> dict[str, int]:
 def _is_blank(fields: Sequence[str]) -> bool:
     # Spreadsheets write empty rows as ";;;" rather than as an empty line.
     return all(not field.strip() for field in fields)
+
+
+class WorkFileError(NewsletterError):
+    """The import's temporary file (FirstLines) could not be written. Exit status 1."""
+
+
+class FirstLines:
+    """The line of a file where each key (an address) first came, for "duplicate of line N".
+
+    Kept in a private temporary SQLite database rather than a dict: for a million addresses a
+    dict holds some 150 MB, the database a few (its page cache) whatever the file's size, for
+    about 2 µs a row. SQLite unlinks the file as it creates it: nothing is left behind, even by
+    a killed import. Open on first use; ``close`` when done.
+    """
+
+    # Keys per SELECT ... IN: under SQLite's default limit on parameters in old versions (999).
+    _CHUNK = 900
+
+    def __init__(self) -> None:
+        self._db: sqlite3.Connection | None = None
+
+    def record(self, lines: dict[str, int]) -> dict[str, int]:
+        """Record the keys of ``lines`` (key -> its first line in a batch of rows, every line
+        after those recorded so far); returns the keys recorded before, with their lines."""
+        if not lines:
+            return {}
+        try:
+            return self._record(lines)
+        except sqlite3.Error as err:  # the temporary folder is full or not writable
+            raise WorkFileError(
+                f"the import's temporary file failed: {err}",
+                "it is kept in TMPDIR (default /tmp), which needs free space; the batches "
+                "already committed stay, running the import again finishes it",
+            ) from None
+
+    def _record(self, lines: dict[str, int]) -> dict[str, int]:
+        if self._db is None:
+            # ":memory:" would keep every key in RAM; "" is an on-disk temporary database.
+            self._db = sqlite3.connect("", isolation_level=None)
+            self._db.execute("CREATE TABLE seen (key TEXT PRIMARY KEY, line INTEGER) WITHOUT ROWID")
+        db = self._db
+        before = db.total_changes
+        db.execute("BEGIN")  # one transaction for the batch
+        db.executemany("INSERT OR IGNORE INTO seen VALUES (?, ?)", lines.items())
+        db.execute("COMMIT")
+        if db.total_changes - before == len(lines):
+            return {}  # every key is new (nearly every batch): no lookup needed
+        # A key kept its earlier line: the ones whose line is not this batch's came before.
+        earlier: dict[str, int] = {}
+        keys = list(lines)
+        for start in range(0, len(keys), self._CHUNK):
+            chunk = keys[start : start + self._CHUNK]
+            query = f"SELECT key, line FROM seen WHERE key IN ({','.join('?' * len(chunk))})"
+            earlier.update((k, line) for k, line in db.execute(query, chunk) if line != lines[k])
+        return earlier
+
+    def close(self) -> None:
+        if self._db is not None:
+            self._db.close()
+            self._db = None
 
 
 class RowWriter(Protocol):

@@ -118,21 +118,22 @@ class AddressParser:
     def parse(self, text: str) -> Address:
         stripped = text.strip()
         local, at, domain = stripped.rpartition("@")
-        if at and len(stripped) <= _FAST_PATH_MAX_LENGTH and self._plain_local(local):
-            ascii_domain = self._domain(domain)
+        # The fast path, inline (this runs per imported row). Mailbox names such as "Postmaster"
+        # are lower-cased by email-validator: they are left to it.
+        if (
+            at
+            and len(stripped) <= _FAST_PATH_MAX_LENGTH
+            and len(local) <= 64
+            and _PLAIN_LOCAL.fullmatch(local) is not None
+            and local.lower() not in CASE_INSENSITIVE_MAILBOX_NAMES
+        ):
+            ascii_domain = self._domains.get(domain, "")
+            if ascii_domain == "":  # not seen yet ("" is no domain's ASCII form)
+                ascii_domain = self._domain(domain)
             if ascii_domain is not None:
                 normalized = f"{local}@{ascii_domain}"
                 return Address(normalized, normalized.lower())
         return normalise_address(text)
-
-    @staticmethod
-    def _plain_local(local: str) -> bool:
-        # Mailbox names such as "Postmaster" are lower-cased by email-validator: leave them to it.
-        return (
-            len(local) <= 64
-            and _PLAIN_LOCAL.fullmatch(local) is not None
-            and local.lower() not in CASE_INSENSITIVE_MAILBOX_NAMES
-        )
 
     def _domain(self, domain: str) -> str | None:
         if domain not in self._domains:

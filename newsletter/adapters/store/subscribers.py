@@ -7,8 +7,9 @@ one (see ``domain.consent``); a forgotten address leaves only the SHA-256 of its
 
 from __future__ import annotations
 
+import operator
 import secrets
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -68,20 +69,15 @@ class SubscriberQueries(StoreBase):
 
     def statuses_by_key(self, keys: Iterable[str]) -> dict[str, SubscriberStatus]:
         """The status of each of these keys that is on the list (bulk check for an import)."""
-        found: dict[str, SubscriberStatus] = {}
         with self._using(write=False) as c:
-            for chunk in _chunks(list(keys), LOOKUP_CHUNK):
-                query = select(subscribers.c.email_key, subscribers.c.status).where(
-                    subscribers.c.email_key.in_(chunk)
-                )
-                found.update((key, SubscriberStatus(status)) for key, status in c.execute(query))
-        return found
+            found = self._lookup(c, "statuses", keys)
+        return {key: SubscriberStatus(status) for key, status in found}
 
     def add(self, new: NewSubscriber) -> Subscriber:
         """Insert one subscriber (the caller checked it is not on the list)."""
         with self._using(write=True) as c:
             now = self.now()
-            values = {**self._row(new, now), **dict.fromkeys(_CREATION_STAMPS, now)}
+            values = dict(zip(_INSERT_COLUMNS, _new_values(new, now), strict=True))
             subscriber_id = c.execute(insert(subscribers).values(values)).inserted_primary_key[0]
             return self.get(subscriber_id)  # type: ignore[return-value]
 
@@ -89,38 +85,75 @@ class SubscriberQueries(StoreBase):
         """Bulk insert in the given order (one executemany); addresses already listed are skipped."""
         if not news:
             return 0
-        now = self.now()
-        bound_now = self._bound_datetime(now)
-        rows = []
-        for new in news:
-            row = self._row(new, now)
-            # Timestamps go in already in the driver's form (see _bulk_insert).
-            for column in ("consent_at", "unsubscribed_at"):
-                row[f"bulk_{column}"] = bound_now if row.pop(column) is not None else None
-            rows.append({**row, "bulk_now": bound_now})
+        # Every row of a batch is created at one moment, handed to the driver already in its
+        # form: SQLAlchemy's per-row work (parameter processing, the datetime conversion) was
+        # most of a big import's time. The statement is compiled once (see _driver_sql).
+        now = self._bound_datetime(self.now())
         with self._using(write=True) as c:
-            return c.execute(self._bulk_insert(), rows).rowcount
+            sql, convert = self._driver_sql("insert", self._bulk_insert, _INSERT_COLUMNS)
+            rows = [_new_values(new, now) for new in news]
+            params = rows if convert is None else [convert(row) for row in rows]
+            return c.exec_driver_sql(sql, params).rowcount  # type: ignore[arg-type]
 
     def _bulk_insert(self) -> Any:
-        """Every row of a batch is created at one moment, handed to the driver pre-converted:
-        SQLAlchemy's per-row datetime conversion was most of a 100,000-row import's time.
-        """
-        stamp = bindparam("bulk_now", type_=_DriverValue())
+        """INSERT of _INSERT_COLUMNS, a listed address skipped; timestamps bound as _DriverValue
+        (already converted, see _bound_datetime)."""
+        values = {
+            name: bindparam(name, type_=_DriverValue() if name in _TIMESTAMPS else None)
+            for name in _INSERT_COLUMNS
+        }
         return (
             self._insert(subscribers)
-            .values(dict.fromkeys(_CREATION_STAMPS, stamp))
-            .values(
-                consent_at=bindparam("bulk_consent_at", type_=_DriverValue()),
-                unsubscribed_at=bindparam("bulk_unsubscribed_at", type_=_DriverValue()),
-            )
+            .values(values)
             .on_conflict_do_nothing(index_elements=["email_key"])
         )
+
+    def _driver_sql(
+        self, name: str, build: Callable[[], Any], row_names: Sequence[str]
+    ) -> tuple[str, Callable[[tuple[Any, ...]], Any] | None]:
+        """A statement compiled once per store for its dialect, to run with exec_driver_sql.
+
+        ``row_names`` names the values of the rows the caller will pass. Returns the SQL and
+        what turns such a row into the driver's parameters: None when the row already is that
+        (sqlite3 takes tuples in the statement's order), else a reordering or, for a driver
+        taking named parameters (psycopg), a dict.
+        """
+        cache = self.__dict__.setdefault("_driver_statements", {})
+        if name not in cache:
+            compiled = build().compile(dialect=self.engine.dialect)
+            order = tuple(compiled.positiontup or ()) if compiled.positional else ()
+            wanted = order if compiled.positional else tuple(compiled.bind_names.values())
+            if sorted(wanted) != sorted(row_names):  # an extra parameter (a column default)
+                raise RuntimeError(f"{name}: parameters {wanted} are not the row's {row_names}")
+            convert: Callable[[tuple[Any, ...]], Any] | None
+            if not compiled.positional:
+                names = tuple(row_names)
+                convert = lambda row: dict(zip(names, row, strict=True))  # noqa: E731
+            elif order == tuple(row_names):
+                convert = None
+            else:
+                convert = operator.itemgetter(*(list(row_names).index(n) for n in order))
+            cache[name] = (compiled.string, convert)
+        return cache[name]  # type: ignore[no-any-return]
 
     def _bound_datetime(self, value: datetime) -> Any:
         """``value`` as UTCDateTime hands it to this database's driver."""
         dialect = self.engine.dialect
         processor = UTCDateTime().dialect_impl(dialect).bind_processor(dialect)
         return processor(value) if processor else value
+
+    def _lookup(self, c: Connection, kind: str, keys: Iterable[str]) -> list[Any]:
+        """The rows of one of _LOOKUPS for these keys, LOOKUP_CHUNK keys per query.
+
+        Each query has exactly LOOKUP_CHUNK parameters (a short chunk repeats its first key), so
+        that one compiled statement serves them all.
+        """
+        sql, convert = self._driver_sql(kind, lambda: _LOOKUPS[kind](LOOKUP_CHUNK), _LOOKUP_NAMES)
+        found: list[Any] = []
+        for chunk in _chunks(list(keys), LOOKUP_CHUNK):
+            padded = (*chunk, *(chunk[0],) * (LOOKUP_CHUNK - len(chunk)))
+            found.extend(c.exec_driver_sql(sql, padded if convert is None else convert(padded)))
+        return found
 
     def create_pending(
         self,
@@ -340,24 +373,6 @@ class SubscriberQueries(StoreBase):
             self.add_suppression(suppression_hash(email_key), reason)
         return deleted == 1
 
-    def _row(self, new: NewSubscriber, now: datetime) -> dict[str, Any]:
-        """The columns of a new subscriber, apart from _CREATION_STAMPS."""
-        active = new.status is SubscriberStatus.ACTIVE
-        return {
-            "email": new.address.normalized,
-            "email_key": new.address.key,
-            "name": new.name,
-            "locale": new.locale,
-            "categories": join_categories(new.categories),
-            "status": new.status.value,
-            "confirmed_at": None,
-            "unsubscribed_at": now if new.status is SubscriberStatus.UNSUBSCRIBED else None,
-            "consent_source": new.consent_source.value,
-            # Pending sign-ups have not consented yet; everything else was vouched for now.
-            "consent_at": now if active or new.consent_source is not ConsentSource.WEB else None,
-            "consent_detail": new.consent_detail,
-        }
-
     # -----------------------------------------------------------------------------------------
     # Suppressions (forgotten addresses, by hash only)
     # -----------------------------------------------------------------------------------------
@@ -381,14 +396,8 @@ class SubscriberQueries(StoreBase):
 
     def suppressed_among(self, hashes: Iterable[str]) -> set[str]:
         """Which of these hashes are suppressed (bulk check for an import)."""
-        found: set[str] = set()
         with self._using(write=False) as c:
-            for chunk in _chunks(list(hashes), LOOKUP_CHUNK):
-                query = select(suppressions.c.address_hash).where(
-                    suppressions.c.address_hash.in_(chunk)
-                )
-                found.update(c.execute(query).scalars())
-        return found
+            return {address_hash for (address_hash,) in self._lookup(c, "suppressed", hashes)}
 
     def remove_suppression(self, address_hash: str) -> bool:
         """Lift a suppression (its owner confirmed a new sign-up); False if there was none."""
@@ -419,6 +428,68 @@ def move_where(conn: Connection, where: Any, status: SubscriberStatus, now: date
 
 # Columns that a new row sets to its creation time.
 _CREATION_STAMPS = ("created_at", "updated_at", "status_changed_at")
+# The columns a new row sets, in the table's order (the order of a compiled INSERT).
+_INSERT_COLUMNS = (
+    "email",
+    "email_key",
+    "name",
+    "locale",
+    "categories",
+    "status",
+    "created_at",
+    "updated_at",
+    "status_changed_at",
+    "confirmed_at",
+    "unsubscribed_at",
+    "consent_source",
+    "consent_at",
+    "consent_detail",
+)
+_TIMESTAMPS = frozenset((*_CREATION_STAMPS, "confirmed_at", "unsubscribed_at", "consent_at"))
+
+
+def _new_values(new: NewSubscriber, now: Any) -> tuple[Any, ...]:
+    """The _INSERT_COLUMNS of a new subscriber; ``now`` as a datetime or in the driver's form."""
+    status = new.status
+    # Pending sign-ups have not consented yet; everything else was vouched for now.
+    consented = status is SubscriberStatus.ACTIVE or new.consent_source is not ConsentSource.WEB
+    return (
+        new.address.normalized,
+        new.address.key,
+        new.name,
+        new.locale,
+        join_categories(new.categories) if new.categories else "",
+        status.value,
+        now,
+        now,
+        now,
+        None,
+        now if status is SubscriberStatus.UNSUBSCRIBED else None,
+        new.consent_source.value,
+        now if consented else None,
+        new.consent_detail,
+    )
+
+
+def _statuses_query(size: int) -> Any:
+    keys = [bindparam(f"k{n}") for n in range(size)]
+    return select(subscribers.c.email_key, subscribers.c.status).where(
+        subscribers.c.email_key.in_(keys)
+    )
+
+
+def _suppressed_query(size: int) -> Any:
+    hashes = [bindparam(f"k{n}") for n in range(size)]
+    return select(suppressions.c.address_hash).where(suppressions.c.address_hash.in_(hashes))
+
+
+# The bulk lookups of an import, by the name _lookup knows them by; their parameters are named
+# k0, k1, ... in the order of the keys.
+_LOOKUP_NAMES = tuple(f"k{n}" for n in range(LOOKUP_CHUNK))
+_LOOKUPS: dict[str, Callable[[int], Any]] = {
+    "statuses": _statuses_query,
+    "suppressed": _suppressed_query,
+}
 
 
 def join_categories(categories: Iterable[str]) -> str:
