@@ -7,8 +7,9 @@ of NEWSLETTER_SMTP_CONNECTIONS and of NEWSLETTER_SMTP_RATE. Nothing new is promi
 exactly-once: each process is a sender with its own owner id and leases, as two ``newsletter
 send`` commands on one edition already are (the ledger's claims never hand a row to two owners).
 
-- Children are forked from the composed edition: its templates, fonts of the renderer and the
-  imports are shared pages, not copies (``gc.freeze`` keeps the collector from dirtying them).
+- Children are forked once the edition is composed and its common variant rendered: the
+  templates and the imported modules are shared pages, not copies (``gc.freeze`` keeps the
+  collector from dirtying them).
 - A child dies with its parent (PR_SET_PDEATHSIG): a kill -9 of ``newsletter send`` costs what it
   costs one process, at most two messages per connection, and the next run releases every row
   the dead processes held at once (their pids are gone).
