@@ -692,9 +692,9 @@ def main() -> int:
     parser.add_argument(
         "--processes",
         type=int,
-        default=os.cpu_count() or 1,
-        help="NEWSLETTER_SEND_PROCESSES of the 4-connection sends (default: the cores); the "
-        "slow relay and PostgreSQL's senders use one each",
+        default=1,
+        help="NEWSLETTER_SEND_PROCESSES of the 4-connection sends (default 1, the setting's "
+        "default); the slow relay and PostgreSQL's senders use one each",
     )
     parser.add_argument("--no-dkim", action="store_true", help="skip the DKIM-signed send")
     parser.add_argument("--no-track", action="store_true", help="skip the tracked send")
