@@ -253,6 +253,17 @@ def _migration_7(conn: Connection) -> None:
         md.tables[name].create(conn)
 
 
+def _migration_8(conn: Connection) -> None:
+    """What came back of an edition, counted from an index (issue 16): `status` reads it during a
+    send, and on a million-row edition the count walked every row of the edition (0.2 s)."""
+    conn.execute(
+        text(
+            "CREATE INDEX ix_deliveries_edition_returned "
+            "ON deliveries (edition_date, returned_kind)"
+        )
+    )
+
+
 #: migration N is MIGRATIONS[N - 1]; append, never edit or reorder.
 MIGRATIONS: tuple[Callable[[Connection], None], ...] = (
     _migration_1,
@@ -262,6 +273,7 @@ MIGRATIONS: tuple[Callable[[Connection], None], ...] = (
     _migration_5,
     _migration_6,
     _migration_7,
+    _migration_8,
 )
 LATEST_VERSION = len(MIGRATIONS)
 

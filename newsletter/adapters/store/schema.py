@@ -172,6 +172,7 @@ deliveries = Table(
     UniqueConstraint("edition_date", "subscriber_id", name="uq_deliveries_edition_subscriber"),
     Index("ix_deliveries_edition_status", "edition_date", "status", "id"),
     Index("ix_deliveries_subscriber_returned", "subscriber_id", "returned_kind"),
+    Index("ix_deliveries_edition_returned", "edition_date", "returned_kind"),  # migration 8
 )
 
 # Named leases: the scheduler's "one sender per database" lock.

@@ -28,6 +28,7 @@ from newsletter.services.compose import VariantRenderer, tracking_for
 class OutgoingMessage:
     delivery: ClaimedDelivery
     data: bytes
+    sender: str  # MAIL FROM (VERP), made with the message: the worker only sends
 
 
 class MessageBuilder:

@@ -33,13 +33,13 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
-from newsletter.adapters.smtp import SmtpConfig
+from newsletter.adapters.smtp import RelayUnreachable, SmtpConfig
 from newsletter.adapters.store import Store
 from newsletter.config import Settings
 from newsletter.domain import Edition
 from newsletter.domain.errors import NewsletterError
 from newsletter.services.delivery.message import MessageBuilder
-from newsletter.services.delivery.pool import OpeningAhead
+from newsletter.services.delivery.pool import OpeningAhead, RelayUnresponsive
 from newsletter.services.delivery.sender import EditionSender, SendingStopped
 
 log = logging.getLogger("newsletter.services.delivery")
@@ -148,18 +148,30 @@ class SenderGroup:
             self._own.run()
         except BaseException as err:
             own_error = err
-            self._signal_children(signal.SIGTERM)
+            if not _no_connection(err):
+                self._signal_children(signal.SIGTERM)
         finally:
             self._done.set()
             stopper.join()
             for reader in readers:
                 reader.join()
             self._reap()
-        if own_error is not None:
-            raise own_error
-        for child in self._children:
-            if child.error is not None:
-                raise child.error
+        errors = [own_error, *(child.error for child in self._children)]
+        if any(error is None for error in errors):
+            # Some process ran its course: one that could open no connection at all (a relay
+            # taking fewer connections than asked) is not a failure, as within one process.
+            for error in errors:
+                if _no_connection(error):
+                    log.warning(
+                        "relay %s: a sender process could not open a connection (%s); the "
+                        "others sent its share",
+                        self._settings[0].smtp_host,
+                        getattr(error, "reason", error),
+                    )
+            errors = [error for error in errors if not _no_connection(error)]
+        for error in errors:
+            if error is not None:
+                raise error
         return self.sent
 
     # -- the parent's side -----------------------------------------------------------------------
@@ -290,6 +302,12 @@ class _Reporter:
         with contextlib.suppress(OSError):  # the parent is gone: PDEATHSIG ends this process
             while view:
                 view = view[os.write(self._pipe, view) :]
+
+
+def _no_connection(error: BaseException | None) -> bool:
+    """The relay refused or did not answer this process's connections (not: stopped answering
+    in the middle, which ends the whole run)."""
+    return isinstance(error, RelayUnreachable) and not isinstance(error, RelayUnresponsive)
 
 
 def _loaded_error(data: bytes) -> NewsletterError:

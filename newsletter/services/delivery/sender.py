@@ -165,7 +165,8 @@ class EditionSender:
                         "none of the subscriber's sections in this edition",
                     )
                     continue
-                self._hand_to_workers(OutgoingMessage(row, data))
+                sender = self.messages.envelope_sender(row.reader)
+                self._hand_to_workers(OutgoingMessage(row, data, sender))
 
     def _hand_to_workers(self, item: OutgoingMessage) -> None:
         """Queue one message; the watcher keeps the lease while the workers are busy."""
@@ -260,7 +261,7 @@ class EditionSender:
         try:
             self._ensure_open(connection)
             self._rate.wait()
-            connection.send(self.messages.envelope_sender(row.reader), row.reader.email, item.data)
+            connection.send(item.sender, row.reader.email, item.data)
         except PermanentFailure as err:
             bounced = not isinstance(err, AddressNeedsSmtpUtf8)
             self.store.mark_failed(row.delivery_id, self.owner, str(err), bounce=bounced)
