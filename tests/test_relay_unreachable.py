@@ -253,7 +253,11 @@ def test_a_refused_login_is_not_retried_and_the_password_is_never_shown(tmp_path
 def test_a_relay_that_takes_fewer_connections_is_not_a_failure(tmp_path):
     """Two sessions at a time; NEWSLETTER_SMTP_CONNECTIONS=4: the two refused ones give up, the
     other two send everything, exactly once."""
-    relay = start_smtp_server(tmp_path / "limited-relay", "--max-connections", "2")
+    # Slow replies keep the two sessions busy past the others' last attempt (the connections
+    # open while the edition is composed, so a quick send could end before they give up).
+    relay = start_smtp_server(
+        tmp_path / "limited-relay", "--max-connections", "2", "--delay", "0.3"
+    )
     try:
         env = send_env(
             tmp_path,
