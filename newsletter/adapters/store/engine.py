@@ -118,6 +118,8 @@ def create_store_engine(url: str, *, for_web: bool = False) -> Engine:
             f"database {engine.dialect.name!r} is not supported", "use SQLite or PostgreSQL"
         )
     attempts = WEB_BUSY_ATTEMPTS if for_web else BUSY_ATTEMPTS
+    busy_timeout_ms = _busy_timeout_ms(WEB_BUSY_TIMEOUT_MS if for_web else None)
+    _WRITERS[engine.pool] = (threading.Lock(), busy_timeout_ms / 1000 * attempts)
     return engine.execution_options(**{_ATTEMPTS_OPTION: attempts})
 
 
@@ -163,10 +165,12 @@ def _create_parent_folder(database: str | None) -> None:
             ) from None
 
 
-# One writer at a time per SQLite engine, queued in this process on a lock rather than in
-# SQLite's busy handler: the handler sleeps 1, 2, 5, 10 ms... between tries, so a send's group
-# commit that met the claimer's transaction waited milliseconds for a lock freed in a fraction of
-# one, and every connection waited behind it. Other processes still meet the busy handler.
+# One writer transaction at a time per engine, queued in this process on a lock. On SQLite the
+# alternative was SQLite's busy handler, which sleeps 1, 2, 5, 10 ms... between tries: a send's
+# group commit that met the claimer's transaction waited milliseconds for a lock freed in a
+# fraction of one. On PostgreSQL two writers of one process (the recorder's "sent", the lease
+# renewal) could lock the same sender's rows in different orders and deadlock. Other processes
+# still meet SQLite's busy handler, or PostgreSQL's row locks, as before.
 # Keyed by the engine's pool, which the engine and its option views (execution_options) share.
 _WRITERS: weakref.WeakKeyDictionary[Pool, tuple[threading.Lock, float]] = (
     weakref.WeakKeyDictionary()
@@ -174,9 +178,9 @@ _WRITERS: weakref.WeakKeyDictionary[Pool, tuple[threading.Lock, float]] = (
 
 
 @contextmanager
-def sqlite_writer(engine: Engine, started: float) -> Iterator[None]:
-    """Hold this process's write turn on ``engine`` (SQLite); DatabaseBusy after the engine's
-    whole busy wait. Nothing for PostgreSQL, whose row locks need no such turn."""
+def writer_turn(engine: Engine, started: float) -> Iterator[None]:
+    """Hold this process's write turn on ``engine``; DatabaseBusy after the engine's whole busy
+    wait (two minutes for the commands, WEB_BUSY_TIMEOUT_MS for the web app)."""
     writer = _WRITERS.get(engine.pool)
     if writer is None:
         yield
@@ -192,7 +196,6 @@ def sqlite_writer(engine: Engine, started: float) -> Iterator[None]:
 
 def _configure_sqlite(engine: Engine, busy_timeout_ms: int) -> None:
     """WAL, foreign keys and a busy timeout on every connection; we issue BEGIN ourselves."""
-    _WRITERS[engine.pool] = (threading.Lock(), busy_timeout_ms / 1000 * BUSY_ATTEMPTS)
 
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
@@ -218,7 +221,7 @@ def _configure_sqlite(engine: Engine, busy_timeout_ms: int) -> None:
 def _transaction(engine: Engine, *, write: bool) -> Iterator[Connection]:
     started = time.monotonic()
     with (
-        sqlite_writer(engine, started) if write else contextlib.nullcontext(),
+        writer_turn(engine, started) if write else contextlib.nullcontext(),
         engine.connect() as conn,
     ):
         conn.execution_options(**{_WRITE_OPTION: write})

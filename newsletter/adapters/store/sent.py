@@ -16,7 +16,7 @@ from typing import Any
 
 from sqlalchemy import Engine, bindparam, update
 
-from newsletter.adapters.store.engine import BUSY_ATTEMPTS, Clock, _database_busy, sqlite_writer
+from newsletter.adapters.store.engine import BUSY_ATTEMPTS, Clock, _database_busy, writer_turn
 from newsletter.adapters.store.schema import UTCDateTime, _DriverValue, deliveries
 from newsletter.domain import DeliveryStatus
 
@@ -73,11 +73,13 @@ class SentLedger:
                 "s_now": self._bind_time(now) if self._bind_time else now,
             }
         )
+        # In id order, as the claims and the lease renewal take rows.
+        delivery_ids = sorted(delivery_ids)
         rows = [self._parameters({**base, "s_id": delivery_id}) for delivery_id in delivery_ids]
         cursor = self._connection.cursor()
         lost: set[int] = set()
         try:
-            with sqlite_writer(self._engine, time.monotonic()):
+            with writer_turn(self._engine, time.monotonic()):
                 self._begin(cursor)
                 try:
                     for delivery_id, parameters in zip(delivery_ids, rows, strict=True):
