@@ -13,7 +13,12 @@ The pipeline, by stage (as in listmonk's manager), one module each:
   in flight and the one being recorded, per connection;
 - SMTP pool (``pool.py``): each worker's own ``SmtpConnection``, opened through the run's
   ``RelayGate`` (the first connection alone, then the others; three attempts each, one log line
-  per retry), paced by ``newsletter.domain.ratelimit.PacingLimiter``.
+  per retry) while the edition is still being composed (``OpeningAhead``), paced by
+  ``newsletter.domain.ratelimit.PacingLimiter``;
+- processes (``processes.py``): with NEWSLETTER_SEND_PROCESSES=N, ``SenderGroup`` forks N-1
+  more senders after the freeze, each an ``EditionSender`` with its share of the connections.
+The "sent" outcomes go through ``Store.sent_ledger()`` (``adapters/store/sent.py``), one
+connection kept for the run.
 
 A 4xx or a dropped connection puts the row back with a short backoff (bounded attempts per run);
 a 5xx marks it failed and the subscriber bounced. A relay that cannot be reached at all stops
