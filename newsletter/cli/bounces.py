@@ -99,7 +99,7 @@ bounces.add_command(fetch)
 def list_returned(ctx: click.Context, day: date | None) -> None:
     """Print an edition's hard bounces, soft bounces and complaints, with their rates."""
     from newsletter.adapters.store import open_store
-    from newsletter.services.editions import returned_lines
+    from newsletter.services.status import returned_lines
 
     settings = settings_from(ctx)
     with open_store(settings.database_url) as store:
