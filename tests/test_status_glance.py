@@ -123,12 +123,17 @@ def _status(env: dict[str, str], cwd: Path, *args: str) -> subprocess.CompletedP
     return invoke_cli("status", *args, env=env, cwd=cwd)
 
 
+@pytest.mark.parametrize("command", [("status",), ("bounces", "list")])
 @pytest.mark.parametrize("day", [None, *DAYS])
 def test_status_says_the_same_through_the_glance_and_the_store(
-    tmp_path: Path, database: str, day: date | None, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path,
+    database: str,
+    command: tuple[str, ...],
+    day: date | None,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     env = base_env(tmp_path, NEWSLETTER_DATABASE_URL=database)
-    args = () if day is None else ("--date", day.isoformat())
+    args = (*command, *(() if day is None else ("--date", day.isoformat())))
     opened: list[SqliteGlance | None] = []
     real_open = glance_module.open_glance
 
@@ -137,16 +142,21 @@ def test_status_says_the_same_through_the_glance_and_the_store(
         return opened[-1]
 
     monkeypatch.setattr(glance_module, "open_glance", spy)
-    through_glance = _status(env, tmp_path, *args)
+    through_glance = invoke_cli(*args, env=env, cwd=tmp_path)
     assert len(opened) == 1 and isinstance(opened[0], SqliteGlance)
 
     monkeypatch.setattr(glance_module, "open_glance", lambda url: None)  # the store's way
-    through_store = _status(env, tmp_path, *args)
+    through_store = invoke_cli(*args, env=env, cwd=tmp_path)
 
     assert through_glance.returncode == through_store.returncode == 0, through_glance.stderr
     assert through_glance.stdout == through_store.stdout
     assert through_glance.stderr == through_store.stderr == ""
-    if day is None or day == HELD_DAY:  # the latest edition recorded is the held one
+    if command == ("bounces", "list"):
+        if day == SENT_DAY:
+            assert through_glance.stdout.startswith("returned: 1 hard bounced (14.29%)")
+        elif day is None:  # the latest edition recorded: the held one, nothing mailed
+            assert through_glance.stdout.startswith("returned: 0 hard bounced (0.00%)")
+    elif day is None or day == HELD_DAY:  # the latest edition recorded is the held one
         assert through_glance.stdout.startswith("edition 2026-01-28: open, held\n")
         # Changed on the 27th at 08:02 UTC, 09:02 in Casablanca.
         assert "    2026-01-27 09:02  web:admin  intro Bonjour à toutes et à tous\n" in (
