@@ -15,7 +15,13 @@ from pathlib import Path
 import pytest
 
 from newsletter.adapters import glance as glance_module
-from newsletter.adapters.glance import LATEST_SCHEMA_VERSION, SqliteGlance, open_glance, sqlite_file
+from newsletter.adapters.glance import (
+    LATEST_SCHEMA_VERSION,
+    GlanceFailed,
+    SqliteGlance,
+    open_glance,
+    sqlite_file,
+)
 from newsletter.adapters.store import MIGRATIONS, create_store_engine, migrate, open_store
 from newsletter.domain import EditionStatus
 from newsletter.domain.returned import ReturnedKind
@@ -320,6 +326,20 @@ def test_the_glance_never_writes(tmp_path: Path, database: str) -> None:
         glance._conn.execute("DELETE FROM deliveries")  # query_only
     with open_store(database) as store:
         assert sum(store.delivery_counts(SENT_DAY).values()) == 9
+
+
+def test_a_database_failing_mid_glance_is_one_line_worth_a_retry(database: str) -> None:
+    glance = open_glance(database)
+    assert glance is not None
+    glance._conn.close()  # what a vanished or damaged file looks like to the next statement
+    with pytest.raises(GlanceFailed) as failed:
+        glance.delivery_counts(SENT_DAY)
+    glance.close()  # closing again is harmless
+    assert failed.value.exit_code == 75  # as the commands' other database failures
+    assert str(failed.value) == (
+        "the database failed: Cannot operate on a closed database. (check "
+        "NEWSLETTER_DATABASE_URL and the database server, then run the command again)"
+    )
 
 
 # -- during a send ----------------------------------------------------------------------------
