@@ -19,8 +19,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Literal, TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from dotenv import dotenv_values
-
 from newsletter.domain import DEFAULT_SECTION_ORDER
 from newsletter.domain.errors import UsageError
 from newsletter.domain.locales import canonical_locale, locale_spelling
@@ -543,6 +541,10 @@ def _read_sources(
     path = env_file if env_file is not None else Path.cwd() / ".env"
     from_file: dict[str, str] = {}
     if path.is_file():
+        # Imported only for a file to read: python-dotenv loads logging and tempfile, which a
+        # command run from the environment alone (`status` under systemd) need not pay for.
+        from dotenv import dotenv_values
+
         from_file = {k: v for k, v in dotenv_values(path).items() if v is not None}
     environment = os.environ if environ is None else environ
     merged = {**from_file, **environment}

@@ -205,14 +205,14 @@ STATUS_DEFAULT = "the latest edition recorded, else the next one"
 def status(ctx: click.Context, day: date | None) -> None:
     """How edition D went: sent, failed, pending and skipped counts, failures listed; the
     editors' changes to it (who, when, what)."""
-    from newsletter.adapters.store import open_store
-    from newsletter.services.curation import change_lines
-    from newsletter.services.editions import status_lines
+    # A light module: on a SQLite file at the latest schema, status reads through sqlite3 and
+    # never imports SQLAlchemy (issue 16: an answer within a second during a big send).
+    from newsletter.services.status import change_lines, open_status_source, status_lines
 
     settings = settings_from(ctx)
-    with open_store(settings.database_url) as store:
-        day = day or store.latest_edition_date() or settings.next_edition_date()
-        for line in (*status_lines(store, day), *change_lines(store, settings, day)):
+    with open_status_source(settings.database_url) as source:
+        day = day or source.latest_edition_date() or settings.next_edition_date()
+        for line in (*status_lines(source, day), *change_lines(source, settings, day)):
             click.echo(line)
 
 

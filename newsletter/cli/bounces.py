@@ -98,14 +98,14 @@ bounces.add_command(fetch)
 @click.pass_context
 def list_returned(ctx: click.Context, day: date | None) -> None:
     """Print an edition's hard bounces, soft bounces and complaints, with their rates."""
-    from newsletter.adapters.store import open_store
-    from newsletter.services.editions import returned_lines
+    # Reads what `status` reads: the same glance at a current SQLite file, without SQLAlchemy.
+    from newsletter.services.status import open_status_source, returned_lines
 
     settings = settings_from(ctx)
-    with open_store(settings.database_url) as store:
-        chosen = day or store.latest_edition_date()
+    with open_status_source(settings.database_url) as source:
+        chosen = day or source.latest_edition_date()
         if chosen is None:
             click.echo("no edition sent yet")
             return
-        for line in returned_lines(store, chosen):
+        for line in returned_lines(source, chosen):
             click.echo(line)

@@ -70,6 +70,17 @@ class AddedItem:
 
 
 @dataclass(frozen=True, slots=True)
+class EditorialChange:
+    """One logged change: when, who ("cli:<os user>" or "web:<login>"), what. The store's log
+    row as `status`, `edition show` and the editors' page read it."""
+
+    at: datetime  # aware, UTC
+    who: str
+    action: str  # exclude, include, lead, intro, subject, add
+    detail: str
+
+
+@dataclass(frozen=True, slots=True)
 class Curation:
     """The editors' decisions for one edition; the empty value changes nothing."""
 

@@ -11,11 +11,18 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import date
 
+from newsletter.domain import DeliveryStatus
+
 # Mailbox providers' thresholds: Gmail and Yahoo ask bulk senders to keep complaints under 0.3%
 # and start filtering well before; 0.1% is the line to act on. A hard-bounce rate over 2% is
 # what makes Orange, SES and most smarthosts throttle or suspend a sender.
 BOUNCE_RATE_WARNING = 0.02
 COMPLAINT_RATE_WARNING = 0.001
+
+# Ledger rows that went to the relay at least once: only these can have something come back (a
+# pending or skipped row was never mailed, so a report naming it is not ours), and they are the
+# rates' denominator.
+MAILED_STATUSES = (DeliveryStatus.SENT, DeliveryStatus.FAILED, DeliveryStatus.UNCERTAIN)
 
 
 class ReturnedKind(enum.StrEnum):

@@ -21,6 +21,7 @@ from newsletter.config import Settings
 from newsletter.domain import GENERAL_SECTION_KEY, Article, Edition, LeftOutReason, Section
 from newsletter.domain.curation import (
     CurationRefused,
+    EditorialChange,
     added_item,
     article_ref,
     clean_intro,
@@ -29,6 +30,7 @@ from newsletter.domain.curation import (
 )
 from newsletter.domain.text import excerpt, one_line
 from newsletter.services.editions import frozen_edition
+from newsletter.services.status import editorial_changes
 
 __all__ = [
     "CurationRefused",
@@ -37,7 +39,6 @@ __all__ = [
     "EditionFrozen",
     "EditorialChange",
     "add_item",
-    "change_lines",
     "choose_lead",
     "edition_draft",
     "editorial_changes",
@@ -63,16 +64,6 @@ class EditionFrozen(CurationRefused):
         )
         self.day = day
         self.frozen_at = frozen_at
-
-
-@dataclass(frozen=True, slots=True)
-class EditorialChange:
-    """One logged change: when, who ("cli:<os user>" or "web:<login>"), what."""
-
-    at: datetime
-    who: str
-    action: str  # exclude, include, lead, intro, subject, add
-    detail: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,27 +126,6 @@ def edition_draft(store: Store, settings: Settings, day: date) -> EditionDraft:
         default_subject=default_subject,
         changes=editorial_changes(store, day),
     )
-
-
-def editorial_changes(store: Store, day: date) -> tuple[EditorialChange, ...]:
-    """Edition ``day``'s editorial changes, oldest first."""
-    return tuple(
-        EditorialChange(at=r.at, who=r.who, action=r.action, detail=r.detail)
-        for r in store.curation_changes(day)
-    )
-
-
-def change_lines(store: Store, settings: Settings, day: date) -> list[str]:
-    """The change log as `status` prints it, under the edition: when (the site's time), who,
-    what; nothing when the editors changed nothing."""
-    changes = editorial_changes(store, day)
-    if not changes:
-        return []
-    lines = [f"  editorial changes: {len(changes)}"]
-    for change in changes:
-        at = change.at.astimezone(settings.timezone).strftime("%Y-%m-%d %H:%M")
-        lines.append(f"    {at}  {change.who}  {change.action} {change.detail}".rstrip())
-    return lines
 
 
 # -- changing ------------------------------------------------------------------------------------

@@ -1,6 +1,7 @@
 """Service: the edition of day D as editors handle it: hold and release, dry runs, reports.
 
-The CLI, the web console and the daemon all go through here, so each says the same thing.
+The CLI, the web console and the daemon all go through here, so each says the same thing. How an
+edition went (`status`, what came back) is services/status.py, kept light for `status`.
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ from newsletter.adapters.store import Store
 from newsletter.config import Settings
 from newsletter.domain import (
     Article,
-    DeliveryStatus,
     Edition,
     EditionRecord,
     EditionStatus,
@@ -23,21 +23,8 @@ from newsletter.domain import (
 from newsletter.domain.curation import Curation
 from newsletter.domain.edition import build_edition
 from newsletter.domain.errors import NewsletterError
-from newsletter.domain.returned import (
-    BOUNCE_RATE_WARNING,
-    COMPLAINT_RATE_WARNING,
-    ReturnedCounts,
-    percent,
-)
 from newsletter.domain.timetable import is_finished
-
-STATUS_ORDER = (
-    DeliveryStatus.SENT,
-    DeliveryStatus.FAILED,
-    DeliveryStatus.PENDING,
-    DeliveryStatus.SENDING,
-    DeliveryStatus.SKIPPED,
-)
+from newsletter.services.status import counts_text
 
 
 def frozen_edition(store: Store, settings: Settings, day: date) -> Edition:
@@ -52,8 +39,8 @@ def curated_edition(store: Store, settings: Settings, day: date) -> tuple[Editio
     stored = store.edition_curation(day)
     articles = store.frozen_articles(day)
     if articles is None:
-        # Imported here: `status` reads the ledger through this module without loading the
-        # sources and the renderer.
+        # Imported here: hold and release use this module without loading the sources and
+        # the renderer.
         from newsletter.services.compose import compose_edition
 
         edition = compose_edition(
@@ -92,67 +79,12 @@ def rebuild_edition(
     )
 
 
-def counts_text(counts: dict[str, int]) -> str:
-    shown = STATUS_ORDER
-    if counts.get(DeliveryStatus.UNCERTAIN):  # rare, and alarming: only when there are some
-        shown = (*STATUS_ORDER, DeliveryStatus.UNCERTAIN)
-    return ", ".join(f"{counts.get(s, 0)} {s}" for s in shown)
-
-
 def report_line(report: SendReport) -> str:
     state = "complete" if report.complete else f"{report.remaining} still to send"
     return (
         f"edition {report.edition_date.isoformat()}: {report.sent_this_run} sent this run; "
         f"{counts_text(report.counts)} ({state})"
     )
-
-
-def status_lines(store: Store, day: date) -> Iterator[str]:
-    record = store.edition_record(day)
-    if record is None:
-        yield f"edition {day.isoformat()}: not sent yet"
-        return
-    yield f"edition {day.isoformat()}: {record.describe()}"
-    counts = store.delivery_counts(day)
-    yield f"  {counts_text(counts)}; {sum(counts.values())} recipients"
-    if counts.get(DeliveryStatus.UNCERTAIN):
-        yield (
-            "  uncertain: the relay took these messages whole but never answered; the next "
-            "send sends them again (same Message-ID, so a receiver can fold a duplicate)"
-        )
-    for email, error in store.delivery_failures(day):
-        yield f"  failed: {email}: {error}"
-    if any(counts.get(s) for s in (DeliveryStatus.SENT, DeliveryStatus.FAILED)):
-        yield from returned_lines(store, day, indent="  ")
-
-
-def returned_counts(store: Store, days: list[date]) -> dict[date, ReturnedCounts]:
-    """Per edition: its hard bounces, soft bounces and complaints against the messages mailed."""
-    counted = store.returned_counts(days)
-    return {day: ReturnedCounts.of(counted[day].get("mailed", 0), counted[day]) for day in days}
-
-
-def returned_lines(store: Store, day: date, indent: str = "") -> Iterator[str]:
-    """What came back for edition ``day``: counts and rates, and a warning past a threshold."""
-    counts = returned_counts(store, [day])[day]
-    yield (
-        f"{indent}returned: {counts.hard} hard bounced ({percent(counts.bounce_rate)}), "
-        f"{counts.soft} soft bounced ({percent(counts.soft_rate)}), "
-        f"{counts.complaints} complained ({percent(counts.complaint_rate)}) "
-        f"of {counts.delivered} mailed"
-    )
-    if counts.bounce_warning:
-        yield (
-            f"{indent}warning: the bounce rate {percent(counts.bounce_rate)} is over "
-            f"{percent(BOUNCE_RATE_WARNING)}: mailbox providers throttle senders past it; clean "
-            "the list (old imports, typos) before the next edition"
-        )
-    if counts.complaint_warning:
-        yield (
-            f"{indent}warning: the complaint rate {percent(counts.complaint_rate)} is over "
-            f"{percent(COMPLAINT_RATE_WARNING)}: Gmail and Yahoo filter senders past 0.3%; check "
-            "consent and that the unsubscribe link is easy to find"
-        )
 
 
 def dry_run_lines(store: Store, settings: Settings, day: date) -> Iterator[str]:

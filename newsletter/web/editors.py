@@ -43,13 +43,9 @@ from newsletter.domain.returned import (
 )
 from newsletter.services.curation import EditionFrozen
 from newsletter.services.delivery import NothingToSend, send_test
-from newsletter.services.editions import (
-    EditionFinished,
-    frozen_edition,
-    hold_edition,
-    returned_counts,
-)
+from newsletter.services.editions import EditionFinished, frozen_edition, hold_edition
 from newsletter.services.preview import render_preview
+from newsletter.services.status import returned_counts
 from newsletter.web.curation_form import (
     PostedCuration,
     draft_context,

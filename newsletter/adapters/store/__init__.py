@@ -3,7 +3,9 @@
 SQLAlchemy 2 Core, no ORM. The same code runs on SQLite (the default file under ``subscribers/``)
 and on PostgreSQL (``postgresql+psycopg://...``); the only dialect-specific pieces are the
 connection set-up in ``engine._configure_sqlite``, the migration lock and ``StoreBase._insert``
-(for ``ON CONFLICT DO NOTHING``). Every SQL statement of the project is in this package.
+(for ``ON CONFLICT DO NOTHING``). Every SQL statement of the project is in this package, with
+one read-only exception: ``adapters/glance.py``, the statements `status` reads a SQLite store
+with through the ``sqlite3`` module (importing this package imports SQLAlchemy).
 
 Modules, by kind of data: ``schema`` (the tables), ``migrations``, ``engine`` (engine, transactions,
 busy retries, errors), ``subscribers`` (subscribers and suppressions), ``ledger`` (editions and
@@ -21,7 +23,6 @@ from sqlalchemy.exc import DatabaseError as SqlDatabaseError
 from newsletter.adapters.store.archive import ArchivedEdition, ArchiveQueries
 from newsletter.adapters.store.clicks import ClickQueries
 from newsletter.adapters.store.curation import (
-    ChangeRow,
     CurationChanged,
     CurationQueries,
     ExcludedArticle,
@@ -76,7 +77,6 @@ __all__ = [
     "WEB_BUSY_ATTEMPTS",
     "WEB_BUSY_TIMEOUT_MS",
     "ArchivedEdition",
-    "ChangeRow",
     "ClaimedDelivery",
     "Clock",
     "CurationChanged",

@@ -20,7 +20,7 @@ from sqlalchemy import Connection, insert, select, update
 
 from newsletter.adapters.store.engine import StoreBase, StoreError
 from newsletter.adapters.store.schema import edition_changes, edition_curations
-from newsletter.domain.curation import AddedItem, Curation
+from newsletter.domain.curation import AddedItem, Curation, EditorialChange
 
 
 class CurationChanged(StoreError):
@@ -65,16 +65,6 @@ class StoredCuration:
                 added=self.added,
             ),
         )
-
-
-@dataclass(frozen=True, slots=True)
-class ChangeRow:
-    """One logged editorial change."""
-
-    at: datetime
-    who: str
-    action: str
-    detail: str
 
 
 class CurationQueries(StoreBase):
@@ -133,7 +123,7 @@ class CurationQueries(StoreBase):
                 )
             )
 
-    def curation_changes(self, day: date) -> list[ChangeRow]:
+    def curation_changes(self, day: date) -> list[EditorialChange]:
         """Edition ``day``'s editorial changes, oldest first."""
         with self.read() as c:
             rows = c.execute(
@@ -146,7 +136,7 @@ class CurationQueries(StoreBase):
                 .where(edition_changes.c.edition_date == day)
                 .order_by(edition_changes.c.id)
             ).all()
-        return [ChangeRow(r.at, r.who, r.action, r.detail) for r in rows]
+        return [EditorialChange(r.at, r.who, r.action, r.detail) for r in rows]
 
 
 def _locked_row(c: Connection, day: date, now: datetime) -> Any:

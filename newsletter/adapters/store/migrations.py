@@ -29,6 +29,7 @@ from sqlalchemy import (
     text,
 )
 
+from newsletter.adapters.glance import LATEST_SCHEMA_VERSION
 from newsletter.adapters.store.engine import Clock, StoreError, _transaction, utc_now
 from newsletter.adapters.store.schema import UTCDateTime, schema_version
 
@@ -276,6 +277,14 @@ MIGRATIONS: tuple[Callable[[Connection], None], ...] = (
     _migration_8,
 )
 LATEST_VERSION = len(MIGRATIONS)
+# `status` glances at a SQLite store without importing this package (adapters/glance.py) and
+# only when the schema is at its LATEST_SCHEMA_VERSION: a migration added here without raising
+# that number would let it read a schema it was not written for. Checked at every import.
+if LATEST_VERSION != LATEST_SCHEMA_VERSION:
+    raise RuntimeError(
+        f"{LATEST_VERSION} migrations but adapters/glance.py says the latest schema version is "
+        f"{LATEST_SCHEMA_VERSION}: make them agree (and check the glance's statements)"
+    )
 
 
 def migrate(engine: Engine, target: int | None = None, clock: Clock = utc_now) -> int:

@@ -19,13 +19,12 @@ from sqlalchemy.engine import Row
 from newsletter.adapters.store.engine import StoreBase
 from newsletter.adapters.store.schema import deliveries, subscribers, suppressions
 from newsletter.adapters.store.subscribers import move_where
-from newsletter.domain import DeliveryStatus, SubscriberStatus
+from newsletter.domain import SubscriberStatus
 from newsletter.domain.addresses import suppression_hash
-from newsletter.domain.returned import ReturnedKind
+from newsletter.domain.returned import MAILED_STATUSES, ReturnedKind
 
-# Rows that went to the relay at least once: only these can have something come back. A pending
-# or skipped row was never mailed, so a report naming it is not ours.
-_MAILED = (DeliveryStatus.SENT.value, DeliveryStatus.FAILED.value, DeliveryStatus.UNCERTAIN.value)
+# Rows that went to the relay at least once (domain.returned.MAILED_STATUSES).
+_MAILED = tuple(status.value for status in MAILED_STATUSES)
 DIAGNOSTIC_CHARS = 300  # the column's width; a diagnostic is cut to one line of this
 
 
