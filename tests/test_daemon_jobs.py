@@ -73,6 +73,9 @@ def test_jobs_are_scheduled_from_the_timetable_in_shifted_time(
         daemon.start()
         assert daemon.lease.holds()
         wait_until(lambda: "next send: edition 2026-01-27" in caplog.text)
+        # The announcement is made inside the jobs' first looks, and each job plans its next run
+        # when it returns: under load the preview job can be between the two.
+        wait_until(lambda: all(daemon.scheduler.get_job(job) for job in ("send", "preview")))
         for job in daemon.scheduler.get_jobs():
             assert job.coalesce and job.max_instances == 1 and job.misfire_grace_time is None
             assert isinstance(job.trigger, DateTrigger)
