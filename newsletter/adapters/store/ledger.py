@@ -27,6 +27,7 @@ from newsletter.adapters.store.schema import (
     editions,
     subscribers,
 )
+from newsletter.adapters.store.sent import sent_update
 from newsletter.adapters.store.subscribers import move_where, split_categories
 from newsletter.domain import (
     Article,
@@ -41,27 +42,13 @@ from newsletter.domain.images import MAX_ALT_CHARS, image_dimension, safe_image_
 from newsletter.domain.returned import ReturnedKind
 from newsletter.domain.text import excerpt, one_line
 
-# Recording "sent" is conditional on the lease: a sender that lost a row to another sender (it was
-# paused past its lease) must not overwrite what the other one recorded. RETURNING tells which ids
-# were still ours, so a lost race is reported instead of silently recorded.
-_MARK_SENT = (
-    update(deliveries)
-    .where(
-        deliveries.c.id.in_(bindparam("b_ids", expanding=True)),
-        deliveries.c.owner == bindparam("b_owner"),
-        deliveries.c.status == DeliveryStatus.SENDING.value,
-    )
-    .values(
-        status=DeliveryStatus.SENT.value,
-        owner=None,
-        lease_until=None,
-        not_before=None,
-        last_error="",
-        sent_at=bindparam("b_now", type_=UTCDateTime),
-        updated_at=bindparam("b_now", type_=UTCDateTime),
-    )
-    .returning(deliveries.c.id)
-)
+# "Sent" as sent.sent_update defines it (only while the owner holds the row), for a batch:
+# RETURNING tells which ids were still ours, so a lost race is reported instead of recorded.
+_MARK_SENT = sent_update(
+    deliveries.c.id.in_(bindparam("b_ids", expanding=True)),
+    bindparam("b_owner"),
+    bindparam("b_now", type_=UTCDateTime),
+).returning(deliveries.c.id)
 
 
 class LedgerQueries(StoreBase):
@@ -409,9 +396,10 @@ class LedgerQueries(StoreBase):
             )
 
     def mark_sent(self, delivery_ids: Sequence[int], owner: str) -> set[int]:
-        """The relay accepted these messages: final. One transaction for a batch (group commit),
-        with a statement built once: this runs for every message of a send. Only rows `owner`
-        still holds are recorded; the ids returned are those that were not (lost leases).
+        """The relay accepted these messages: final, in one transaction of the store's. Only rows
+        `owner` still holds are recorded; the ids returned are those that were not (lost
+        leases). A send records through ``SentLedger`` (``sent.py``), the same statement on a
+        connection of its own.
         """
         if not delivery_ids:
             return set()

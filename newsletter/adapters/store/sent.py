@@ -14,31 +14,45 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Engine, bindparam, update
+from sqlalchemy import BindParameter, ColumnElement, Engine, Update, bindparam, update
 
 from newsletter.adapters.store.engine import BUSY_ATTEMPTS, Clock, _database_busy, writer_turn
 from newsletter.adapters.store.schema import UTCDateTime, _DriverValue, deliveries
 from newsletter.domain import DeliveryStatus
 
-# "Sent" only while `owner` still holds the row: a sender that lost it to another (it was paused
-# past its lease) must not overwrite what the other recorded. One row per execution: the rowcount
-# says whether it was still ours, which RETURNING over an IN list said before.
-_MARK_ONE_SENT = (
-    update(deliveries)
-    .where(
-        deliveries.c.id == bindparam("s_id"),
-        deliveries.c.owner == bindparam("s_owner"),
-        deliveries.c.status == DeliveryStatus.SENDING.value,
+
+def sent_update(
+    rows: ColumnElement[bool], owner: BindParameter[Any], now: BindParameter[Any]
+) -> Update:
+    """The lease-checked "sent" of ``rows``: final, but only while ``owner`` still holds each
+    row. A sender that lost a row to another (it was paused past its lease) must not overwrite
+    what the other recorded. The one definition of "sent", for ``SentLedger`` below and for
+    ``LedgerQueries.mark_sent``."""
+    return (
+        update(deliveries)
+        .where(
+            rows,
+            deliveries.c.owner == owner,
+            deliveries.c.status == DeliveryStatus.SENDING.value,
+        )
+        .values(
+            status=DeliveryStatus.SENT.value,
+            owner=None,
+            lease_until=None,
+            not_before=None,
+            last_error="",
+            sent_at=now,
+            updated_at=now,
+        )
     )
-    .values(
-        status=DeliveryStatus.SENT.value,
-        owner=None,
-        lease_until=None,
-        not_before=None,
-        last_error="",
-        sent_at=bindparam("s_now", type_=_DriverValue()),
-        updated_at=bindparam("s_now", type_=_DriverValue()),
-    )
+
+
+# One row per execution: the rowcount says whether it was still ours, which RETURNING over an
+# IN list says in LedgerQueries.mark_sent.
+_MARK_ONE_SENT = sent_update(
+    deliveries.c.id == bindparam("s_id"),
+    bindparam("s_owner"),
+    bindparam("s_now", type_=_DriverValue()),
 )
 
 
