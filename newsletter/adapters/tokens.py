@@ -109,7 +109,6 @@ class TokenSigner:
         self._keyed = {
             p: _KeyedSigner(self._signers[p]) for p in Purpose if p is not Purpose.CONFIRM
         }
-        self._secret_bytes = secret_key.encode()
         self._timed = TimestampSigner(secret_key, salt=f"newsletter.{Purpose.CONFIRM}")
         self._test_signers = {
             p: Signer(secret_key, salt=f"newsletter.test.{p}") for p in TEST_PURPOSES
@@ -122,8 +121,7 @@ class TokenSigner:
         self, purposes: tuple[Purpose, ...], subscriber_id: int, email_key: str
     ) -> list[str]:
         """One token per purpose for one subscriber; the address digest is computed once."""
-        digest = hmac.digest(self._secret_bytes, email_key.encode(), "sha256").hex()[:8]
-        payload = f"{subscriber_id}.{digest}"  # as address_digest() makes it, the key encoded once
+        payload = f"{subscriber_id}.{address_digest(self._secret, email_key)}"
         return [
             self._timed.sign(payload).decode("ascii")
             if p is Purpose.CONFIRM

@@ -39,6 +39,22 @@ def _backoff_scale(env: str = _TEST_BACKOFF_SCALE_ENV) -> float:
     return scale if 0.0 < scale <= 1.0 else 1.0
 
 
+def scaled_backoff(pauses: tuple[float, ...]) -> tuple[float, ...]:
+    """``pauses`` as this run waits them: the real ones, unless a test scaled them down."""
+    scale = _backoff_scale()
+    return tuple(pause * scale for pause in pauses)
+
+
+def wait_unless(seconds: float, must_stop: Callable[[], bool], wake: threading.Event) -> None:
+    """Wait up to ``seconds``: less once ``wake`` is set, and within 0.1 s of ``must_stop()``."""
+    deadline = time.monotonic() + seconds
+    while not must_stop() and not wake.is_set():
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return
+        wake.wait(min(remaining, 0.1))
+
+
 class RelayUnresponsive(RelayUnreachable):
     """The relay keeps the connection open but does not answer in time, message after message."""
 
@@ -175,12 +191,8 @@ class OpeningAhead:
         self._stop = stop or threading.Event()
         self._cancelled = threading.Event()
         self._owner_must_stop: Callable[[], bool] | None = None
-        scale = _backoff_scale()
         self.gate = RelayGate(
-            config,
-            tuple(pause * scale for pause in RECONNECT_BACKOFF),
-            must_stop=self._must_stop,
-            sleep=self._sleep,
+            config, scaled_backoff(RECONNECT_BACKOFF), must_stop=self._must_stop, sleep=self._sleep
         )
         self.connections = [SmtpConnection(config) for _ in range(count)]
         self._failures: dict[int, NewsletterError] = {}
@@ -204,9 +216,7 @@ class OpeningAhead:
         return self._stop.is_set() or self._cancelled.is_set() or bool(owner and owner())
 
     def _sleep(self, seconds: float) -> None:
-        deadline = time.monotonic() + seconds
-        while not self._must_stop() and time.monotonic() < deadline:
-            self._cancelled.wait(0.1)
+        wait_unless(seconds, self._must_stop, self._cancelled)
 
     def handover(self, must_stop: Callable[[], bool]) -> RelayGate:
         """The sender's stop and abort now stop the openings too; the gate is the run's."""

@@ -51,6 +51,8 @@ from newsletter.services.delivery.pool import (
     RelayGate,
     RelayUnresponsive,
     _backoff_scale,
+    scaled_backoff,
+    wait_unless,
 )
 from newsletter.services.delivery.recorder import Recorder
 
@@ -120,15 +122,16 @@ class EditionSender:
         self._taken_over = 0  # claimed rows another sender took over before they went out
         self._connections: list[SmtpConnection] = []
         self._finished = threading.Event()  # the run is over: the watcher stops
-        scale = _backoff_scale()
-        self.retry_backoff = tuple(pause * scale for pause in RETRY_BACKOFF)
-        self.reconnect_backoff = tuple(pause * scale for pause in RECONNECT_BACKOFF)
+        self.retry_backoff = scaled_backoff(RETRY_BACKOFF)
         self._ahead = ahead
         self._gate = (
             ahead.handover(self._must_stop)
             if ahead is not None
             else RelayGate(
-                self.smtp, self.reconnect_backoff, must_stop=self._must_stop, sleep=self._sleep
+                self.smtp,
+                scaled_backoff(RECONNECT_BACKOFF),
+                must_stop=self._must_stop,
+                sleep=self._sleep,
             )
         )
         lease_scale = _backoff_scale(_TEST_LEASE_SCALE_ENV)
@@ -150,12 +153,13 @@ class EditionSender:
                     self._trusted_since = began  # the first claim starts the lease
                 self._owned.update(row.delivery_id for row in rows)
             if not rows:
+                # Cleared before the look: a row recorded after it still wakes the wait below.
+                self._progressed.clear()
                 if not self.store.has_unfinished(self.edition.date, RETRY_HORIZON):
                     return
-                # Rows in flight, in backoff or held by another live sender.
-                self._progressed.clear()
-                if self.store.has_unfinished(self.edition.date, RETRY_HORIZON):
-                    self._wait_for_progress(0.5)
+                # Rows in flight, in backoff or held by another live sender: until one of this
+                # run's becomes final, or half a second.
+                wait_unless(0.5, self._must_stop, self._progressed)
             for row in rows:
                 data = self.messages.personalise(row)
                 if data is None:
@@ -322,20 +326,9 @@ class EditionSender:
     def _must_stop(self) -> bool:
         return self.stop.is_set() or self._abort.is_set()
 
-    def _wait_for_progress(self, seconds: float) -> None:
-        """Up to ``seconds``, or until a row of this run became final, a stop or an abort."""
-        deadline = time.monotonic() + seconds
-        while not self._must_stop() and not self._progressed.is_set():
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return
-            self._progressed.wait(min(remaining, 0.1))
-
     def _sleep(self, seconds: float) -> None:
         """Wait, but wake within 0.1 s of a stop or an abort."""
-        deadline = time.monotonic() + seconds
-        while not self._must_stop() and time.monotonic() < deadline:
-            self._abort.wait(0.1)
+        wait_unless(seconds, self._must_stop, self._abort)
 
     @property
     def sent(self) -> int:
